@@ -1,0 +1,284 @@
+"""The envelope codec: typed, validated messages carried inside records.
+
+Wire form (PROTOCOL.md, "Envelopes")::
+
+    header_len (u32, big-endian) || header (UTF-8 JSON object) || body (raw bytes)
+
+The header always has ``"type"``; every other member is declared in the schema of that
+type, with its kind and size limit. Unknown types, unknown or missing fields, wrong
+JSON types, oversize values and duplicate keys are all rejected with EnvelopeError.
+Only types whose schema allows it may carry a body (file data), so binary payloads never
+pass through JSON.
+
+Clients send *requests* (optionally numbered with ``rid``); the server sends *events*
+(``re`` echoes the ``rid`` of the request an event answers).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat.protocol.errors import EnvelopeError
+from chat.protocol.limits import (
+    MAX_DETAIL_CHARS,
+    MAX_ENVELOPE_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_LIST_ITEMS,
+    MAX_NAME_CHARS,
+    MAX_PASSWORD_CHARS,
+    MAX_TEXT_CHARS,
+)
+
+_LENGTH = struct.Struct(">I")
+MAX_REQUEST_ID = (1 << 31) - 1
+#: Login names are checked against the username rules by the server, which answers
+#: with a clear error; the codec only bounds their size.
+MAX_LOGIN_NAME_CHARS = 256
+
+
+# --- field kinds --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Str:
+    max_chars: int
+    min_chars: int = 0
+    pattern: str | None = None
+
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not str:
+            raise EnvelopeError(f"field '{name}' must be a string", name)
+        if not self.min_chars <= len(value) <= self.max_chars:
+            raise EnvelopeError(
+                f"field '{name}' must be {self.min_chars}..{self.max_chars} characters", name
+            )
+        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+            raise EnvelopeError(f"field '{name}' has an invalid format", name)
+
+
+@dataclass(frozen=True)
+class Int:
+    minimum: int
+    maximum: int
+
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not int or not self.minimum <= value <= self.maximum:
+            raise EnvelopeError(
+                f"field '{name}' must be an integer in {self.minimum}..{self.maximum}", name
+            )
+
+
+@dataclass(frozen=True)
+class Bool:
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not bool:
+            raise EnvelopeError(f"field '{name}' must be true or false", name)
+
+
+@dataclass(frozen=True)
+class List:
+    item: Str
+    max_items: int = MAX_LIST_ITEMS
+
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not list or len(value) > self.max_items:
+            raise EnvelopeError(f"field '{name}' must be a list of at most {self.max_items}", name)
+        for item in value:
+            self.item.check(name, item)
+
+
+@dataclass(frozen=True)
+class Objects:
+    """A list of JSON objects, each validated against ``schema``."""
+
+    schema: Mapping[str, Kind]
+    max_items: int = MAX_LIST_ITEMS
+
+    def check(self, name: str, value: Any) -> None:
+        if type(value) is not list or len(value) > self.max_items:
+            raise EnvelopeError(f"field '{name}' must be a list of at most {self.max_items}", name)
+        for item in value:
+            if type(item) is not dict or set(item) != set(self.schema):
+                raise EnvelopeError(f"field '{name}' has a malformed entry", name)
+            for key, kind in self.schema.items():
+                kind.check(f"{name}.{key}", item[key])
+
+
+Kind = Str | Int | Bool | List | Objects
+
+
+@dataclass(frozen=True)
+class Schema:
+    required: Mapping[str, Kind] = field(default_factory=dict)
+    optional: Mapping[str, Kind] = field(default_factory=dict)
+    body: bool = False
+
+
+# --- the vocabulary -----------------------------------------------------------------
+
+NAME = Str(MAX_NAME_CHARS, 1)
+TEXT = Str(MAX_TEXT_CHARS, 1)
+NAMES = List(NAME)
+TRANSFER_ID = Str(32, 1, r"[0-9a-f]{1,32}")
+SHA256_HEX = Str(64, 64, r"[0-9a-f]{64}")
+FILE_SIZE = Int(0, (1 << 53) - 1)
+DETAIL = Str(MAX_DETAIL_CHARS)
+
+#: What a client may send.
+REQUESTS: dict[str, Schema] = {
+    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": Str(MAX_PASSWORD_CHARS)}),
+    "broadcast": Schema({"text": TEXT}),
+    "private": Schema({"to": NAME, "text": TEXT}),
+    "list": Schema(),
+    "group_create": Schema({"group": NAME}, {"members": NAMES}),
+    "group_join": Schema({"group": NAME}),
+    "group_list": Schema(),
+    "group_members": Schema({}, {"group": NAME}),
+    "group_message": Schema({"group": NAME, "text": TEXT}),
+    "group_leave": Schema({"group": NAME}),
+    "group_delete": Schema({"group": NAME}),
+    "group_add": Schema({"group": NAME, "user": NAME}),
+    "group_kick": Schema({"group": NAME, "user": NAME}),
+    "quit": Schema(),
+}
+
+#: What the server may send.
+EVENTS: dict[str, Schema] = {
+    "ok": Schema(),
+    "error": Schema(
+        {"code": Str(64, 1, r"[a-z_]+")},
+        {"name": Str(MAX_LOGIN_NAME_CHARS), "group": NAME, "user": NAME, "users": NAMES,
+         "detail": DETAIL, "limit": Int(0, 1 << 62)},
+    ),
+    "notice": Schema({"code": Str(64, 1, r"[a-z_]+")}, {"detail": DETAIL}),
+    "welcome": Schema({"name": NAME}),
+    "user_joined": Schema({"name": NAME}),
+    "user_exited": Schema({"name": NAME}),
+    "user_list": Schema({"users": NAMES}),
+    "broadcast": Schema({"sender": NAME, "text": TEXT}),
+    "private": Schema({"sender": NAME, "text": TEXT}),
+    "private_sent": Schema({"to": NAME, "text": TEXT}),
+    "group_created": Schema({"group": NAME}),
+    "group_added": Schema({"group": NAME}),
+    "group_joined": Schema({"group": NAME}),
+    "group_list": Schema({"groups": NAMES}),
+    "group_members": Schema({"groups": Objects({"group": NAME, "members": NAMES})}),
+    "group_message": Schema({"group": NAME, "sender": NAME, "text": TEXT}),
+    "group_left": Schema({"group": NAME}),
+    "group_deleted": Schema({"group": NAME}),
+    "group_delete_done": Schema({"group": NAME}),
+    "group_removed": Schema({"group": NAME}),
+    "member_joined": Schema({"group": NAME, "name": NAME}),
+    "member_left": Schema({"group": NAME, "name": NAME}),
+    "member_added": Schema({"group": NAME, "name": NAME}),
+    "member_removed": Schema({"group": NAME, "name": NAME}),
+}
+
+_COMMON_REQUEST = {"rid": Int(0, MAX_REQUEST_ID)}
+_COMMON_EVENT = {"re": Int(0, MAX_REQUEST_ID)}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One decoded, validated envelope. ``fields`` excludes ``type``."""
+
+    type: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""
+
+    def __getitem__(self, key: str) -> Any:
+        return self.fields[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+
+def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[str, Kind]) -> None:
+    schema = table.get(envelope.type)
+    if schema is None:
+        raise EnvelopeError(f"unknown envelope type '{envelope.type}'", "type")
+    for name, kind in schema.required.items():
+        if name not in envelope.fields:
+            raise EnvelopeError(f"field '{name}' is missing", name)
+        kind.check(name, envelope.fields[name])
+    for name, value in envelope.fields.items():
+        if name in schema.required:
+            continue
+        kind = schema.optional.get(name) or common.get(name)
+        if kind is None:
+            raise EnvelopeError(f"unknown field '{name}' for type '{envelope.type}'", name)
+        kind.check(name, value)
+    if envelope.body and not schema.body:
+        raise EnvelopeError(f"type '{envelope.type}' carries no body", "body")
+
+
+def _reject_constant(value: str) -> None:
+    raise EnvelopeError(f"JSON constant {value} is not allowed")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise EnvelopeError("duplicate key in JSON object")
+    return result
+
+
+_decoder = json.JSONDecoder(object_pairs_hook=_unique_object, parse_constant=_reject_constant)
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(envelope: Envelope, table: Mapping[str, Schema]) -> bytes:
+    common = _COMMON_REQUEST if table is REQUESTS else _COMMON_EVENT
+    _validate(envelope, table, common)
+    header = _encoder.encode({"type": envelope.type, **envelope.fields}).encode("utf-8")
+    if len(header) > MAX_HEADER_BYTES:
+        raise EnvelopeError("envelope header too large")
+    data = _LENGTH.pack(len(header)) + header + envelope.body
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("envelope too large")
+    return data
+
+
+def decode(data: bytes, table: Mapping[str, Schema]) -> Envelope:
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise EnvelopeError("envelope too large")
+    if len(data) < _LENGTH.size:
+        raise EnvelopeError("envelope shorter than its length prefix")
+    (header_len,) = _LENGTH.unpack_from(data)
+    if header_len > MAX_HEADER_BYTES or header_len > len(data) - _LENGTH.size:
+        raise EnvelopeError("envelope header length out of range")
+    raw_header = bytes(data[_LENGTH.size : _LENGTH.size + header_len])
+    try:
+        header = _decoder.decode(raw_header.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"envelope header is not valid UTF-8 JSON ({exc})") from None
+    if type(header) is not dict:
+        raise EnvelopeError("envelope header must be a JSON object")
+    kind = header.pop("type", None)
+    if type(kind) is not str:
+        raise EnvelopeError("envelope type is missing", "type")
+    envelope = Envelope(kind, header, bytes(data[_LENGTH.size + header_len :]))
+    common = _COMMON_REQUEST if table is REQUESTS else _COMMON_EVENT
+    _validate(envelope, table, common)
+    return envelope
+
+
+def encode_request(kind: str, body: bytes = b"", **fields: Any) -> bytes:
+    return encode(Envelope(kind, fields, body), REQUESTS)
+
+
+def encode_event(kind: str, body: bytes = b"", **fields: Any) -> bytes:
+    return encode(Envelope(kind, fields, body), EVENTS)
+
+
+def decode_request(data: bytes) -> Envelope:
+    return decode(data, REQUESTS)
+
+
+def decode_event(data: bytes) -> Envelope:
+    return decode(data, EVENTS)

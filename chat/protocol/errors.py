@@ -1,0 +1,54 @@
+"""Exceptions raised by the protocol core. Each ends the session or rejects one input."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ProtocolError(Exception):
+    """Base class for every error the protocol core raises on bad input."""
+
+
+class HandshakeErrorCode(IntEnum):
+    """Codes carried by a HandshakeError message (PROTOCOL.md)."""
+
+    MALFORMED = 1
+    VERSION_MISMATCH = 2
+    UNSUPPORTED_SUITE = 3
+    UNKNOWN_SERVER_KEY = 4
+    DECRYPT_FAILED = 5
+    CONFIRMATION_FAILED = 6
+    TIMEOUT = 7
+    SERVER_BUSY = 8
+
+
+class HandshakeFailed(ProtocolError):
+    """The handshake cannot complete. ``code`` says why; ``remote`` is true when the
+    peer reported the failure (a HandshakeError message) rather than us detecting it."""
+
+    def __init__(
+        self,
+        code: HandshakeErrorCode,
+        message: str,
+        *,
+        remote: bool = False,
+        peer_version: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.remote = remote
+        self.peer_version = peer_version
+
+
+class RecordError(ProtocolError):
+    """A record failed to decrypt or authenticate: altered, replayed, reordered,
+    dropped or truncated. The channel is unusable afterwards."""
+
+
+class EnvelopeError(ProtocolError):
+    """An envelope is malformed: bad framing, bad JSON, unknown type, or a field that
+    is missing, of the wrong type, or too long. ``field`` names the culprit if known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
