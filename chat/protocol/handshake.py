@@ -287,7 +287,9 @@ class ServerHandshake:
         try:
             rsa_secret = self._private_key.decrypt(wrapped, OAEP)
         except ValueError:
-            raise HandshakeFailed(HandshakeErrorCode.DECRYPT_FAILED, "cannot unwrap the session secret") from None
+            raise HandshakeFailed(
+                HandshakeErrorCode.DECRYPT_FAILED, "cannot unwrap the session secret"
+            ) from None
         if len(rsa_secret) != SECRET_LEN:
             raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "session secret has the wrong length")
         server_random = self._random(RANDOM_LEN)
