@@ -59,6 +59,12 @@ class Str:
             )
         if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
             raise EnvelopeError(f"field '{name}' has an invalid format", name)
+        try:
+            # JSON's \uXXXX escapes can smuggle in lone surrogates, which are not Unicode
+            # text: such a value would decode here and then fail to re-encode elsewhere.
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EnvelopeError(f"field '{name}' is not valid Unicode text", name) from None
 
 
 @dataclass(frozen=True)
