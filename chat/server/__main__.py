@@ -1,0 +1,122 @@
+"""``python -m chat.server [PRIVATE_PEM]``: start the chat server (SPEC section 2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chat.keys import (
+    DEFAULT_BITS,
+    PUBLIC_NAME,
+    KeyFileError,
+    fingerprint,
+    generate_private_key,
+    load_private_key,
+    write_key_pair,
+)
+from chat.server.app import ChatServer, ServerConfig
+
+DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
+DEFAULT_PORT = 8767
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chat-server",
+        description="Run the encrypted chat server. With no PRIVATE_PEM and no keys/private.pem, "
+        "a new key pair is generated in keys/ on first start.",
+    )
+    parser.add_argument(
+        "private_pem", nargs="?", type=Path, metavar="PRIVATE_PEM",
+        help=f"the server's RSA private key (default: {DEFAULT_PRIVATE_PEM})",
+    )
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default: INFO); message contents are never logged",
+    )
+    parser.add_argument(
+        "--handshake-timeout", type=float, default=ServerConfig.handshake_timeout, metavar="SECONDS",
+        help="time a new connection has to complete the handshake (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-backlog", type=int, default=ServerConfig.max_backlog_bytes, metavar="BYTES",
+        help="unsent bytes queued for one client before it is disconnected (default: %(default)s)",
+    )
+    return parser
+
+
+def load_or_create_key(path: Path | None) -> rsa.RSAPrivateKey:
+    """Load the key; generate one on first start when the default path is missing."""
+    if path is None and not DEFAULT_PRIVATE_PEM.exists():
+        key = generate_private_key(DEFAULT_BITS)
+        private_path, public_path = write_key_pair(DEFAULT_PRIVATE_PEM.parent, key)
+        print(f"Generated a new server key: {private_path} (keep secret) and {public_path} (for clients)")
+        return key
+    return load_private_key(path or DEFAULT_PRIVATE_PEM)
+
+
+def lan_address(host: str) -> str:
+    """This machine's address as another machine on the LAN would use it."""
+    if host not in WILDCARD_HOSTS:
+        return host
+    hostname = socket.gethostname()
+    try:
+        _, _, addresses = socket.gethostbyname_ex(hostname)
+    except OSError:
+        return hostname
+    usable = [a for a in addresses if not a.startswith("127.")]
+    return usable[0] if usable else hostname
+
+
+def connect_hint(host: str, port: int, public_pem: Path) -> str:
+    port_option = "" if port == DEFAULT_PORT else f" --port {port}"
+    return f"python -m chat.client {lan_address(host)} {public_pem.as_posix()}{port_option}"
+
+
+async def serve(server: ChatServer, public_pem: Path) -> None:
+    port = await server.start()
+    config = server.config
+    print(f"WebSocket server started and listening on ws://{config.host}:{port}", flush=True)
+    print(f"Server key fingerprint: {fingerprint(server.private_key.public_key())}", flush=True)
+    print(f"Clients on the LAN connect with: {connect_hint(config.host, port, public_pem)}", flush=True)
+    await server.run_until_stopped()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
+    try:
+        key = load_or_create_key(args.private_pem)
+    except (KeyFileError, OSError) as exc:
+        print(f"chat-server: error: {exc}", file=sys.stderr)
+        return 2
+    public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
+    config = ServerConfig(
+        host=args.host, port=args.port,
+        handshake_timeout=args.handshake_timeout, max_backlog_bytes=args.max_backlog,
+    )
+    try:
+        asyncio.run(serve(ChatServer(key, config), public_pem))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"chat-server: error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""The server process: the websockets listener, shared state, and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from chat.protocol.limits import MAX_FRAME_BYTES
+from chat.server.connection import CLOSE_GOING_AWAY, ClientConnection
+from chat.server.groups import GroupRegistry
+from chat.server.hub import LocalHub
+
+log = logging.getLogger("chat.server")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "0.0.0.0"
+    port: int = 8767
+    #: Seconds a new connection has to complete the handshake.
+    handshake_timeout: float = 10.0
+    #: Bytes of sealed, unsent events a connection may have queued before it is dropped.
+    max_backlog_bytes: int = 4 * 1024 * 1024
+    #: Seconds allowed for flushing and closing a connection.
+    close_timeout: float = 5.0
+    #: Keepalive ping interval and timeout, in seconds.
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+
+
+class ChatServer:
+    """Holds the key, the hub and the groups; one ClientConnection per WebSocket."""
+
+    def __init__(self, private_key: rsa.RSAPrivateKey, config: ServerConfig | None = None) -> None:
+        self.private_key = private_key
+        self.config = config or ServerConfig()
+        self.hub = LocalHub()
+        self.groups = GroupRegistry()
+        self.connections: set[ClientConnection] = set()
+        self._server: Server | None = None
+
+    async def _handler(self, websocket: ServerConnection) -> None:
+        connection = ClientConnection(websocket, self)
+        self.connections.add(connection)
+        try:
+            await connection.serve()
+        finally:
+            self.connections.discard(connection)
+
+    async def start(self) -> int:
+        """Start listening; returns the bound port (useful with port 0)."""
+        self._server = await serve(
+            self._handler,
+            self.config.host,
+            self.config.port,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,
+            ping_interval=self.config.ping_interval,
+            ping_timeout=self.config.ping_timeout,
+            close_timeout=self.config.close_timeout,
+        )
+        return self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Tell everyone, close every connection with 1001, wait for them (bounded)."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        for connection in list(self.connections):
+            connection.notice("shutdown")
+            connection.close_soon(CLOSE_GOING_AWAY, "server shutting down")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout):
+                await self._server.wait_closed()
+        log.info("server stopped")
+
+    async def run_until_stopped(self) -> None:
+        """Serve until SIGINT or SIGTERM (Ctrl-C / Ctrl-Break on Windows)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # Windows has no add_signal_handler: Ctrl-C arrives as KeyboardInterrupt instead.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

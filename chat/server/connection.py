@@ -1,0 +1,237 @@
+"""One client's WebSocket connection: the asyncio shell around the protocol core.
+
+It runs the handshake, then reads records, opens and decodes them, and hands each request
+to its handler. Outgoing events are sealed in order as they are delivered and queued for
+a writer task, so routing to a slow reader never blocks anyone else; the queue is bounded
+in bytes, and a connection that overflows it is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import TYPE_CHECKING
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from chat.protocol.envelope import Envelope, decode_request, encode_event
+from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
+from chat.protocol.handshake import ServerHandshake, encode_handshake_error
+from chat.protocol.limits import MAX_DETAIL_CHARS
+from chat.protocol.records import SecureChannel
+from chat.server.errors import RequestError
+from chat.server.handlers import HANDLERS, Context
+from chat.server.names import username_problem
+
+if TYPE_CHECKING:
+    from chat.server.app import ChatServer
+
+log = logging.getLogger("chat.server")
+_ids = itertools.count(1)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+
+
+class ClientConnection:
+    """Implements the hub's Outbox for one logged-in user."""
+
+    def __init__(self, websocket: ServerConnection, server: ChatServer) -> None:
+        self.id = next(_ids)
+        self.name: str | None = None
+        self._ws = websocket
+        self._server = server
+        self._channel: SecureChannel | None = None
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._backlog = 0
+        self._closing = False
+        self._close_code = CLOSE_NORMAL
+        self._close_reason = ""
+        peer = websocket.remote_address
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    # --- Outbox ---------------------------------------------------------------------
+
+    def deliver(self, payload: bytes) -> None:
+        if self._closing or self._channel is None:
+            return
+        record = self._channel.seal(payload)
+        self._backlog += len(record)
+        if self._backlog > self._server.config.max_backlog_bytes:
+            log.warning("dropping slow reader conn=%d user=%s backlog=%d", self.id, self.name, self._backlog)
+            self._abort(CLOSE_POLICY, "too much unread data")
+            return
+        self._queue.put_nowait(record)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        log.info("connection opened conn=%d peer=%s", self.id, self.peer)
+        try:
+            channel = await self._handshake()
+            if channel is None:
+                return
+            self._channel = channel
+            writer = asyncio.create_task(self._write_loop())
+            try:
+                await self._read_loop()
+            finally:
+                await self._logout()
+                await self._shutdown_writer(writer)
+        finally:
+            log.info(
+                "connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code
+            )
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Stop reading; send what is queued, then close with ``code``."""
+        if self._closing:
+            return
+        self._closing = True
+        self._close_code, self._close_reason = code, reason
+        self._queue.put_nowait(None)
+
+    def notice(self, code: str) -> None:
+        self.deliver(encode_event("notice", code=code))
+
+    async def _handshake(self) -> SecureChannel | None:
+        machine = ServerHandshake(self._server.private_key)
+        try:
+            async with asyncio.timeout(self._server.config.handshake_timeout):
+                hello = await self._ws.recv()
+                if isinstance(hello, str):
+                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
+                await self._ws.send(machine.receive_client_hello(hello))
+                finished = await self._ws.recv()
+                if isinstance(finished, str):
+                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
+                keys = machine.receive_client_finished(finished)
+        except HandshakeFailed as exc:
+            log.info("handshake failed conn=%d peer=%s code=%s", self.id, self.peer, exc.code.name)
+            await self._refuse(encode_handshake_error(exc.code, str(exc)), str(exc))
+            return None
+        except TimeoutError:
+            log.info("handshake timed out conn=%d peer=%s", self.id, self.peer)
+            await self._refuse(
+                encode_handshake_error(HandshakeErrorCode.TIMEOUT, "handshake timed out"), "timeout"
+            )
+            return None
+        except ConnectionClosed:
+            return None
+        log.debug("handshake done conn=%d", self.id)
+        return SecureChannel(keys)
+
+    async def _refuse(self, message: bytes, reason: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self._ws.send(message)
+            await self._ws.close(CLOSE_POLICY, reason[:120])
+
+    async def _read_loop(self) -> None:
+        assert self._channel is not None
+        try:
+            async for message in self._ws:
+                if self._closing:
+                    break
+                if isinstance(message, str):
+                    self._abort(CLOSE_UNSUPPORTED, "text frames are not allowed")
+                    break
+                try:
+                    plaintext = self._channel.open(message)
+                except RecordError as exc:
+                    log.warning("record rejected conn=%d user=%s: %s", self.id, self.name, exc)
+                    self._abort(CLOSE_POLICY, "record failed authentication")
+                    break
+                try:
+                    envelope = decode_request(plaintext)
+                except EnvelopeError as exc:
+                    log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, exc)
+                    detail = str(exc)[:MAX_DETAIL_CHARS]
+                    self.deliver(encode_event("error", code="bad_request", detail=detail))
+                    continue
+                await self._handle(envelope)
+        except ConnectionClosed:
+            pass
+
+    async def _handle(self, envelope: Envelope) -> None:
+        rid = envelope.get("rid")
+        if self.name is None:
+            if envelope.type == "login":
+                await self._login(envelope, rid)
+            else:
+                self._error(rid, "not_logged_in")
+            return
+        if envelope.type == "login":
+            self._error(rid, "already_logged_in")
+            return
+        server = self._server
+        ctx = Context(self.name, rid, self, server.hub, server.groups)
+        try:
+            await HANDLERS[envelope.type](ctx, envelope)
+        except RequestError as exc:
+            self._error(rid, exc.code, **exc.fields)
+        if ctx.quitting:
+            self.close_soon(CLOSE_NORMAL, "bye")
+
+    async def _login(self, envelope: Envelope, rid: int | None) -> None:
+        name: str = envelope["name"]
+        problem = username_problem(name)
+        if problem is not None:
+            self._error(rid, "username_invalid", name=name, detail=problem)
+            return
+        if not await self._server.hub.claim(name, self):
+            self._error(rid, "username_taken", name=name)
+            return
+        self.name = name
+        log.info("login conn=%d user=%s", self.id, name)
+        self._reply(rid, "welcome", name=name)
+        await self._server.hub.send_all(encode_event("user_joined", name=name), exclude=name)
+
+    async def _logout(self) -> None:
+        if self.name is None:
+            return
+        name, self.name = self.name, None
+        await self._server.hub.release(name, self)
+        log.info("exit conn=%d user=%s", self.id, name)
+        await self._server.hub.send_all(encode_event("user_exited", name=name), exclude=name)
+
+    def _reply(self, rid: int | None, kind: str, **fields: object) -> None:
+        if rid is not None:
+            fields["re"] = rid
+        self.deliver(encode_event(kind, **fields))
+
+    def _error(self, rid: int | None, code: str, **fields: object) -> None:
+        self._reply(rid, "error", code=code, **fields)
+
+    def _abort(self, code: int, reason: str) -> None:
+        """Close without flushing what is queued (bad input, or a reader too slow)."""
+        self._closing = True
+        self._close_code, self._close_reason = code, reason
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._backlog = 0
+        self._queue.put_nowait(None)
+
+    async def _write_loop(self) -> None:
+        """Send queued records in order; on the end marker, close the WebSocket."""
+        try:
+            while (record := await self._queue.get()) is not None:
+                await self._ws.send(record)
+                self._backlog -= len(record)
+            await self._ws.close(self._close_code, self._close_reason)
+        except ConnectionClosed:
+            pass
+
+    async def _shutdown_writer(self, writer: asyncio.Task[None]) -> None:
+        self._closing = True
+        self._queue.put_nowait(None)
+        try:
+            async with asyncio.timeout(self._server.config.close_timeout):
+                await writer
+        except TimeoutError:
+            writer.cancel()
+            self._ws.transport.abort()

@@ -1,0 +1,129 @@
+"""Groups with owners, members and kicks: pure state, no I/O (SPEC section 5).
+
+Membership is by username, so it survives a disconnect. Members are kept in join order,
+which decides who inherits ownership when the owner leaves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from chat.server.errors import RequestError
+from chat.server.names import is_group_name, key
+
+
+@dataclass
+class Group:
+    name: str
+    owner: str
+    #: key(username) -> username as first written, in join order.
+    members: dict[str, str] = field(default_factory=dict)
+    #: key(username) of users removed by the owner; cleared when the owner adds them back.
+    kicked: set[str] = field(default_factory=set)
+
+    def has(self, user: str) -> bool:
+        return key(user) in self.members
+
+    def other_members(self, user: str) -> list[str]:
+        me = key(user)
+        return [name for k, name in self.members.items() if k != me]
+
+    def sorted_members(self) -> list[str]:
+        return sorted(self.members.values(), key=lambda n: (n.casefold(), n))
+
+
+class GroupRegistry:
+    """Every group on the server, by key(name), in creation order."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, Group] = {}
+
+    def names(self) -> list[str]:
+        return [g.name for g in self._groups.values()]
+
+    def get(self, name: str) -> Group:
+        group = self._groups.get(key(name))
+        if group is None:
+            raise RequestError("no_such_group", group=name)
+        return group
+
+    def of_user(self, user: str) -> list[Group]:
+        return [g for g in self._groups.values() if g.has(user)]
+
+    def check_available(self, name: str) -> None:
+        """Raise unless ``name`` is a valid name no group has yet."""
+        if not is_group_name(name):
+            raise RequestError("invalid_group_name", group=name)
+        if key(name) in self._groups:
+            raise RequestError("group_exists", group=self._groups[key(name)].name)
+
+    def create(self, name: str, owner: str, members: list[str]) -> Group:
+        """``members`` are display names, already known to be online."""
+        self.check_available(name)
+        group = Group(name=name, owner=key(owner))
+        group.members[key(owner)] = owner
+        for member in members:
+            group.members.setdefault(key(member), member)
+        self._groups[key(name)] = group
+        return group
+
+    def join(self, name: str, user: str) -> Group:
+        group = self.get(name)
+        if key(user) in group.kicked:
+            raise RequestError("kicked", group=group.name)
+        if group.has(user):
+            raise RequestError("already_member", group=group.name)
+        group.members[key(user)] = user
+        return group
+
+    def member_group(self, name: str, user: str) -> Group:
+        """The group, if ``user`` is a member of it."""
+        group = self.get(name)
+        if not group.has(user):
+            raise RequestError("not_member", group=group.name)
+        return group
+
+    def owned_group(self, name: str, user: str) -> Group:
+        """The group, if ``user`` owns it."""
+        group = self.get(name)
+        if group.owner != key(user):
+            raise RequestError("not_owner", group=group.name)
+        return group
+
+    def leave(self, name: str, user: str) -> Group:
+        """Remove ``user``; pass ownership on or drop the group when it empties."""
+        group = self.member_group(name, user)
+        self._remove(group, user)
+        return group
+
+    def delete(self, name: str, user: str) -> Group:
+        group = self.owned_group(name, user)
+        del self._groups[key(group.name)]
+        return group
+
+    def add(self, name: str, owner: str, user: str) -> Group:
+        group = self.owned_group(name, owner)
+        if group.has(user):
+            raise RequestError("already_member", group=group.name, user=group.members[key(user)])
+        group.kicked.discard(key(user))
+        group.members[key(user)] = user
+        return group
+
+    def kick(self, name: str, owner: str, user: str) -> tuple[Group, str]:
+        """Remove ``user`` and bar them from rejoining; returns their display name."""
+        group = self.owned_group(name, owner)
+        if key(user) == group.owner:
+            raise RequestError("cannot_kick_self", group=group.name)
+        if not group.has(user):
+            raise RequestError("not_member", group=group.name, user=user)
+        display = group.members[key(user)]
+        self._remove(group, user)
+        group.kicked.add(key(user))
+        return group, display
+
+    def _remove(self, group: Group, user: str) -> None:
+        del group.members[key(user)]
+        if not group.members:
+            del self._groups[key(group.name)]
+        elif group.owner == key(user):
+            group.owner = next(iter(group.members))

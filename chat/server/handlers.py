@@ -1,0 +1,155 @@
+"""One small handler per request type (PROTOCOL.md section 6.2).
+
+Each handler gets a :class:`Context` (who is asking, the hub, the groups, and helpers to
+reply and notify) and the validated envelope. It answers with exactly one ``ctx.reply``
+or raises :class:`RequestError`, which the dispatcher turns into the ``error`` reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from chat.protocol.envelope import Envelope, encode_event
+from chat.server.errors import RequestError
+from chat.server.groups import GroupRegistry
+from chat.server.hub import Hub, Outbox
+
+
+@dataclass
+class Context:
+    user: str
+    rid: int | None
+    outbox: Outbox
+    hub: Hub
+    groups: GroupRegistry
+    #: Set by the quit handler: the connection closes once the reply is sent.
+    quitting: bool = False
+
+    def reply(self, kind: str, **fields: Any) -> None:
+        if self.rid is not None:
+            fields["re"] = self.rid
+        self.outbox.deliver(encode_event(kind, **fields))
+
+    async def notify(self, names: Iterable[str], kind: str, **fields: Any) -> None:
+        await self.hub.send(names, encode_event(kind, **fields))
+
+    async def notify_others(self, kind: str, **fields: Any) -> None:
+        await self.hub.send_all(encode_event(kind, **fields), exclude=self.user)
+
+    async def online_user(self, name: str) -> str:
+        found = await self.hub.lookup(name)
+        if found is None:
+            raise RequestError("user_not_online", users=[name])
+        return found
+
+
+Handler = Callable[[Context, Envelope], Awaitable[None]]
+
+
+async def broadcast(ctx: Context, env: Envelope) -> None:
+    await ctx.notify_others("broadcast", sender=ctx.user, text=env["text"])
+    ctx.reply("ok")
+
+
+async def private(ctx: Context, env: Envelope) -> None:
+    target = await ctx.online_user(env["to"])
+    await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
+    ctx.reply("private_sent", to=target, text=env["text"])
+
+
+async def list_users(ctx: Context, env: Envelope) -> None:
+    ctx.reply("user_list", users=await ctx.hub.online())
+
+
+async def group_create(ctx: Context, env: Envelope) -> None:
+    ctx.groups.check_available(env["group"])
+    found: list[str] = []
+    missing: list[str] = []
+    for name in env.get("members", []):
+        online = await ctx.hub.lookup(name)
+        if online is None:
+            missing.append(name)
+        elif online != ctx.user:
+            found.append(online)
+    if missing:
+        raise RequestError("user_not_online", users=list(dict.fromkeys(missing)))
+    group = ctx.groups.create(env["group"], ctx.user, found)
+    ctx.reply("group_created", group=group.name)
+    await ctx.notify(group.other_members(ctx.user), "group_added", group=group.name)
+
+
+async def group_join(ctx: Context, env: Envelope) -> None:
+    group = ctx.groups.join(env["group"], ctx.user)
+    ctx.reply("group_joined", group=group.name)
+    await ctx.notify(group.other_members(ctx.user), "member_joined", group=group.name, name=ctx.user)
+
+
+async def group_list(ctx: Context, env: Envelope) -> None:
+    ctx.reply("group_list", groups=ctx.groups.names())
+
+
+async def group_members(ctx: Context, env: Envelope) -> None:
+    name = env.get("group")
+    groups = [ctx.groups.get(name)] if name is not None else ctx.groups.of_user(ctx.user)
+    ctx.reply("group_members", groups=[{"group": g.name, "members": g.sorted_members()} for g in groups])
+
+
+async def group_message(ctx: Context, env: Envelope) -> None:
+    group = ctx.groups.member_group(env["group"], ctx.user)
+    await ctx.notify(
+        group.other_members(ctx.user), "group_message", group=group.name, sender=ctx.user, text=env["text"]
+    )
+    ctx.reply("ok")
+
+
+async def group_leave(ctx: Context, env: Envelope) -> None:
+    group = ctx.groups.leave(env["group"], ctx.user)
+    ctx.reply("group_left", group=group.name)
+    await ctx.notify(group.other_members(ctx.user), "member_left", group=group.name, name=ctx.user)
+
+
+async def group_delete(ctx: Context, env: Envelope) -> None:
+    group = ctx.groups.delete(env["group"], ctx.user)
+    ctx.reply("group_delete_done", group=group.name)
+    await ctx.notify(group.other_members(ctx.user), "group_deleted", group=group.name)
+
+
+async def group_add(ctx: Context, env: Envelope) -> None:
+    ctx.groups.owned_group(env["group"], ctx.user)  # owner check before the online check
+    user = await ctx.online_user(env["user"])
+    group = ctx.groups.add(env["group"], ctx.user, user)
+    ctx.reply("member_added", group=group.name, name=user)
+    await ctx.notify([user], "group_added", group=group.name)
+    others = [m for m in group.other_members(ctx.user) if m != user]
+    await ctx.notify(others, "member_added", group=group.name, name=user)
+
+
+async def group_kick(ctx: Context, env: Envelope) -> None:
+    group, user = ctx.groups.kick(env["group"], ctx.user, env["user"])
+    ctx.reply("member_removed", group=group.name, name=user)
+    await ctx.notify([user], "group_removed", group=group.name)
+    await ctx.notify(group.other_members(ctx.user), "member_removed", group=group.name, name=user)
+
+
+async def quit_chat(ctx: Context, env: Envelope) -> None:
+    ctx.quitting = True
+    ctx.reply("ok")
+
+
+HANDLERS: dict[str, Handler] = {
+    "broadcast": broadcast,
+    "private": private,
+    "list": list_users,
+    "group_create": group_create,
+    "group_join": group_join,
+    "group_list": group_list,
+    "group_members": group_members,
+    "group_message": group_message,
+    "group_leave": group_leave,
+    "group_delete": group_delete,
+    "group_add": group_add,
+    "group_kick": group_kick,
+    "quit": quit_chat,
+}

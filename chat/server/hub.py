@@ -1,0 +1,86 @@
+"""The routing seam: who is online, and delivery of encoded events to users.
+
+Handlers talk only to a :class:`Hub`. :class:`LocalHub` keeps everything in this process;
+a Redis-backed hub (several server processes acting as one) implements the same
+interface, which is why every method is a coroutine even where the local one needs no
+waiting.
+
+Events are passed already encoded (envelope plaintext bytes): a broadcast is serialised
+once and each recipient's connection only seals it under its own keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from chat.server.names import key
+
+
+class Outbox(Protocol):
+    """A logged-in user's connection, as the hub sees it."""
+
+    def deliver(self, payload: bytes) -> None:
+        """Seal and queue one encoded event; never blocks, never raises."""
+
+
+class Hub(Protocol):
+    async def claim(self, name: str, outbox: Outbox) -> bool:
+        """Log ``name`` in with ``outbox``; False if the name is online already."""
+
+    async def release(self, name: str, outbox: Outbox) -> None:
+        """Log ``name`` out, if ``outbox`` is still the one holding it."""
+
+    async def online(self) -> list[str]:
+        """Online usernames as first written, in login order."""
+
+    async def lookup(self, name: str) -> str | None:
+        """The online user's name as first written, or None if not online."""
+
+    async def send(self, names: Iterable[str], payload: bytes) -> None:
+        """Deliver to each named user who is online; others are skipped."""
+
+    async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
+        """Deliver to every online user except ``exclude``."""
+
+
+class LocalHub:
+    """The in-process hub: a dict of online users in login order."""
+
+    def __init__(self) -> None:
+        # key(name) -> (name as written, outbox); dicts keep insertion (login) order.
+        self._online: dict[str, tuple[str, Outbox]] = {}
+
+    async def claim(self, name: str, outbox: Outbox) -> bool:
+        if key(name) in self._online:
+            return False
+        self._online[key(name)] = (name, outbox)
+        return True
+
+    async def release(self, name: str, outbox: Outbox) -> None:
+        entry = self._online.get(key(name))
+        if entry is not None and entry[1] is outbox:
+            del self._online[key(name)]
+
+    async def online(self) -> list[str]:
+        return [name for name, _ in self._online.values()]
+
+    async def lookup(self, name: str) -> str | None:
+        entry = self._online.get(key(name))
+        return entry[0] if entry else None
+
+    async def send(self, names: Iterable[str], payload: bytes) -> None:
+        for name in names:
+            entry = self._online.get(key(name))
+            if entry is not None:
+                entry[1].deliver(payload)
+
+    async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
+        skip = key(exclude) if exclude is not None else None
+        for k, (_, outbox) in list(self._online.items()):
+            if k != skip:
+                outbox.deliver(payload)
+
+    def outboxes(self) -> list[Outbox]:
+        """Every online connection (used by this process's shutdown)."""
+        return [outbox for _, outbox in self._online.values()]
