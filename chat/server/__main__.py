@@ -26,6 +26,21 @@ DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
 DEFAULT_PORT = 8767
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 
+#: Server limits exposed as options: (option, ServerConfig field, type, metavar, help).
+LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
+    ("--handshake-timeout", "handshake_timeout", float, "SECONDS", "time to complete the handshake"),
+    ("--login-timeout", "login_timeout", float, "SECONDS", "time to log in after the handshake"),
+    ("--ping-interval", "ping_interval", float, "SECONDS", "keepalive ping interval"),
+    ("--ping-timeout", "ping_timeout", float, "SECONDS", "drop a peer that does not answer a ping in time"),
+    ("--rate-limit", "rate_limit", float, "PER_SECOND", "requests per second per connection, 0 = off"),
+    ("--rate-burst", "rate_burst", int, "N", "requests allowed in a burst"),
+    ("--max-backlog", "max_backlog_bytes", int, "BYTES", "unread bytes queued per client, then cut off"),
+    ("--max-connections", "max_connections", int, "N", "connections in all, 0 = unlimited"),
+    ("--max-per-ip", "max_connections_per_ip", int, "N", "connections from one IP address, 0 = unlimited"),
+    ("--max-groups-per-user", "max_groups_per_user", int, "N", "groups one user may be in"),
+    ("--max-groups", "max_groups", int, "N", "groups on the server"),
+]
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -43,14 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: INFO); message contents are never logged",
     )
-    parser.add_argument(
-        "--handshake-timeout", type=float, default=ServerConfig.handshake_timeout, metavar="SECONDS",
-        help="time a new connection has to complete the handshake (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-backlog", type=int, default=ServerConfig.max_backlog_bytes, metavar="BYTES",
-        help="unsent bytes queued for one client before it is disconnected (default: %(default)s)",
-    )
+    for option, field, kind, metavar, text in LIMIT_OPTIONS:
+        parser.add_argument(
+            option, dest=field, type=kind, default=getattr(ServerConfig, field), metavar=metavar,
+            help=f"{text} (default: %(default)s)",
+        )
     return parser
 
 
@@ -103,10 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat-server: error: {exc}", file=sys.stderr)
         return 2
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
-    config = ServerConfig(
-        host=args.host, port=args.port,
-        handshake_timeout=args.handshake_timeout, max_backlog_bytes=args.max_backlog,
-    )
+    limits = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
+    config = ServerConfig(host=args.host, port=args.port, **limits)
     try:
         asyncio.run(serve(ChatServer(key, config), public_pem))
     except KeyboardInterrupt:

@@ -6,17 +6,23 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections import Counter
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from chat.protocol.limits import MAX_FRAME_BYTES
-from chat.server.connection import CLOSE_GOING_AWAY, ClientConnection
+from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection
 from chat.server.groups import GroupRegistry
 from chat.server.hub import LocalHub
 
 log = logging.getLogger("chat.server")
+
+
+def _ip_of(websocket: ServerConnection) -> str:
+    address = websocket.remote_address
+    return str(address[0]) if address else "?"
 
 
 @dataclass
@@ -29,6 +35,17 @@ class ServerConfig:
     max_backlog_bytes: int = 4 * 1024 * 1024
     #: Seconds allowed for flushing and closing a connection.
     close_timeout: float = 5.0
+    #: Seconds a connection has, after the handshake, to log in.
+    login_timeout: float = 60.0
+    #: Requests per second sustained per connection (0: unlimited), and the burst allowed.
+    rate_limit: float = 10.0
+    rate_burst: int = 30
+    #: Connections in all and from one IP address (0: unlimited).
+    max_connections: int = 20000
+    max_connections_per_ip: int = 128
+    #: Groups one user may be a member of, and groups on the server.
+    max_groups_per_user: int = 100
+    max_groups: int = 10000
     #: Keepalive ping interval and timeout, in seconds.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -41,17 +58,36 @@ class ChatServer:
         self.private_key = private_key
         self.config = config or ServerConfig()
         self.hub = LocalHub()
-        self.groups = GroupRegistry()
+        self.groups = GroupRegistry(self.config.max_groups_per_user, self.config.max_groups)
         self.connections: set[ClientConnection] = set()
+        self._per_ip: Counter[str] = Counter()
         self._server: Server | None = None
 
     async def _handler(self, websocket: ServerConnection) -> None:
+        refusal = self._over_capacity(websocket)
+        if refusal is not None:
+            log.warning("refused connection peer=%s: %s", websocket.remote_address, refusal)
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, refusal)
+            return
+        ip = _ip_of(websocket)
         connection = ClientConnection(websocket, self)
         self.connections.add(connection)
+        self._per_ip[ip] += 1
         try:
             await connection.serve()
         finally:
             self.connections.discard(connection)
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    def _over_capacity(self, websocket: ServerConnection) -> str | None:
+        config = self.config
+        if 0 < config.max_connections <= len(self.connections):
+            return "server is full"
+        if 0 < config.max_connections_per_ip <= self._per_ip[_ip_of(websocket)]:
+            return "too many connections from your address"
+        return None
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful with port 0)."""

@@ -25,6 +25,7 @@ from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context
 from chat.server.names import username_problem
+from chat.server.ratelimit import TokenBucket, Verdict
 
 if TYPE_CHECKING:
     from chat.server.app import ChatServer
@@ -36,6 +37,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class ClientConnection:
@@ -52,6 +54,8 @@ class ClientConnection:
         self._closing = False
         self._close_code = CLOSE_NORMAL
         self._close_reason = ""
+        self._bucket: TokenBucket | None = None
+        self._login_timer: asyncio.TimerHandle | None = None
         peer = websocket.remote_address
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
 
@@ -65,6 +69,8 @@ class ClientConnection:
         if self._backlog > self._server.config.max_backlog_bytes:
             log.warning("dropping slow reader conn=%d user=%s backlog=%d", self.id, self.name, self._backlog)
             self._abort(CLOSE_POLICY, "too much unread data")
+            # The writer may be stuck waiting for this reader: close from outside it.
+            asyncio.get_running_loop().create_task(self._ws.close(CLOSE_POLICY, "too much unread data"))
             return
         self._queue.put_nowait(record)
 
@@ -78,9 +84,15 @@ class ClientConnection:
                 return
             self._channel = channel
             writer = asyncio.create_task(self._write_loop())
+            config = self._server.config
+            loop = asyncio.get_running_loop()
+            self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
+            if config.rate_limit > 0:
+                self._bucket = TokenBucket(config.rate_limit, config.rate_burst, loop.time())
             try:
                 await self._read_loop()
             finally:
+                self._login_timer.cancel()
                 await self._logout()
                 await self._shutdown_writer(writer)
         finally:
@@ -153,9 +165,28 @@ class ClientConnection:
                     detail = str(exc)[:MAX_DETAIL_CHARS]
                     self.deliver(encode_event("error", code="bad_request", detail=detail))
                     continue
+                if self._bucket is not None and not self._within_rate():
+                    break
                 await self._handle(envelope)
         except ConnectionClosed:
             pass
+
+    def _within_rate(self) -> bool:
+        """Charge one request to the bucket; warn, or cut the sender off."""
+        assert self._bucket is not None
+        verdict = self._bucket.take(asyncio.get_running_loop().time())
+        if verdict is Verdict.WARN:
+            self.notice("too_fast")
+        elif verdict is Verdict.CUT_OFF:
+            log.warning("rate limit: disconnecting conn=%d user=%s", self.id, self.name)
+            self.close_soon(CLOSE_POLICY, "sending too fast")
+            return False
+        return True
+
+    def _login_deadline(self) -> None:
+        if self.name is None and not self._closing:
+            log.info("login timed out conn=%d peer=%s", self.id, self.peer)
+            self.close_soon(CLOSE_POLICY, "login timed out")
 
     async def _handle(self, envelope: Envelope) -> None:
         rid = envelope.get("rid")
@@ -187,6 +218,8 @@ class ClientConnection:
             self._error(rid, "username_taken", name=name)
             return
         self.name = name
+        if self._login_timer is not None:
+            self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
         self._reply(rid, "welcome", name=name)
         await self._server.hub.send_all(encode_event("user_joined", name=name), exclude=name)

@@ -35,8 +35,15 @@ class Group:
 class GroupRegistry:
     """Every group on the server, by key(name), in creation order."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_per_user: int = 0, max_groups: int = 0) -> None:
+        """``max_per_user`` bounds the groups one user is in; ``max_groups`` all groups (0: no cap)."""
         self._groups: dict[str, Group] = {}
+        self._max_per_user = max_per_user
+        self._max_groups = max_groups
+
+    def _check_room_for(self, user: str) -> None:
+        if self._max_per_user and len(self.of_user(user)) >= self._max_per_user:
+            raise RequestError("too_many_groups", user=user, limit=self._max_per_user)
 
     def names(self) -> list[str]:
         return [g.name for g in self._groups.values()]
@@ -56,10 +63,14 @@ class GroupRegistry:
             raise RequestError("invalid_group_name", group=name)
         if key(name) in self._groups:
             raise RequestError("group_exists", group=self._groups[key(name)].name)
+        if self._max_groups and len(self._groups) >= self._max_groups:
+            raise RequestError("too_many_groups", limit=self._max_groups)
 
     def create(self, name: str, owner: str, members: list[str]) -> Group:
         """``members`` are display names, already known to be online."""
         self.check_available(name)
+        for user in (owner, *members):
+            self._check_room_for(user)
         group = Group(name=name, owner=key(owner))
         group.members[key(owner)] = owner
         for member in members:
@@ -73,6 +84,7 @@ class GroupRegistry:
             raise RequestError("kicked", group=group.name)
         if group.has(user):
             raise RequestError("already_member", group=group.name)
+        self._check_room_for(user)
         group.members[key(user)] = user
         return group
 
@@ -105,6 +117,7 @@ class GroupRegistry:
         group = self.owned_group(name, owner)
         if group.has(user):
             raise RequestError("already_member", group=group.name, user=group.members[key(user)])
+        self._check_room_for(user)
         group.kicked.discard(key(user))
         group.members[key(user)] = user
         return group

@@ -1,0 +1,42 @@
+"""A token bucket that warns before it cuts off (SPEC section 4, "Limits users meet").
+
+A sender may spend ``burst`` messages at once and ``rate`` per second sustained. Past
+that the bucket goes into debt: the first request in debt earns a warning, and a sender
+who runs up a further ``burst`` of debt is disconnected. Nothing is dropped before that.
+"""
+
+from __future__ import annotations
+
+from enum import Enum, auto
+
+
+class Verdict(Enum):
+    OK = auto()
+    WARN = auto()
+    CUT_OFF = auto()
+
+
+class TokenBucket:
+    __slots__ = ("_burst", "_last", "_rate", "_tokens", "_warned")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = now
+        self._warned = False
+
+    def take(self, now: float) -> Verdict:
+        """Spend one token at time ``now`` (seconds, monotonic)."""
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= 1.0
+        if self._tokens >= 0:
+            self._warned = False
+            return Verdict.OK
+        if self._tokens < -self._burst:
+            return Verdict.CUT_OFF
+        if self._warned:
+            return Verdict.OK
+        self._warned = True
+        return Verdict.WARN
