@@ -1,0 +1,150 @@
+"""Turning a server event into the exact lines a user sees (SPEC section 4).
+
+``render(event)`` is pure and total: an unknown type or a missing field never raises;
+it yields a generic line or nothing, so a newer server cannot crash an older client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chat.protocol.envelope import Envelope
+
+GROUP_NAME_RULE = "use 1-32 letters, digits, '_', '-' or '.'"
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{name}'" for name in names)
+
+
+def _group_members(event: Envelope) -> list[str]:
+    groups: list[dict[str, Any]] = event.get("groups") or []
+    if not groups:
+        return ["You are not in any group."]
+    if len(groups) == 1:
+        return [" ".join(groups[0].get("members", []))]
+    return [f"{entry.get('group', '')}: {' '.join(entry.get('members', []))}" for entry in groups]
+
+
+def _notice(event: Envelope) -> list[str]:
+    code = event.get("code", "")
+    if code == "too_fast":
+        return ["[You are sending too fast; slow down.]"]
+    if code == "shutdown":
+        return ["Server is shutting down."]
+    detail = event.get("detail")
+    return [f"[Notice: {code}: {detail}]" if detail else f"[Notice: {code}]"]
+
+
+def _user_not_online(event: Envelope) -> str:
+    users: list[str] = event.get("users") or []
+    if len(users) == 1:
+        return f"User '{users[0]}' is not online."
+    if users:
+        return f"Users {_quoted(users)} are not online."
+    return "User is not online."
+
+
+def _member_error(event: Envelope, status: str) -> str:
+    group, user = event.get("group", ""), event.get("user")
+    if user:
+        return f"User '{user}' is {status} group {group}."
+    return f"You are {status} group {group}."
+
+
+def _username_invalid(event: Envelope) -> str:
+    detail = str(event.get("detail") or "").rstrip(".")
+    reason = f": {detail}" if detail else ""
+    return f"[Invalid username '{event.get('name', '')}'{reason}.]"
+
+
+def _error_line(event: Envelope) -> str:
+    code = event.get("code", "")
+    group = event.get("group", "")
+    detail = event.get("detail")
+    if code == "not_logged_in":
+        return "You must log in first."
+    if code == "already_logged_in":
+        return "You are already logged in."
+    if code == "username_taken":
+        return f"[Username '{event.get('name', '')}' is already in use. Please enter another name.]"
+    if code == "username_invalid":
+        return _username_invalid(event)
+    if code == "user_not_online":
+        return _user_not_online(event)
+    if code == "no_such_group":
+        return f"Group '{group}' does not exist."
+    if code == "group_exists":
+        return f"Group '{group}' already exists."
+    if code == "invalid_group_name":
+        return f"Invalid group name '{group}': {GROUP_NAME_RULE}."
+    if code == "not_member":
+        return _member_error(event, "not a member of")
+    if code == "already_member":
+        return _member_error(event, "already a member of")
+    if code == "not_owner":
+        return f"Only the owner of {group} can do that."
+    if code == "kicked":
+        return f"[You cannot join {group}: you were removed by its owner.]"
+    if code == "cannot_kick_self":
+        return f"You cannot remove yourself from {group}; use /leave {group}."
+    if code == "bad_request":
+        return f"Bad request: {detail}" if detail else "Bad request."
+    return f"Error: {code}: {detail}" if detail else f"Error: {code}"
+
+
+def _line(template: str) -> Callable[[Envelope], list[str]]:
+    """An event shown as one line: ``template`` formatted with the event's fields."""
+
+    def render_one(event: Envelope) -> list[str]:
+        return [template.format_map(_Fields(event.fields))]
+
+    return render_one
+
+
+class _Fields(dict[str, Any]):
+    """Missing fields format as empty strings instead of raising."""
+
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+_RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
+    "ok": lambda event: [],
+    "welcome": _line("[Welcome {name}]"),
+    "user_joined": _line("[{name} joined]"),
+    "user_exited": _line("[{name} exited]"),
+    "user_list": lambda event: [", ".join(event.get("users") or [])],
+    "broadcast": _line("[Broadcast from {sender}]: {text}"),
+    "private": _line("Private message from {sender}: {text}"),
+    "private_sent": _line("Private message to {to}: {text}"),
+    "group_created": _line("Group {group} created and joined."),
+    "group_added": _line("[You have been added to the {group} group]"),
+    "group_joined": _line("Joined group {group}"),
+    "member_joined": _line("[{name} joined group {group}]"),
+    "group_list": lambda event: [", ".join(event.get("groups") or []) or "No groups."],
+    "group_members": _group_members,
+    "group_message": _line("[Receive group {group} message from {sender}]: {text}"),
+    "group_left": _line("[You have successfully left the {group} group.]"),
+    "member_left": _line("[{name} has left the {group} group.]"),
+    "group_delete_done": _line("[Group '{group}' has been successfully deleted.]"),
+    "group_deleted": _line("[Group '{group}' has been deleted.]"),
+    "group_removed": _line("[You have been removed from the {group} group]"),
+    "member_added": _line("[{name} has been added to the {group} group]"),
+    "member_removed": _line("[{name} has been removed from the {group} group]"),
+    "notice": _notice,
+    "error": lambda event: [_error_line(event)],
+}
+
+
+def render(event: Envelope) -> list[str]:
+    """The lines to print for ``event``; an empty list for ``ok`` and unknown types."""
+    renderer = _RENDERERS.get(event.type)
+    if renderer is None:
+        return []
+    try:
+        return renderer(event)
+    except (TypeError, ValueError, AttributeError):
+        # Only reachable with a hand-built Envelope: decoded events are schema-checked.
+        return []
