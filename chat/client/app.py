@@ -1,0 +1,301 @@
+"""The chat client program: command line, login, and the chat loop.
+
+Two ways to read input, one loop:
+
+* line mode (stdin is not a terminal): a thread reads stdin and queues lines; events are
+  printed as they arrive while commands keep being sent. Local lines (usage, help) wait
+  until every earlier request is answered, so each command's output appears in order.
+  At end of input the client waits for every reply, then quits.
+* terminal mode: prompt_toolkit reads lines, and ``patch_stdout`` prints incoming lines
+  above the input line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import codecs
+import contextlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from chat.client.commands import COMMAND_WORDS, Action, Send, Show, help_lines, parse
+from chat.client.render import render
+from chat.client.transport import ClientError, ClientSession, Disconnected, open_session
+from chat.keys import KeyFileError, fingerprint, load_public_key
+from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
+from chat.protocol.errors import EnvelopeError
+
+PROG = "chat-client"
+DEFAULT_PORT = 8767
+DEFAULT_PUBLIC_PEM = "keys/public.pem"
+USERNAME_PROMPT = "Enter your username: "
+CHAT_PROMPT = "> "
+#: How long to wait for the server to acknowledge ``quit`` before closing anyway.
+QUIT_TIMEOUT = 10.0
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def emit(line: str) -> None:
+    """Print one line now (looked up each time: patch_stdout swaps sys.stdout)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+# --- input sources ------------------------------------------------------------------
+
+
+class LineInput(Protocol):
+    async def read_line(self, prompt: str = "") -> str | None:
+        """The next line without its terminator, or None at end of input."""
+
+
+class PipeInput:
+    """Lines from a pipe or file, read by a daemon thread (portable: no add_reader on
+    Windows pipes) that never blocks interpreter exit. Reads raw bytes from the file
+    descriptor so the thread holds no lock of ``sys.stdin``."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._eof = False
+        if fd is None:
+            self._queue.put_nowait(None)
+        else:
+            threading.Thread(target=self._pump, args=(fd,), name="stdin-reader", daemon=True).start()
+
+    def _put(self, item: str | None) -> bool:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: the client is exiting
+            return False
+        return True
+
+    def _pump(self, fd: int) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+        pending = ""
+        try:
+            while chunk := os.read(fd, 65536):
+                pending += decoder.decode(chunk)
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    if not self._put(line.removesuffix("\r")):
+                        return
+            pending += decoder.decode(b"", final=True)
+            if pending:
+                self._put(pending.removesuffix("\r"))
+        except OSError:
+            pass
+        finally:
+            self._put(None)
+
+    async def read_line(self, prompt: str = "") -> str | None:
+        if prompt:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        if self._eof:
+            return None
+        line = await self._queue.get()
+        if line is None:
+            self._eof = True
+        return line
+
+
+class TerminalInput:
+    """Lines typed at a prompt_toolkit prompt, with history and command completion."""
+
+    def __init__(self) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.completion import WordCompleter
+        from prompt_toolkit.history import InMemoryHistory
+
+        self._session: PromptSession[str] = PromptSession(
+            history=InMemoryHistory(),
+            completer=WordCompleter(list(COMMAND_WORDS), sentence=True),
+        )
+
+    async def read_line(self, prompt: str = "") -> str | None:
+        try:
+            return await self._session.prompt_async(prompt or CHAT_PROMPT)
+        except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C: leave quietly
+            return None
+
+
+# --- the client -----------------------------------------------------------------------
+
+
+class ChatClient:
+    """Logs in, then sends each parsed input line while a second task prints events."""
+
+    def __init__(self, session: ClientSession, lines: LineInput, *, ordered_local_output: bool) -> None:
+        self._session = session
+        self._lines = lines
+        self._ordered_local_output = ordered_local_output
+        self._quitting = False
+
+    async def run(self, username: str | None) -> int:
+        receiver = asyncio.create_task(self._receive_loop(), name="receiver")
+        flow = asyncio.create_task(self._flow(username), name="flow")
+        try:
+            done, _ = await asyncio.wait({receiver, flow}, return_when=asyncio.FIRST_COMPLETED)
+            if flow in done:
+                return flow.result()
+            receiver.result()  # raises why the connection ended
+            return await flow  # it ended because we quit
+        finally:
+            for task in (receiver, flow):
+                task.cancel()
+            await asyncio.gather(receiver, flow, return_exceptions=True)
+            await self._session.close()
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                event = await self._session.recv()
+            except Disconnected:
+                if self._quitting:
+                    return
+                raise
+            for line in render(event):
+                emit(line)
+
+    async def _flow(self, username: str | None) -> int:
+        if not await self._login(username):
+            return EXIT_OK  # end of input before a login succeeded
+        while True:
+            line = await self._lines.read_line()
+            if line is None:
+                break
+            parsed = parse(line)
+            if isinstance(parsed, Send):
+                await self._send(parsed)
+            elif isinstance(parsed, Show):
+                await self._show(parsed.lines)
+            elif parsed is Action.HELP:
+                await self._show(help_lines())
+            elif parsed is Action.QUIT:
+                break
+        await self._quit()
+        return EXIT_OK
+
+    async def _login(self, username: str | None) -> bool:
+        """Ask for names until the server welcomes one; False at end of input."""
+        while True:
+            name = username if username is not None else await self._lines.read_line(USERNAME_PROMPT)
+            username = None
+            if name is None:
+                return False
+            name = name.strip()
+            if len(name) > MAX_LOGIN_NAME_CHARS:
+                rejection = Envelope("error", {"code": "username_invalid", "name": name,
+                                               "detail": "use 1-32 characters"})  # fmt: skip
+                await self._show(render(rejection))
+                continue
+            # The receive loop prints the reply: the welcome line or why the name was refused.
+            reply = await self._session.request("login", name=name)
+            if reply.type == "welcome":
+                return True
+
+    async def _send(self, request: Send) -> None:
+        try:
+            await self._session.send(request.kind, **request.fields)
+        except EnvelopeError as exc:
+            await self._show([f"Cannot send that: {exc}."])
+
+    async def _show(self, lines: list[str] | tuple[str, ...]) -> None:
+        if self._ordered_local_output:
+            await self._session.wait_idle()
+        for line in lines:
+            emit(line)
+
+    async def _quit(self) -> None:
+        await self._session.wait_idle()
+        self._quitting = True
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError, ClientError):
+            await asyncio.wait_for(self._session.request("quit"), QUIT_TIMEOUT)
+
+
+# --- the program ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Connect to a chat server, verify its key, and chat.",
+    )
+    parser.add_argument("server_host", metavar="SERVER_HOST", help="the server's host name or address")
+    parser.add_argument(
+        "public_pem",
+        metavar="PUBLIC_PEM",
+        nargs="?",
+        default=DEFAULT_PUBLIC_PEM,
+        help=f"the server's public key (default: {DEFAULT_PUBLIC_PEM})",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"server port (default: {DEFAULT_PORT})"
+    )
+    parser.add_argument("--username", metavar="NAME", help="log in as NAME instead of asking")
+    parser.add_argument(
+        "--download-dir",
+        metavar="DIR",
+        default="downloads/",
+        help="where received files go (default: downloads/)",
+    )
+    parser.add_argument(
+        "--open", action="store_true", help="open each received file with its default program"
+    )
+    parser.add_argument(
+        "--accept-new-key", action="store_true", help="in line mode, trust an unknown server key (like SSH)"
+    )
+    return parser
+
+
+async def run(args: argparse.Namespace, server_key: rsa.RSAPublicKey, *, terminal: bool) -> int:
+    session = await open_session(args.server_host, args.port, server_key, key_label=args.public_pem)
+    if not terminal:
+        fd = sys.stdin.fileno() if sys.stdin is not None else None
+        return await ChatClient(session, PipeInput(fd), ordered_local_output=True).run(args.username)
+
+    from prompt_toolkit.patch_stdout import patch_stdout
+
+    emit(f"Connected to {session.uri} (server key {fingerprint(server_key)}). Type /help for the commands.")
+    with patch_stdout(raw=True):
+        return await ChatClient(session, TerminalInput(), ordered_local_output=False).run(args.username)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed by argparse
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not 0 < args.port < 65536:
+        print(f"{PROG}: --port must be between 1 and 65535", file=sys.stderr)
+        return EXIT_USAGE
+    if hasattr(sys.stdout, "reconfigure"):
+        # A console that cannot show a character must not end the session.
+        sys.stdout.reconfigure(errors="replace")
+    try:
+        server_key = load_public_key(Path(args.public_pem))
+    except KeyFileError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    terminal = sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty()
+    try:
+        return asyncio.run(run(args, server_key, terminal=terminal))
+    except ClientError as exc:
+        print(exc.message, file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL

@@ -1,0 +1,264 @@
+"""The client's asyncio shell around the sans-I/O protocol core.
+
+``open_session`` connects, runs the handshake and returns a ``ClientSession`` that sends
+requests and receives events. Every failure a user can meet is raised as ``ClientError``
+with one user-facing line and the process exit code to use, so the terminal client and
+tests handle them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import socket
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from chat.keys import fingerprint
+from chat.protocol.envelope import MAX_REQUEST_ID, Envelope, decode_event, encode_request
+from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
+from chat.protocol.handshake import ClientHandshake, encode_handshake_error
+from chat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from chat.protocol.records import SecureChannel
+
+EXIT_CANNOT_CONNECT = 3
+EXIT_BAD_SERVER_KEY = 4
+EXIT_DISCONNECTED = 5
+
+#: websockets >= 15 honours proxy environment variables by default; a LAN chat must not.
+_NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(connect).parameters else {}
+
+
+class ClientError(Exception):
+    """A failure to show the user as one line, then exit with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class Disconnected(ClientError):
+    """The connection ended. ``code``/``reason`` come from the server's close frame
+    (``code`` is None if the connection was lost without one)."""
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message, EXIT_DISCONNECTED)
+        self.code = code
+        self.reason = reason
+
+
+def server_uri(host: str, port: int) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"ws://{host}:{port}"
+
+
+def _disconnected(exc: ConnectionClosed) -> Disconnected:
+    close = exc.rcvd
+    if close is None:
+        return Disconnected("Disconnected by the server: connection lost")
+    return Disconnected(
+        f"Disconnected by the server: {close.reason or f'connection closed (code {close.code})'}",
+        close.code,
+        close.reason,
+    )
+
+
+def _connect_reason(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} seconds"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name ({exc.strerror or exc})"
+    if isinstance(exc, InvalidStatus):
+        return f"not a chat server (HTTP status {exc.response.status_code})"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc) or type(exc).__name__
+
+
+def _handshake_error(exc: HandshakeFailed, uri: str, key: rsa.RSAPublicKey, key_label: str) -> ClientError:
+    code = exc.code
+    if code in (
+        HandshakeErrorCode.UNKNOWN_SERVER_KEY,
+        HandshakeErrorCode.DECRYPT_FAILED,
+        HandshakeErrorCode.CONFIRMATION_FAILED,
+    ):
+        return ClientError(
+            f"The server's key does not match {key_label} (fingerprint {fingerprint(key)}): "
+            "refusing to connect.",
+            EXIT_BAD_SERVER_KEY,
+        )
+    if code is HandshakeErrorCode.VERSION_MISMATCH:
+        return ClientError(
+            f"Protocol version mismatch: the server speaks version {exc.peer_version}, "
+            f"this client speaks {PROTOCOL_VERSION}.",
+            EXIT_BAD_SERVER_KEY,
+        )
+    if code is HandshakeErrorCode.SERVER_BUSY:
+        return ClientError(
+            f"Cannot connect to the server at {uri}: the server is busy ({exc})", EXIT_CANNOT_CONNECT
+        )
+    return ClientError(f"Handshake with the server failed: {exc}", EXIT_BAD_SERVER_KEY)
+
+
+class ClientSession:
+    """One established session. ``send`` numbers each request; ``recv`` returns events
+    in order and keeps track of which requests are still unanswered."""
+
+    def __init__(self, websocket: ClientConnection, channel: SecureChannel, uri: str) -> None:
+        self.uri = uri
+        self._ws = websocket
+        self._channel = channel
+        self._send_lock = asyncio.Lock()
+        self._next_rid = 1
+        self._outstanding: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._replies: dict[int, asyncio.Future[Envelope]] = {}
+        self._failure: ClientError | None = None
+
+    @property
+    def outstanding(self) -> frozenset[int]:
+        """Request ids sent and not yet answered."""
+        return frozenset(self._outstanding)
+
+    async def send(self, kind: str, **fields: Any) -> int:
+        """Encode, seal and send one request; returns its ``rid``.
+
+        Raises EnvelopeError (nothing sent) if the request does not fit the schema,
+        and ClientError if the connection is gone."""
+        return await self._send(kind, fields, None)
+
+    async def request(self, kind: str, **fields: Any) -> Envelope:
+        """Send one request and wait for its reply. The reply is also returned by
+        ``recv`` as usual, so this needs another task calling ``recv``."""
+        reply: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        await self._send(kind, fields, reply)
+        return await reply
+
+    async def _send(self, kind: str, fields: dict[str, Any], reply: asyncio.Future[Envelope] | None) -> int:
+        if self._failure is not None:
+            raise self._failure
+        rid = self._next_rid
+        data = encode_request(kind, rid=rid, **fields)
+        self._next_rid = rid + 1 if rid < MAX_REQUEST_ID else 1
+        # Registered before sending: the reply may be received before send() returns.
+        self._outstanding.add(rid)
+        self._idle.clear()
+        if reply is not None:
+            self._replies[rid] = reply
+        # Records carry implicit sequence numbers: seal and send must not interleave.
+        async with self._send_lock:
+            try:
+                await self._ws.send(self._channel.seal(data))
+            except ConnectionClosed as exc:
+                raise self._fail(_disconnected(exc)) from None
+        return rid
+
+    async def recv(self) -> Envelope:
+        """The next event. Raises Disconnected when the connection ends, and
+        ClientError if the server sends something that is not a valid record."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise self._fail(_disconnected(exc)) from None
+        if isinstance(message, str):
+            raise await self._abort("the server sent a text message")
+        try:
+            event = decode_event(self._channel.open(message))
+        except (RecordError, EnvelopeError) as exc:
+            raise await self._abort(f"invalid message from the server ({exc})") from None
+        rid = event.get("re")
+        if rid is not None:
+            self._outstanding.discard(rid)
+            if not self._outstanding:
+                self._idle.set()
+            reply = self._replies.pop(rid, None)
+            if reply is not None and not reply.done():
+                reply.set_result(event)
+        return event
+
+    async def wait_idle(self) -> None:
+        """Return once every request sent so far has been answered (someone must be
+        calling ``recv``). Raises the session's failure if it ends first."""
+        await self._idle.wait()
+        if self._outstanding and self._failure is not None:
+            raise self._failure
+
+    async def close(self) -> None:
+        await self._ws.close()
+
+    def _fail(self, error: ClientError) -> ClientError:
+        self._failure = error
+        self._idle.set()  # wake waiters; wait_idle re-raises
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(error)
+        self._replies.clear()
+        return error
+
+    async def _abort(self, reason: str) -> ClientError:
+        await self._ws.close(1002, "protocol error")
+        return self._fail(Disconnected(f"Disconnected: {reason}"))
+
+
+async def _handshake(websocket: ClientConnection, key: rsa.RSAPublicKey) -> SecureChannel:
+    handshake = ClientHandshake(key)
+    await websocket.send(handshake.client_hello())
+    reply = await websocket.recv()
+    if isinstance(reply, str):
+        raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "a text message instead of a ServerHello")
+    await websocket.send(handshake.receive_server_hello(reply))
+    assert handshake.keys is not None
+    return SecureChannel(handshake.keys)
+
+
+async def open_session(
+    host: str,
+    port: int,
+    server_public_key: rsa.RSAPublicKey,
+    *,
+    connect_timeout: float = 10,
+    key_label: str = "the expected key",
+) -> ClientSession:
+    """Connect to ``ws://host:port/`` and complete the handshake.
+
+    ``key_label`` names where ``server_public_key`` came from (a PEM path) in the
+    wrong-key message. Raises ClientError with a user-facing message."""
+    uri = server_uri(host, port)
+    try:
+        websocket = await connect(
+            uri + "/", max_size=MAX_FRAME_BYTES, compression=None, open_timeout=connect_timeout, **_NO_PROXY
+        )
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        raise ClientError(
+            f"Cannot connect to the server at {uri}: {_connect_reason(exc, connect_timeout)}",
+            EXIT_CANNOT_CONNECT,
+        ) from None
+    try:
+        channel = await asyncio.wait_for(_handshake(websocket, server_public_key), connect_timeout)
+    except HandshakeFailed as exc:
+        if not exc.remote:
+            # Tell the server why, as PROTOCOL.md asks; it may be gone already.
+            with contextlib.suppress(ConnectionClosed):
+                await websocket.send(encode_handshake_error(exc.code, str(exc)))
+        await websocket.close()
+        raise _handshake_error(exc, uri, server_public_key, key_label) from None
+    except ConnectionClosed as exc:
+        raise _disconnected(exc) from None
+    except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (distinct on Python 3.10)
+        await websocket.close()
+        raise ClientError(
+            f"Cannot connect to the server at {uri}: no handshake answer within {connect_timeout:g} seconds",
+            EXIT_CANNOT_CONNECT,
+        ) from None
+    return ClientSession(websocket, channel, uri)
