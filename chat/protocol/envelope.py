@@ -25,8 +25,10 @@ from typing import Any
 
 from chat.protocol.errors import EnvelopeError
 from chat.protocol.limits import (
+    MAX_CHUNK_BYTES,
     MAX_DETAIL_CHARS,
     MAX_ENVELOPE_BYTES,
+    MAX_FILE_NAME_CHARS,
     MAX_HEADER_BYTES,
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
@@ -134,6 +136,9 @@ TRANSFER_ID = Str(32, 1, r"[0-9a-f]{1,32}")
 SHA256_HEX = Str(64, 64, r"[0-9a-f]{64}")
 FILE_SIZE = Int(0, (1 << 53) - 1)
 DETAIL = Str(MAX_DETAIL_CHARS)
+FILE_NAME = Str(MAX_FILE_NAME_CHARS, 1)
+#: Byte offsets and sizes; JSON-safe integers.
+OFFSET = Int(0, (1 << 53) - 1)
 
 #: What a client may send.
 REQUESTS: dict[str, Schema] = {
@@ -151,6 +156,16 @@ REQUESTS: dict[str, Schema] = {
     "group_add": Schema({"group": NAME, "user": NAME}),
     "group_kick": Schema({"group": NAME, "user": NAME}),
     "quit": Schema(),
+    # File transfer (PROTOCOL.md section 7).
+    "file_offer": Schema({"name": FILE_NAME, "size": OFFSET}, {"to": NAME, "group": NAME}),
+    "file_accept": Schema({"id": TRANSFER_ID}),
+    "file_decline": Schema({"id": TRANSFER_ID}, {"detail": DETAIL}),
+    "file_chunk": Schema({"id": TRANSFER_ID, "offset": OFFSET}, body=True),
+    "file_ack": Schema({"id": TRANSFER_ID, "received": OFFSET}),
+    "file_end": Schema({"id": TRANSFER_ID, "sha256": SHA256_HEX}),
+    "file_done": Schema({"id": TRANSFER_ID}),
+    "file_failed": Schema({"id": TRANSFER_ID, "detail": DETAIL}),
+    "file_cancel": Schema({"id": TRANSFER_ID}, {"detail": DETAIL}),
 }
 
 #: What the server may send.
@@ -183,6 +198,19 @@ EVENTS: dict[str, Schema] = {
     "member_left": Schema({"group": NAME, "name": NAME}),
     "member_added": Schema({"group": NAME, "name": NAME}),
     "member_removed": Schema({"group": NAME, "name": NAME}),
+    # File transfer (PROTOCOL.md section 7).
+    "file_offered": Schema({"id": TRANSFER_ID, "recipients": NAMES}),
+    "file_incoming": Schema(
+        {"id": TRANSFER_ID, "sender": NAME, "name": FILE_NAME, "size": OFFSET}, {"group": NAME}
+    ),
+    "file_go": Schema({"id": TRANSFER_ID, "window": OFFSET}),
+    "file_chunk": Schema({"id": TRANSFER_ID, "offset": OFFSET}, body=True),
+    "file_ack": Schema({"id": TRANSFER_ID, "received": OFFSET}),
+    "file_end": Schema({"id": TRANSFER_ID, "sha256": SHA256_HEX}),
+    "file_result": Schema(
+        {"id": TRANSFER_ID, "delivered": NAMES, "failed": Objects({"name": NAME, "detail": DETAIL})}
+    ),
+    "file_aborted": Schema({"id": TRANSFER_ID, "detail": DETAIL}),
 }
 
 _COMMON_REQUEST = {"rid": Int(0, MAX_REQUEST_ID)}
@@ -221,6 +249,8 @@ def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[s
         kind.check(name, value)
     if envelope.body and not schema.body:
         raise EnvelopeError(f"type '{envelope.type}' carries no body", "body")
+    if len(envelope.body) > MAX_CHUNK_BYTES:
+        raise EnvelopeError(f"body larger than {MAX_CHUNK_BYTES} bytes", "body")
 
 
 def _reject_constant(value: str) -> None:

@@ -39,6 +39,9 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--max-per-ip", "max_connections_per_ip", int, "N", "connections from one IP address, 0 = unlimited"),
     ("--max-groups-per-user", "max_groups_per_user", int, "N", "groups one user may be in"),
     ("--max-groups", "max_groups", int, "N", "groups on the server"),
+    ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
+    ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
+    ("--max-transfers-per-user", "max_transfers_per_user", int, "N", "transfers one user may run at once"),
 ]
 
 

@@ -16,6 +16,7 @@ from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection
 from chat.server.groups import GroupRegistry
 from chat.server.hub import LocalHub
+from chat.server.transfers import TransferRelay
 
 log = logging.getLogger("chat.server")
 
@@ -46,6 +47,11 @@ class ServerConfig:
     #: Groups one user may be a member of, and groups on the server.
     max_groups_per_user: int = 100
     max_groups: int = 10000
+    #: Largest file relayed, bytes a sender may be ahead of its slowest recipient, and
+    #: transfers one user may take part in at once.
+    max_file_size: int = 1 << 30
+    transfer_window: int = 4 * 1024 * 1024
+    max_transfers_per_user: int = 8
     #: Keepalive ping interval and timeout, in seconds.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -58,7 +64,11 @@ class ChatServer:
         self.private_key = private_key
         self.config = config or ServerConfig()
         self.hub = LocalHub()
-        self.groups = GroupRegistry(self.config.max_groups_per_user, self.config.max_groups)
+        config = self.config
+        self.groups = GroupRegistry(config.max_groups_per_user, config.max_groups)
+        self.transfers = TransferRelay(
+            config.max_file_size, config.transfer_window, config.max_transfers_per_user
+        )
         self.connections: set[ClientConnection] = set()
         self._per_ip: Counter[str] = Counter()
         self._server: Server | None = None

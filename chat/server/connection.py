@@ -39,6 +39,9 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
+#: Requests exempt from the rate limit: file data, which flow control paces instead.
+UNMETERED = frozenset({"file_chunk", "file_ack"})
+
 
 class ClientConnection:
     """Implements the hub's Outbox for one logged-in user."""
@@ -49,7 +52,8 @@ class ClientConnection:
         self._ws = websocket
         self._server = server
         self._channel: SecureChannel | None = None
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        # Sealed records waiting for the writer, each marked bulk (file data) or not.
+        self._queue: asyncio.Queue[tuple[bytes, bool] | None] = asyncio.Queue()
         self._backlog = 0
         self._closing = False
         self._close_code = CLOSE_NORMAL
@@ -61,18 +65,19 @@ class ClientConnection:
 
     # --- Outbox ---------------------------------------------------------------------
 
-    def deliver(self, payload: bytes) -> None:
+    def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
         if self._closing or self._channel is None:
             return
         record = self._channel.seal(payload)
-        self._backlog += len(record)
+        if not bulk:
+            self._backlog += len(record)
         if self._backlog > self._server.config.max_backlog_bytes:
             log.warning("dropping slow reader conn=%d user=%s backlog=%d", self.id, self.name, self._backlog)
             self._abort(CLOSE_POLICY, "too much unread data")
             # The writer may be stuck waiting for this reader: close from outside it.
             asyncio.get_running_loop().create_task(self._ws.close(CLOSE_POLICY, "too much unread data"))
             return
-        self._queue.put_nowait(record)
+        self._queue.put_nowait((record, bulk))
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -165,7 +170,8 @@ class ClientConnection:
                     detail = str(exc)[:MAX_DETAIL_CHARS]
                     self.deliver(encode_event("error", code="bad_request", detail=detail))
                     continue
-                if self._bucket is not None and not self._within_rate():
+                metered = envelope.type not in UNMETERED
+                if metered and self._bucket is not None and not self._within_rate():
                     break
                 await self._handle(envelope)
         except ConnectionClosed:
@@ -199,8 +205,7 @@ class ClientConnection:
         if envelope.type == "login":
             self._error(rid, "already_logged_in")
             return
-        server = self._server
-        ctx = Context(self.name, rid, self, server.hub, server.groups)
+        ctx = self._context(self.name, rid)
         try:
             await HANDLERS[envelope.type](ctx, envelope)
         except RequestError as exc:
@@ -224,10 +229,15 @@ class ClientConnection:
         self._reply(rid, "welcome", name=name)
         await self._server.hub.send_all(encode_event("user_joined", name=name), exclude=name)
 
+    def _context(self, user: str, rid: int | None) -> Context:
+        server = self._server
+        return Context(user, rid, self, server.hub, server.groups, server.transfers)
+
     async def _logout(self) -> None:
         if self.name is None:
             return
         name, self.name = self.name, None
+        await self._server.transfers.disconnected(self._context(name, None))
         await self._server.hub.release(name, self)
         log.info("exit conn=%d user=%s", self.id, name)
         await self._server.hub.send_all(encode_event("user_exited", name=name), exclude=name)
@@ -252,9 +262,11 @@ class ClientConnection:
     async def _write_loop(self) -> None:
         """Send queued records in order; on the end marker, close the WebSocket."""
         try:
-            while (record := await self._queue.get()) is not None:
+            while (item := await self._queue.get()) is not None:
+                record, bulk = item
                 await self._ws.send(record)
-                self._backlog -= len(record)
+                if not bulk:
+                    self._backlog -= len(record)
             await self._ws.close(self._close_code, self._close_reason)
         except ConnectionClosed:
             pass

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.errors import RequestError
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Hub, Outbox
+
+if TYPE_CHECKING:
+    from chat.server.transfers import TransferRelay
 
 
 @dataclass
@@ -24,6 +27,7 @@ class Context:
     outbox: Outbox
     hub: Hub
     groups: GroupRegistry
+    transfers: TransferRelay
     #: Set by the quit handler: the connection closes once the reply is sent.
     quitting: bool = False
 
@@ -153,3 +157,20 @@ HANDLERS: dict[str, Handler] = {
     "group_kick": group_kick,
     "quit": quit_chat,
 }
+
+
+def _transfer_step(step: str) -> Handler:
+    """File requests are handled by the relay's method of the same name."""
+
+    async def handle(ctx: Context, env: Envelope) -> None:
+        await getattr(ctx.transfers, step)(ctx, env)
+
+    return handle
+
+
+HANDLERS.update(
+    {
+        f"file_{step}": _transfer_step(step)
+        for step in ("offer", "accept", "decline", "chunk", "ack", "end", "done", "failed", "cancel")
+    }
+)

@@ -20,8 +20,9 @@ from chat.server.names import key
 class Outbox(Protocol):
     """A logged-in user's connection, as the hub sees it."""
 
-    def deliver(self, payload: bytes) -> None:
-        """Seal and queue one encoded event; never blocks, never raises."""
+    def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
+        """Seal and queue one encoded event; never blocks, never raises. ``bulk`` marks
+        file data, which flow control bounds, so it does not count as unread backlog."""
 
 
 class Hub(Protocol):
@@ -37,7 +38,7 @@ class Hub(Protocol):
     async def lookup(self, name: str) -> str | None:
         """The online user's name as first written, or None if not online."""
 
-    async def send(self, names: Iterable[str], payload: bytes) -> None:
+    async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
         """Deliver to each named user who is online; others are skipped."""
 
     async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
@@ -69,11 +70,11 @@ class LocalHub:
         entry = self._online.get(key(name))
         return entry[0] if entry else None
 
-    async def send(self, names: Iterable[str], payload: bytes) -> None:
+    async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
         for name in names:
             entry = self._online.get(key(name))
             if entry is not None:
-                entry[1].deliver(payload)
+                entry[1].deliver(payload, bulk=bulk)
 
     async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
         skip = key(exclude) if exclude is not None else None

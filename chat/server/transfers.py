@@ -1,0 +1,265 @@
+"""File transfers relayed through the server (PROTOCOL.md section 7).
+
+The server never stores file data: each chunk is checked and forwarded to the recipients
+who accepted, and flow control bounds what is in flight. A sender may be at most
+``window`` bytes ahead of the slowest accepted recipient's acknowledgement; a chunk past
+that, out of order, or past the declared size aborts the transfer. A transfer ends with a
+``file_result`` to the sender once every recipient has stored the file (``file_done``),
+failed, declined or gone.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from chat.protocol.envelope import Envelope, encode_event
+from chat.server.errors import RequestError
+from chat.server.handlers import Context
+from chat.server.names import key
+
+#: Transfers whose result was sent; late chunks for them are ignored, not errors.
+_RECENTLY_CLOSED = 64
+
+
+@dataclass
+class Transfer:
+    id: str
+    sender: str
+    name: str
+    size: int
+    group: str | None
+    #: key -> display name of recipients who have not answered the offer yet.
+    pending: dict[str, str]
+    #: key -> (display name, bytes acknowledged) of recipients receiving the data.
+    receiving: dict[str, tuple[str, int]] = field(default_factory=dict)
+    delivered: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    sent: int = 0
+    acked: int = 0
+    started: bool = False
+    ended: bool = False
+
+    def recipient_names(self) -> list[str]:
+        return [name for name, _ in self.receiving.values()]
+
+
+class TransferRelay:
+    """Every transfer in flight on this server."""
+
+    def __init__(self, max_file_size: int, window: int, max_per_user: int) -> None:
+        self.max_file_size = max_file_size
+        self.window = window
+        self.max_per_user = max_per_user
+        self._transfers: dict[str, Transfer] = {}
+        self._closed: deque[str] = deque(maxlen=_RECENTLY_CLOSED)
+
+    # --- lookups --------------------------------------------------------------------
+
+    def _count_for(self, user: str) -> int:
+        me = key(user)
+        return sum(
+            1 for t in self._transfers.values()
+            if key(t.sender) == me or me in t.pending or me in t.receiving
+        )
+
+    def _get(self, transfer_id: str) -> Transfer | None:
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None and transfer_id not in self._closed:
+            raise RequestError("bad_transfer", detail=f"no transfer {transfer_id}")
+        return transfer
+
+    def _as_sender(self, transfer_id: str, user: str) -> Transfer | None:
+        transfer = self._get(transfer_id)
+        if transfer is not None and key(transfer.sender) != key(user):
+            raise RequestError("bad_transfer", detail=f"you are not sending transfer {transfer_id}")
+        return transfer
+
+    # --- sender side ------------------------------------------------------------------
+
+    async def offer(self, ctx: Context, env: Envelope) -> None:
+        size: int = env["size"]
+        to, group_name = env.get("to"), env.get("group")
+        if (to is None) == (group_name is None):
+            raise RequestError("bad_request", detail="file_offer needs exactly one of 'to' and 'group'")
+        if size > self.max_file_size:
+            raise RequestError("file_too_large", limit=self.max_file_size)
+        if self._count_for(ctx.user) >= self.max_per_user:
+            raise RequestError("too_many_transfers", limit=self.max_per_user)
+        if to is not None:
+            recipients = [await ctx.online_user(to)]
+            group = None
+        else:
+            group = ctx.groups.member_group(group_name, ctx.user)
+            online = set(await ctx.hub.online())
+            recipients = [m for m in group.other_members(ctx.user) if m in online]
+            if not recipients:
+                raise RequestError("no_recipients", group=group.name)
+        transfer = Transfer(
+            id=secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
+            group=group.name if group else None, pending={key(r): r for r in recipients},
+        )
+        self._transfers[transfer.id] = transfer
+        ctx.reply("file_offered", id=transfer.id, recipients=recipients)
+        incoming: dict[str, Any] = {
+            "id": transfer.id, "sender": ctx.user, "name": transfer.name, "size": size
+        }
+        if group is not None:
+            incoming["group"] = group.name
+        await ctx.notify(recipients, "file_incoming", **incoming)
+
+    async def chunk(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_sender(env["id"], ctx.user)
+        if transfer is None:
+            return  # a chunk already in flight when the transfer ended
+        offset, data = env["offset"], env.body
+        problem = None
+        if not transfer.started or transfer.ended:
+            problem = "data sent outside the transfer"
+        elif offset != transfer.sent:
+            problem = f"chunk at offset {offset}, expected {transfer.sent}"
+        elif offset + len(data) > transfer.size:
+            problem = "more data than the declared size"
+        elif offset + len(data) - transfer.acked > self.window:
+            problem = "data sent beyond the flow-control window"
+        elif not data:
+            problem = "empty chunk"
+        if problem is not None:
+            await self._abort(ctx, transfer, f"the sender broke the protocol ({problem})")
+            raise RequestError("bad_transfer", detail=problem)
+        transfer.sent += len(data)
+        payload = encode_event("file_chunk", data, id=transfer.id, offset=offset)
+        await ctx.hub.send(transfer.recipient_names(), payload, bulk=True)
+
+    async def end(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_sender(env["id"], ctx.user)
+        if transfer is None:
+            ctx.reply("ok")
+            return
+        if not transfer.started or transfer.ended or transfer.sent != transfer.size:
+            await self._abort(ctx, transfer, "the sender ended the transfer early")
+            raise RequestError("bad_transfer", detail="file_end before all data was sent")
+        transfer.ended = True
+        await ctx.notify(transfer.recipient_names(), "file_end", id=transfer.id, sha256=env["sha256"])
+        ctx.reply("ok")
+
+    # --- recipient side ---------------------------------------------------------------
+
+    def _as_recipient(self, transfer_id: str, user: str, pending: bool) -> Transfer | None:
+        transfer = self._get(transfer_id)
+        if transfer is None:
+            return None
+        if key(user) not in (transfer.pending if pending else transfer.receiving):
+            raise RequestError("bad_transfer", detail=f"transfer {transfer_id} is not waiting for you")
+        return transfer
+
+    async def accept(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_recipient(env["id"], ctx.user, pending=True)
+        if transfer is not None:
+            name = transfer.pending.pop(key(ctx.user))
+            transfer.receiving[key(ctx.user)] = (name, 0)
+            await self._progress(ctx, transfer)
+        ctx.reply("ok")
+
+    async def decline(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_recipient(env["id"], ctx.user, pending=True)
+        if transfer is not None:
+            name = transfer.pending.pop(key(ctx.user))
+            transfer.failed.append({"name": name, "detail": env.get("detail") or "declined"})
+            await self._progress(ctx, transfer)
+        ctx.reply("ok")
+
+    async def ack(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_recipient(env["id"], ctx.user, pending=False)
+        if transfer is None:
+            return
+        name, before = transfer.receiving[key(ctx.user)]
+        received = env["received"]
+        if not before <= received <= transfer.sent:
+            raise RequestError("bad_transfer", detail="acknowledged bytes that were not sent")
+        transfer.receiving[key(ctx.user)] = (name, received)
+        await self._progress(ctx, transfer)
+
+    async def done(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_recipient(env["id"], ctx.user, pending=False)
+        if transfer is not None:
+            if not transfer.ended:
+                raise RequestError("bad_transfer", detail="file_done before file_end")
+            name, _ = transfer.receiving.pop(key(ctx.user))
+            transfer.delivered.append(name)
+            await self._progress(ctx, transfer)
+        ctx.reply("ok")
+
+    async def failed(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._as_recipient(env["id"], ctx.user, pending=False)
+        if transfer is not None:
+            name, _ = transfer.receiving.pop(key(ctx.user))
+            transfer.failed.append({"name": name, "detail": env["detail"]})
+            await self._progress(ctx, transfer)
+        ctx.reply("ok")
+
+    # --- either side ------------------------------------------------------------------
+
+    async def cancel(self, ctx: Context, env: Envelope) -> None:
+        transfer = self._get(env["id"])
+        if transfer is not None:
+            me = key(ctx.user)
+            if me == key(transfer.sender):
+                await self._abort(ctx, transfer, env.get("detail") or "cancelled by the sender")
+            elif me in transfer.receiving or me in transfer.pending:
+                await self._drop_recipient(ctx, transfer, me, env.get("detail") or "cancelled")
+            else:
+                raise RequestError("bad_transfer", detail=f"transfer {transfer.id} is not yours")
+        ctx.reply("ok")
+
+    async def disconnected(self, ctx: Context) -> None:
+        """``ctx.user`` is gone: abort what they send, count them failed where they receive."""
+        me = key(ctx.user)
+        for transfer in list(self._transfers.values()):
+            if key(transfer.sender) == me:
+                await self._abort(ctx, transfer, "the sender disconnected")
+            elif me in transfer.receiving or me in transfer.pending:
+                await self._drop_recipient(ctx, transfer, me, "disconnected")
+
+    # --- bookkeeping ------------------------------------------------------------------
+
+    async def _drop_recipient(self, ctx: Context, transfer: Transfer, who: str, detail: str) -> None:
+        entry = transfer.receiving.pop(who, None)
+        name = entry[0] if entry else transfer.pending.pop(who)
+        transfer.failed.append({"name": name, "detail": detail})
+        await self._progress(ctx, transfer)
+
+    async def _progress(self, ctx: Context, transfer: Transfer) -> None:
+        """Start the data, advance the sender's window, or finish, as the state allows."""
+        if transfer.pending:
+            return  # some recipients have not answered the offer yet
+        if not transfer.receiving:
+            # Everyone has stored it, failed, declined or gone: report to the sender.
+            self._close(transfer)
+            result = encode_event(
+                "file_result", id=transfer.id, delivered=transfer.delivered, failed=transfer.failed
+            )
+            await ctx.hub.send([transfer.sender], result)
+            return
+        if not transfer.started:
+            transfer.started = True
+            go = encode_event("file_go", id=transfer.id, window=self.window)
+            await ctx.hub.send([transfer.sender], go)
+            return
+        slowest = min(received for _, received in transfer.receiving.values())
+        if slowest > transfer.acked:
+            transfer.acked = slowest
+            ack = encode_event("file_ack", id=transfer.id, received=slowest)
+            await ctx.hub.send([transfer.sender], ack)
+
+    async def _abort(self, ctx: Context, transfer: Transfer, detail: str) -> None:
+        """End the transfer for every recipient (the sender caused it, so knows)."""
+        self._close(transfer)
+        recipients = [*transfer.recipient_names(), *transfer.pending.values()]
+        await ctx.hub.send(recipients, encode_event("file_aborted", id=transfer.id, detail=detail))
+
+    def _close(self, transfer: Transfer) -> None:
+        self._transfers.pop(transfer.id, None)
+        self._closed.append(transfer.id)
