@@ -167,6 +167,19 @@ class ChatClient:
                 raise
             for line in render(event):
                 emit(line)
+            if event.type == "file_incoming" and not self._quitting:
+                await self._decline_file(event)
+
+    async def _decline_file(self, offer: Envelope) -> None:
+        """Receiving files is not implemented yet: say no at once so the sender is not
+        left waiting."""
+        emit(
+            f"[{offer['sender']} tried to send you '{offer['name']}'; this client cannot receive files yet.]"
+        )
+        with contextlib.suppress(ClientError):
+            await self._session.send(
+                "file_decline", id=offer["id"], detail="the client cannot receive files yet"
+            )
 
     async def _flow(self, username: str | None) -> int:
         if not await self._login(username):
