@@ -38,6 +38,10 @@ USERNAME_PROMPT = "Enter your username: "
 CHAT_PROMPT = "> "
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
+#: Our own pace, under the server's guaranteed minimum (SPEC section 4: 10 per second,
+#: bursts of 30), so a piped script is slowed down rather than disconnected.
+PACE_PER_SECOND = 8.0
+PACE_BURST = 20
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -130,6 +134,27 @@ class TerminalInput:
             return None
 
 
+class Pacer:
+    """A token bucket on our side of the rate limit: ``wait()`` before each request."""
+
+    def __init__(self, rate: float = PACE_PER_SECOND, burst: int = PACE_BURST) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    async def wait(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            delay = (1.0 - self._tokens) / self._rate
+            await asyncio.sleep(delay)
+            self._tokens, self._last = 1.0, now + delay
+        self._tokens -= 1.0
+
+
 # --- the client -----------------------------------------------------------------------
 
 
@@ -141,6 +166,7 @@ class ChatClient:
         self._lines = lines
         self._ordered_local_output = ordered_local_output
         self._quitting = False
+        self._pacer = Pacer()
 
     async def run(self, username: str | None) -> int:
         receiver = asyncio.create_task(self._receive_loop(), name="receiver")
@@ -219,6 +245,7 @@ class ChatClient:
                 return True
 
     async def _send(self, request: Send) -> None:
+        await self._pacer.wait()
         try:
             await self._session.send(request.kind, **request.fields)
         except EnvelopeError as exc:
