@@ -288,13 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--download-dir",
         metavar="DIR",
         default="downloads/",
-        help="where received files go (default: downloads/)",
+        help="where received files go (default: downloads/; file transfer is not in this version yet)",
     )
     parser.add_argument(
-        "--open", action="store_true", help="open each received file with its default program"
+        "--open",
+        action="store_true",
+        help="open each received file with its default program (not in this version yet)",
     )
     parser.add_argument(
-        "--accept-new-key", action="store_true", help="in line mode, trust an unknown server key (like SSH)"
+        "--accept-new-key",
+        action="store_true",
+        help="in line mode, trust an unknown server key, like SSH (not in this version yet)",
     )
     return parser
 
