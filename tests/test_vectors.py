@@ -1,4 +1,4 @@
-"""Test vectors (PROTOCOL.md section 8): recompute every value with the real protocol core.
+"""Test vectors (PROTOCOL.md, "Worked example"): recompute every value with the real protocol core.
 
 ``tests/vectors/handshake.json`` holds fixed inputs (the test RSA key in
 ``tests/vectors/server_private.pem``, the random bytes each side draws, the RSA-OAEP
@@ -210,7 +210,7 @@ def compute_vectors(inputs: dict[str, str], wrapped: bytes) -> dict[str, Any]:
     code, reason = HANDSHAKE_ERROR_SAMPLE
     return {
         "about": (
-            "chat protocol version 1 test vectors (PROTOCOL.md section 8). All byte strings "
+            'chat protocol version 1 test vectors (PROTOCOL.md, "Worked example"). All byte strings '
             "are hex. Inputs are fixed; everything else is derived from them."
         ),
         "rsa_private_key_file": KEY_FILE.name,
@@ -239,8 +239,8 @@ def flatten(vectors: dict[str, Any]) -> dict[str, str]:
 
 def worked_example(markdown: str) -> str:
     """The text of PROTOCOL.md's worked-example section."""
-    match = re.search(r"^## 8\. Worked example.*?(?=^## |\Z)", markdown, flags=re.M | re.S)
-    assert match, "PROTOCOL.md has no '## 8. Worked example' section"
+    match = re.search(r"^## \d+\. Worked example.*?(?=^## |\Z)", markdown, flags=re.M | re.S)
+    assert match, "PROTOCOL.md has no 'Worked example' section"
     return match.group(0)
 
 
