@@ -137,12 +137,17 @@ SHA256_HEX = Str(64, 64, r"[0-9a-f]{64}")
 FILE_SIZE = Int(0, (1 << 53) - 1)
 DETAIL = Str(MAX_DETAIL_CHARS)
 FILE_NAME = Str(MAX_FILE_NAME_CHARS, 1)
+PASSWORD = Str(MAX_PASSWORD_CHARS)
+#: Seconds since the Unix epoch (UTC).
+TIMESTAMP = Int(0, (1 << 53) - 1)
+MAX_HISTORY = 1000
+HISTORY = Objects({"sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_HISTORY)
 #: Byte offsets and sizes; JSON-safe integers.
 OFFSET = Int(0, (1 << 53) - 1)
 
 #: What a client may send.
 REQUESTS: dict[str, Schema] = {
-    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": Str(MAX_PASSWORD_CHARS)}),
+    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": PASSWORD}),
     "broadcast": Schema({"text": TEXT}),
     "private": Schema({"to": NAME, "text": TEXT}),
     "list": Schema(),
@@ -156,6 +161,10 @@ REQUESTS: dict[str, Schema] = {
     "group_add": Schema({"group": NAME, "user": NAME}),
     "group_kick": Schema({"group": NAME, "user": NAME}),
     "quit": Schema(),
+    # Accounts and history (PROTOCOL.md section 6.5).
+    "register": Schema({"password": PASSWORD}),
+    "change_password": Schema({"old_password": PASSWORD, "new_password": PASSWORD}),
+    "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY)}),
     # File transfer (PROTOCOL.md section 7).
     "file_offer": Schema({"name": FILE_NAME, "size": OFFSET}, {"to": NAME, "group": NAME}),
     "file_accept": Schema({"id": TRANSFER_ID}),
@@ -182,7 +191,11 @@ EVENTS: dict[str, Schema] = {
     "user_exited": Schema({"name": NAME}),
     "user_list": Schema({"users": NAMES}),
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
-    "private": Schema({"sender": NAME, "text": TEXT}),
+    "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP}),
+    "private_queued": Schema({"to": NAME, "text": TEXT}),
+    "registered": Schema({"name": NAME}),
+    "password_changed": Schema(),
+    "group_history": Schema({"group": NAME, "messages": HISTORY}),
     "private_sent": Schema({"to": NAME, "text": TEXT}),
     "group_created": Schema({"group": NAME}),
     "group_added": Schema({"group": NAME}),

@@ -39,6 +39,7 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--max-per-ip", "max_connections_per_ip", int, "N", "connections from one IP address, 0 = unlimited"),
     ("--max-groups-per-user", "max_groups_per_user", int, "N", "groups one user may be in"),
     ("--max-groups", "max_groups", int, "N", "groups on the server"),
+    ("--history-limit", "history_limit", int, "N", "group messages kept per group for /history"),
     ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
     ("--max-transfers-per-user", "max_transfers_per_user", int, "N", "transfers one user may run at once"),
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--db", dest="db_path", default=ServerConfig.db_path, metavar="PATH",
+        help="SQLite database for accounts, groups and messages (default: chat.db in the working "
+        "directory; ':memory:' keeps nothing)",
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: INFO); message contents are never logged",
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
     limits = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
-    config = ServerConfig(host=args.host, port=args.port, **limits)
+    config = ServerConfig(host=args.host, port=args.port, db_path=args.db_path, **limits)
     try:
         asyncio.run(serve(ChatServer(key, config), public_pem))
     except KeyboardInterrupt:

@@ -13,9 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import Server, ServerConnection, serve
 
 from chat.protocol.limits import MAX_FRAME_BYTES
+from chat.server.accounts import Accounts
 from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection
 from chat.server.groups import GroupRegistry
+from chat.server.handlers import Services
 from chat.server.hub import LocalHub
+from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
 log = logging.getLogger("chat.server")
@@ -30,6 +33,12 @@ def _ip_of(websocket: ServerConnection) -> str:
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8767
+    #: SQLite database file; ":memory:" keeps nothing across restarts.
+    db_path: str = "chat.db"
+    #: Group messages kept per group for /history.
+    history_limit: int = 1000
+    #: Seconds before a wrong password is answered.
+    wrong_password_delay: float = 1.0
     #: Seconds a new connection has to complete the handshake.
     handshake_timeout: float = 10.0
     #: Bytes of sealed, unsent events a connection may have queued before it is dropped.
@@ -58,16 +67,20 @@ class ServerConfig:
 
 
 class ChatServer:
-    """Holds the key, the hub and the groups; one ClientConnection per WebSocket."""
+    """Holds the key and the shared services; one ClientConnection per WebSocket."""
 
     def __init__(self, private_key: rsa.RSAPrivateKey, config: ServerConfig | None = None) -> None:
         self.private_key = private_key
-        self.config = config or ServerConfig()
-        self.hub = LocalHub()
-        config = self.config
-        self.groups = GroupRegistry(config.max_groups_per_user, config.max_groups)
-        self.transfers = TransferRelay(
-            config.max_file_size, config.transfer_window, config.max_transfers_per_user
+        self.config = config = config or ServerConfig()
+        storage = Storage(config.db_path, history_limit=config.history_limit)
+        self.services = Services(
+            hub=LocalHub(),
+            groups=GroupRegistry(config.max_groups_per_user, config.max_groups),
+            storage=storage,
+            accounts=Accounts(storage, config.wrong_password_delay),
+            transfers=TransferRelay(
+                config.max_file_size, config.transfer_window, config.max_transfers_per_user
+            ),
         )
         self.connections: set[ClientConnection] = set()
         self._per_ip: Counter[str] = Counter()
@@ -100,7 +113,10 @@ class ChatServer:
         return None
 
     async def start(self) -> int:
-        """Start listening; returns the bound port (useful with port 0)."""
+        """Open the database, then start listening; returns the bound port (for port 0)."""
+        storage = self.services.storage
+        await storage.open()
+        self.services.groups.load(await storage.load_groups())
         self._server = await serve(
             self._handler,
             self.config.host,
@@ -124,6 +140,7 @@ class ChatServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
+        await self.services.storage.close()
         log.info("server stopped")
 
     async def run_until_stopped(self) -> None:

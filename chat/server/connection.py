@@ -24,7 +24,7 @@ from chat.protocol.limits import MAX_DETAIL_CHARS
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context
-from chat.server.names import username_problem
+from chat.server.names import key, username_problem
 from chat.server.ratelimit import TokenBucket, Verdict
 
 if TYPE_CHECKING:
@@ -61,7 +61,8 @@ class ClientConnection:
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         peer = websocket.remote_address
-        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.ip = str(peer[0]) if peer else "?"
+        self.peer = f"{self.ip}:{peer[1]}" if peer else "?"
 
     # --- Outbox ---------------------------------------------------------------------
 
@@ -214,12 +215,22 @@ class ClientConnection:
             self.close_soon(CLOSE_NORMAL, "bye")
 
     async def _login(self, envelope: Envelope, rid: int | None) -> None:
+        services = self._server.services
         name: str = envelope["name"]
         problem = username_problem(name)
         if problem is not None:
             self._error(rid, "username_invalid", name=name, detail=problem)
             return
-        if not await self._server.hub.claim(name, self):
+        if await services.hub.lookup(name) is not None:
+            self._error(rid, "username_taken", name=name)
+            return
+        try:
+            name = await services.accounts.authenticate(name, envelope.get("password"), self.ip)
+        except RequestError as exc:
+            log.info("login refused conn=%d peer=%s: %s", self.id, self.peer, exc.code)
+            self._error(rid, exc.code, **exc.fields)
+            return
+        if self._closing or not await services.hub.claim(name, self):
             self._error(rid, "username_taken", name=name)
             return
         self.name = name
@@ -227,20 +238,23 @@ class ClientConnection:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
         self._reply(rid, "welcome", name=name)
-        await self._server.hub.send_all(encode_event("user_joined", name=name), exclude=name)
+        await services.hub.send_all(encode_event("user_joined", name=name), exclude=name)
+        for message in await services.storage.take_offline(key(name)):
+            late = {"sender": message.sender, "text": message.text, "sent_at": int(message.sent_at)}
+            self.deliver(encode_event("private", **late))
 
     def _context(self, user: str, rid: int | None) -> Context:
-        server = self._server
-        return Context(user, rid, self, server.hub, server.groups, server.transfers)
+        return Context(user, rid, self, self._server.services)
 
     async def _logout(self) -> None:
         if self.name is None:
             return
         name, self.name = self.name, None
-        await self._server.transfers.disconnected(self._context(name, None))
-        await self._server.hub.release(name, self)
+        services = self._server.services
+        await services.transfers.disconnected(self._context(name, None))
+        await services.hub.release(name, self)
         log.info("exit conn=%d user=%s", self.id, name)
-        await self._server.hub.send_all(encode_event("user_exited", name=name), exclude=name)
+        await services.hub.send_all(encode_event("user_exited", name=name), exclude=name)
 
     def _reply(self, rid: int | None, kind: str, **fields: object) -> None:
         if rid is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from chat.server.errors import RequestError
 from chat.server.names import is_group_name, key
+from chat.server.storage import StoredGroup
 
 
 @dataclass
@@ -31,6 +32,13 @@ class Group:
     def sorted_members(self) -> list[str]:
         return sorted(self.members.values(), key=lambda n: (n.casefold(), n))
 
+    def to_stored(self) -> StoredGroup:
+        return StoredGroup(self.name, self.owner, list(self.members.items()), set(self.kicked))
+
+    @classmethod
+    def from_stored(cls, stored: StoredGroup) -> Group:
+        return cls(stored.name, stored.owner_key, dict(stored.members), set(stored.kicked))
+
 
 class GroupRegistry:
     """Every group on the server, by key(name), in creation order."""
@@ -44,6 +52,13 @@ class GroupRegistry:
     def _check_room_for(self, user: str) -> None:
         if self._max_per_user and len(self.of_user(user)) >= self._max_per_user:
             raise RequestError("too_many_groups", user=user, limit=self._max_per_user)
+
+    def load(self, stored: list[StoredGroup]) -> None:
+        """Replace every group with ``stored`` (in creation order), as read at start-up."""
+        self._groups = {key(g.name): Group.from_stored(g) for g in stored}
+
+    def exists(self, name: str) -> bool:
+        return key(name) in self._groups
 
     def names(self) -> list[str]:
         return [g.name for g in self._groups.values()]

@@ -13,11 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.errors import RequestError
-from chat.server.groups import GroupRegistry
+from chat.server.groups import Group, GroupRegistry
 from chat.server.hub import Hub, Outbox
+from chat.server.names import key
 
 if TYPE_CHECKING:
+    from chat.server.accounts import Accounts
+    from chat.server.storage import Storage
     from chat.server.transfers import TransferRelay
+
+
+@dataclass
+class Services:
+    """Everything a handler may use, shared by all connections of this server."""
+
+    hub: Hub
+    groups: GroupRegistry
+    storage: Storage
+    accounts: Accounts
+    transfers: TransferRelay
 
 
 @dataclass
@@ -25,11 +39,36 @@ class Context:
     user: str
     rid: int | None
     outbox: Outbox
-    hub: Hub
-    groups: GroupRegistry
-    transfers: TransferRelay
+    services: Services
     #: Set by the quit handler: the connection closes once the reply is sent.
     quitting: bool = False
+
+    @property
+    def hub(self) -> Hub:
+        return self.services.hub
+
+    @property
+    def groups(self) -> GroupRegistry:
+        return self.services.groups
+
+    @property
+    def storage(self) -> Storage:
+        return self.services.storage
+
+    @property
+    def accounts(self) -> Accounts:
+        return self.services.accounts
+
+    @property
+    def transfers(self) -> TransferRelay:
+        return self.services.transfers
+
+    async def persist(self, group: Group) -> None:
+        """Commit a group's new state (or its removal) before the request is answered."""
+        if self.groups.exists(group.name):
+            await self.storage.save_group(key(group.name), group.to_stored())
+        else:
+            await self.storage.delete_group(key(group.name))
 
     def reply(self, kind: str, **fields: Any) -> None:
         if self.rid is not None:
@@ -48,8 +87,18 @@ class Context:
             raise RequestError("user_not_online", users=[name])
         return found
 
+    async def known_user(self, name: str) -> str:
+        """An online or registered user's name as they write it."""
+        found = await self.hub.lookup(name) or await self.accounts.is_registered(name)
+        if found is None:
+            raise RequestError("user_not_online", users=[name])
+        return found
+
 
 Handler = Callable[[Context, Envelope], Awaitable[None]]
+
+#: Group messages /history shows when no count is given.
+DEFAULT_HISTORY = 20
 
 
 async def broadcast(ctx: Context, env: Envelope) -> None:
@@ -58,7 +107,14 @@ async def broadcast(ctx: Context, env: Envelope) -> None:
 
 
 async def private(ctx: Context, env: Envelope) -> None:
-    target = await ctx.online_user(env["to"])
+    target = await ctx.hub.lookup(env["to"])
+    if target is None:
+        registered = await ctx.accounts.is_registered(env["to"])
+        if registered is None:
+            raise RequestError("user_not_online", users=[env["to"]])
+        await ctx.storage.queue_offline(key(registered), ctx.user, env["text"])
+        ctx.reply("private_queued", to=registered, text=env["text"])
+        return
     await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
     ctx.reply("private_sent", to=target, text=env["text"])
 
@@ -80,12 +136,14 @@ async def group_create(ctx: Context, env: Envelope) -> None:
     if missing:
         raise RequestError("user_not_online", users=list(dict.fromkeys(missing)))
     group = ctx.groups.create(env["group"], ctx.user, found)
+    await ctx.persist(group)
     ctx.reply("group_created", group=group.name)
     await ctx.notify(group.other_members(ctx.user), "group_added", group=group.name)
 
 
 async def group_join(ctx: Context, env: Envelope) -> None:
     group = ctx.groups.join(env["group"], ctx.user)
+    await ctx.persist(group)
     ctx.reply("group_joined", group=group.name)
     await ctx.notify(group.other_members(ctx.user), "member_joined", group=group.name, name=ctx.user)
 
@@ -105,25 +163,39 @@ async def group_message(ctx: Context, env: Envelope) -> None:
     await ctx.notify(
         group.other_members(ctx.user), "group_message", group=group.name, sender=ctx.user, text=env["text"]
     )
+    await ctx.storage.append_history(key(group.name), ctx.user, env["text"])
     ctx.reply("ok")
+
+
+async def group_history(ctx: Context, env: Envelope) -> None:
+    group = ctx.groups.member_group(env["group"], ctx.user)
+    messages = await ctx.storage.history(key(group.name), env.get("limit", DEFAULT_HISTORY))
+    ctx.reply(
+        "group_history",
+        group=group.name,
+        messages=[{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages],
+    )
 
 
 async def group_leave(ctx: Context, env: Envelope) -> None:
     group = ctx.groups.leave(env["group"], ctx.user)
+    await ctx.persist(group)
     ctx.reply("group_left", group=group.name)
     await ctx.notify(group.other_members(ctx.user), "member_left", group=group.name, name=ctx.user)
 
 
 async def group_delete(ctx: Context, env: Envelope) -> None:
     group = ctx.groups.delete(env["group"], ctx.user)
+    await ctx.persist(group)
     ctx.reply("group_delete_done", group=group.name)
     await ctx.notify(group.other_members(ctx.user), "group_deleted", group=group.name)
 
 
 async def group_add(ctx: Context, env: Envelope) -> None:
     ctx.groups.owned_group(env["group"], ctx.user)  # owner check before the online check
-    user = await ctx.online_user(env["user"])
+    user = await ctx.known_user(env["user"])
     group = ctx.groups.add(env["group"], ctx.user, user)
+    await ctx.persist(group)
     ctx.reply("member_added", group=group.name, name=user)
     await ctx.notify([user], "group_added", group=group.name)
     others = [m for m in group.other_members(ctx.user) if m != user]
@@ -132,6 +204,7 @@ async def group_add(ctx: Context, env: Envelope) -> None:
 
 async def group_kick(ctx: Context, env: Envelope) -> None:
     group, user = ctx.groups.kick(env["group"], ctx.user, env["user"])
+    await ctx.persist(group)
     ctx.reply("member_removed", group=group.name, name=user)
     await ctx.notify([user], "group_removed", group=group.name)
     await ctx.notify(group.other_members(ctx.user), "member_removed", group=group.name, name=user)
@@ -155,8 +228,20 @@ HANDLERS: dict[str, Handler] = {
     "group_delete": group_delete,
     "group_add": group_add,
     "group_kick": group_kick,
+    "group_history": group_history,
     "quit": quit_chat,
 }
+
+
+async def register(ctx: Context, env: Envelope) -> None:
+    await ctx.accounts.register(ctx, env)
+
+
+async def change_password(ctx: Context, env: Envelope) -> None:
+    await ctx.accounts.change_password(ctx, env)
+
+
+HANDLERS.update({"register": register, "change_password": change_password})
 
 
 def _transfer_step(step: str) -> Handler:

@@ -1,0 +1,284 @@
+"""Durable server state in SQLite (SPEC section 6): accounts, groups, offline messages,
+group history.
+
+All database work runs on one dedicated thread, so a slow disk never stalls the event
+loop; callers await each call. The database is in WAL mode with ``synchronous=NORMAL``:
+a committed transaction survives the server process being killed. Handlers reply to a
+request only after its change is committed, so whatever a client saw acknowledged is
+there after a crash. The schema is versioned with ``PRAGMA user_version``; each entry of
+``MIGRATIONS`` moves it one version up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, groups, memberships, kicks, offline messages, group history.
+    """
+    CREATE TABLE account (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE chat_group (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        created_seq INTEGER NOT NULL
+    );
+    CREATE TABLE group_member (
+        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
+        user_key TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    CREATE TABLE group_kick (
+        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
+        user_key TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    CREATE TABLE offline_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX offline_by_recipient ON offline_message(recipient_key, id);
+    CREATE TABLE group_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX history_by_group ON group_message(group_key, id);
+    """,
+]
+
+
+@dataclass
+class StoredGroup:
+    name: str
+    owner_key: str
+    #: (user_key, user_name) in join order.
+    members: list[tuple[str, str]] = field(default_factory=list)
+    kicked: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    sender: str
+    text: str
+    sent_at: float
+
+
+class Storage:
+    """The SQLite database behind the server, used from asyncio."""
+
+    def __init__(self, path: str, *, history_limit: int = 1000) -> None:
+        self.path = path
+        self.history_limit = history_limit
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
+        self._db: sqlite3.Connection | None = None
+        self._group_seq = 0
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None, "Storage.open() was not awaited"
+        return self._db
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database {self.path} has schema version {version}, newer than this server knows"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+        self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
+        self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._conn().close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # --- accounts ---------------------------------------------------------------------
+
+    async def account(self, name_key: str) -> tuple[str, str] | None:
+        """(name as registered, password hash), or None if the name is not registered."""
+
+        def query() -> tuple[str, str] | None:
+            row = self._conn().execute(
+                "SELECT name, password_hash FROM account WHERE name_key = ?", (name_key,)
+            ).fetchone()
+            return (row[0], row[1]) if row else None
+
+        return await self._run(query)
+
+    async def create_account(self, name_key: str, name: str, password_hash: str) -> bool:
+        """False if the name is registered already."""
+
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO account (name_key, name, password_hash, created_at) VALUES (?,?,?,?)",
+                (name_key, name, password_hash, time.time()),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(self._transaction, insert)
+
+    async def set_password(self, name_key: str, password_hash: str) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE account SET password_hash = ? WHERE name_key = ?", (password_hash, name_key))
+
+        await self._run(self._transaction, update)
+
+    # --- groups -----------------------------------------------------------------------
+
+    async def load_groups(self) -> list[StoredGroup]:
+        """Every group in creation order, members in join order."""
+
+        def query() -> list[StoredGroup]:
+            db = self._conn()
+            groups: dict[str, StoredGroup] = {}
+            for key, name, owner in db.execute(
+                "SELECT name_key, name, owner_key FROM chat_group ORDER BY created_seq"
+            ):
+                groups[key] = StoredGroup(name, owner)
+            for group_key, user_key, user_name in db.execute(
+                "SELECT group_key, user_key, user_name FROM group_member ORDER BY group_key, position"
+            ):
+                groups[group_key].members.append((user_key, user_name))
+            for group_key, user_key in db.execute("SELECT group_key, user_key FROM group_kick"):
+                groups[group_key].kicked.add(user_key)
+            return list(groups.values())
+
+        return await self._run(query)
+
+    async def save_group(self, group_key: str, group: StoredGroup) -> None:
+        """Write one group's whole state (it is small), creating it if new."""
+
+        def write(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT created_seq FROM chat_group WHERE name_key = ?", (group_key,)).fetchone()
+            if row is None:
+                self._group_seq += 1
+                db.execute(
+                    "INSERT INTO chat_group (name_key, name, owner_key, created_seq) VALUES (?,?,?,?)",
+                    (group_key, group.name, group.owner_key, self._group_seq),
+                )
+            else:
+                db.execute(
+                    "UPDATE chat_group SET owner_key = ? WHERE name_key = ?", (group.owner_key, group_key)
+                )
+            db.execute("DELETE FROM group_member WHERE group_key = ?", (group_key,))
+            db.executemany(
+                "INSERT INTO group_member (group_key, user_key, user_name, position) VALUES (?,?,?,?)",
+                [(group_key, k, n, i) for i, (k, n) in enumerate(group.members)],
+            )
+            db.execute("DELETE FROM group_kick WHERE group_key = ?", (group_key,))
+            db.executemany(
+                "INSERT INTO group_kick (group_key, user_key) VALUES (?,?)",
+                [(group_key, k) for k in sorted(group.kicked)],
+            )
+
+        await self._run(self._transaction, write)
+
+    async def delete_group(self, group_key: str) -> None:
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
+            db.execute("DELETE FROM group_message WHERE group_key = ?", (group_key,))
+
+        await self._run(self._transaction, delete)
+
+    # --- messages ---------------------------------------------------------------------
+
+    async def queue_offline(self, recipient_key: str, sender: str, text: str) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO offline_message (recipient_key, sender, text, sent_at) VALUES (?,?,?,?)",
+                (recipient_key, sender, text, time.time()),
+            )
+
+        await self._run(self._transaction, insert)
+
+    async def take_offline(self, recipient_key: str) -> list[StoredMessage]:
+        """Remove and return the user's queued messages, oldest first (exactly once)."""
+
+        def take(db: sqlite3.Connection) -> list[StoredMessage]:
+            rows = db.execute(
+                "SELECT sender, text, sent_at FROM offline_message WHERE recipient_key = ? ORDER BY id",
+                (recipient_key,),
+            ).fetchall()
+            db.execute("DELETE FROM offline_message WHERE recipient_key = ?", (recipient_key,))
+            return [StoredMessage(*row) for row in rows]
+
+        return await self._run(self._transaction, take)
+
+    async def append_history(self, group_key: str, sender: str, text: str) -> None:
+        """Record a group message, keeping only the newest ``history_limit`` per group."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            cursor = db.execute(
+                "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?,?,?,?)",
+                (group_key, sender, text, time.time()),
+            )
+            newest = cursor.lastrowid or 0
+            # Prune now and then rather than on every insert.
+            if newest % 64 == 0:
+                db.execute(
+                    "DELETE FROM group_message WHERE group_key = ? AND id <= ("
+                    " SELECT id FROM group_message WHERE group_key = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (group_key, group_key, self.history_limit),
+                )
+
+        await self._run(self._transaction, insert)
+
+    async def history(self, group_key: str, limit: int) -> list[StoredMessage]:
+        """The newest ``limit`` messages of a group, oldest first."""
+
+        def query() -> list[StoredMessage]:
+            rows = self._conn().execute(
+                "SELECT sender, text, sent_at FROM group_message"
+                " WHERE group_key = ? ORDER BY id DESC LIMIT ?",
+                (group_key, min(limit, self.history_limit)),
+            ).fetchall()
+            return [StoredMessage(*row) for row in reversed(rows)]
+
+        return await self._run(query)
