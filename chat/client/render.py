@@ -89,6 +89,10 @@ def _error_line(event: Envelope) -> str:
         return f"[You cannot join {group}: you were removed by its owner.]"
     if code == "cannot_kick_self":
         return f"You cannot remove yourself from {group}; use /leave {group}."
+    if code == "too_many_groups":
+        if event.get("user"):
+            return f"User '{event.get('user')}' is in too many groups (limit {event.get('limit')})."
+        return f"The server has too many groups (limit {event.get('limit')})."
     if code == "bad_request":
         return f"Bad request: {detail}" if detail else "Bad request."
     return f"Error: {code}: {detail}" if detail else f"Error: {code}"
@@ -119,6 +123,7 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "broadcast": _line("[Broadcast from {sender}]: {text}"),
     "private": _line("Private message from {sender}: {text}"),
     "private_sent": _line("Private message to {to}: {text}"),
+    "private_queued": _line("[{to} is offline; the message will be delivered at their next login.]"),
     "group_created": _line("Group {group} created and joined."),
     "group_added": _line("[You have been added to the {group} group]"),
     "group_joined": _line("Joined group {group}"),
