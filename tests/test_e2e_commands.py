@@ -190,6 +190,38 @@ async def test_msg_without_text_prints_usage(chat: Chat) -> None:
     await jojo.assert_no_match(lambda s: s.startswith("Private message"), "a private message")
 
 
+WRONGLY_FORMED = [
+    ("/create", "Usage: /create "),
+    ("/join", "Usage: /join "),
+    ("/join g extra", "Usage: /join "),
+    ("/group g", "Usage: /group "),
+    ("/leave", "Usage: /leave "),
+    ("/delete", "Usage: /delete "),
+    ("/add g", "Usage: /add "),
+    ("/kick g", "Usage: /kick "),
+    ("@group set", "Usage: "),
+    ("@group send g", "Usage: "),
+    ("@add g", "Usage: "),
+    ("@kick g", "Usage: "),
+]
+
+
+async def test_wrongly_formed_commands_print_their_usage(chat: Chat) -> None:
+    """Each wrongly formed command prints its usage line and sends nothing."""
+    alice, bob = await chat.login("alice", "bob")
+    for command, prefix in WRONGLY_FORMED:
+        alice.send(command)
+        line = await alice.expect_prefix(prefix)
+        word = command.split()[0].lstrip("/@")
+        if command.startswith("@group"):
+            word = "group " + command.split()[1]
+        assert word in line, (command, line)
+    alice.send("/showgroups")
+    await alice.expect("No groups.")
+    await bob.sync("alice, bob")
+    await bob.assert_no_match(lambda s: s != "alice, bob", "any effect of a wrongly formed command")
+
+
 # --- /list --------------------------------------------------------------------------
 
 
