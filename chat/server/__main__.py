@@ -39,6 +39,7 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--max-per-ip", "max_connections_per_ip", int, "N", "connections from one IP address, 0 = unlimited"),
     ("--max-groups-per-user", "max_groups_per_user", int, "N", "groups one user may be in"),
     ("--max-groups", "max_groups", int, "N", "groups on the server"),
+    ("--wrong-password-delay", "wrong_password_delay", float, "SECONDS", "delay on a wrong password"),
     ("--history-limit", "history_limit", int, "N", "group messages kept per group for /history"),
     ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),

@@ -212,6 +212,9 @@ class ClientConnection:
         except RequestError as exc:
             self._error(rid, exc.code, **exc.fields)
         if ctx.quitting:
+            # Released before the reply, so the name is free once the client sees ``ok``.
+            await self._logout()
+            self._reply(rid, "ok")
             self.close_soon(CLOSE_NORMAL, "bye")
 
     async def _login(self, envelope: Envelope, rid: int | None) -> None:

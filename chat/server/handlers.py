@@ -211,8 +211,8 @@ async def group_kick(ctx: Context, env: Envelope) -> None:
 
 
 async def quit_chat(ctx: Context, env: Envelope) -> None:
+    """The connection logs the user out, then replies ``ok`` and closes."""
     ctx.quitting = True
-    ctx.reply("ok")
 
 
 HANDLERS: dict[str, Handler] = {
