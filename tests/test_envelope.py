@@ -170,6 +170,16 @@ def test_limits_at_the_boundary_are_accepted() -> None:
     decode_event(encode_event("error", code="bad_request", detail="d" * MAX_DETAIL_CHARS))
 
 
+def test_header_limit_on_decode() -> None:
+    """A valid JSON header padded with whitespace: 64 KiB is accepted, one byte more is not."""
+    core = b'{"type":"broadcast","text":"a"}'
+    fits = core[:-1] + b" " * (MAX_HEADER_BYTES - len(core)) + b"}"
+    assert len(fits) == MAX_HEADER_BYTES
+    assert decode_request(frame(fits))["text"] == "a"
+    with pytest.raises(EnvelopeError):
+        decode_request(frame(fits[:-1] + b" }"))
+
+
 def test_body_limit() -> None:
     body_types = [kind for kind, schema in REQUESTS.items() if schema.body]
     for kind in body_types:
