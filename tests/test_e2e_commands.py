@@ -112,6 +112,7 @@ INVALID_USERNAMES = [
     "group",
     "add",
     "kick",
+    "a,b",
 ]
 
 
