@@ -247,3 +247,42 @@ async def test_real_server_refuses_a_client_with_another_key(live_server: tuple[
         await ref.Connection.connect("127.0.0.1", port, other)
     assert failed.value.code == "UNKNOWN_SERVER_KEY"
     assert failed.value.remote
+
+
+async def test_real_server_ends_the_session_on_a_tampered_record(
+    live_server: tuple[int, RSA.RsaKey],
+) -> None:
+    """A record that fails authentication ends the session (close code 1008)."""
+    port, server_key = live_server
+    alice = await ref.Connection.connect("127.0.0.1", port, server_key)
+    bob = await ref.Connection.connect("127.0.0.1", port, server_key)
+    try:
+        await alice.login("alice")
+        await bob.login("bob")
+        await alice.recv()  # user_joined bob
+        record = bytearray(bob.session.seal({"type": "broadcast", "text": "pay me", "rid": 2}))
+        record[-1] ^= 0x01
+        await bob.websocket.send(bytes(record))
+        await bob.websocket.wait_closed()
+        assert bob.websocket.close_code == 1008
+        assert await alice.recv() == {"type": "user_exited", "name": "bob"}
+    finally:
+        await alice.close()
+        await bob.close()
+
+
+async def test_real_server_answers_another_version_with_version_mismatch(
+    live_server: tuple[int, RSA.RsaKey],
+) -> None:
+    from websockets.asyncio.client import connect
+
+    port, server_key = live_server
+    hello = bytearray(ref.ClientHandshake(server_key).client_hello())
+    hello[1:3] = b"\x00\x02"
+    async with connect(f"ws://127.0.0.1:{port}/", max_size=ref.MAX_FRAME) as websocket:
+        await websocket.send(bytes(hello))
+        answer = await websocket.recv()
+        assert isinstance(answer, bytes)
+        error = ref.parse_handshake_error(answer)
+        assert (error.code, error.peer_version, error.remote) == ("VERSION_MISMATCH", 1, True)
+        await websocket.wait_closed()
