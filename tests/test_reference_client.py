@@ -25,7 +25,7 @@ from Crypto.PublicKey import RSA
 from chat.keys import generate_private_key, public_pem, write_key_pair
 from chat.protocol.envelope import decode_request, encode_event
 from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed, RecordError
-from chat.protocol.handshake import ServerHandshake
+from chat.protocol.handshake import KeySchedule, ServerHandshake
 from chat.protocol.records import SecureChannel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def _h(name: str) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def test_key() -> Any:
+def vector_key() -> Any:
     from cryptography.hazmat.primitives import serialization
 
     return serialization.load_pem_private_key(TEST_PEM, password=None)
@@ -96,10 +96,10 @@ def test_reference_client_reproduces_the_vectors() -> None:
     )
 
 
-def test_handshake_and_records_with_the_protocol_core(test_key: Any) -> None:
+def test_handshake_and_records_with_the_protocol_core(vector_key: Any) -> None:
     """Fresh randomness on both sides: reference client <-> chat ServerHandshake."""
-    client = ref.ClientHandshake(RSA.import_key(public_pem(test_key.public_key())))
-    server = ServerHandshake(test_key)
+    client = ref.ClientHandshake(RSA.import_key(public_pem(vector_key.public_key())))
+    server = ServerHandshake(vector_key)
     server_hello = server.receive_client_hello(client.client_hello())
     server_keys = server.receive_client_finished(client.receive_server_hello(server_hello))
     session = client.session
@@ -118,13 +118,25 @@ def test_handshake_and_records_with_the_protocol_core(test_key: Any) -> None:
         channel.open(replay)
 
 
-def test_reference_client_rejects_an_impostor(test_key: Any) -> None:
-    """A server with another private key cannot produce an acceptable ServerHello."""
-    client = ref.ClientHandshake(RSA.import_key(public_pem(test_key.public_key())))
-    impostor = ServerHandshake(generate_private_key(2048))
+def test_reference_client_rejects_an_impostor(vector_key: Any) -> None:
+    """A server with another private key is refused by the real server code's fingerprint
+    check, and a ServerHello forged without the RSA secret is refused by the reference
+    client (CONFIRMATION_FAILED) before it sends anything."""
+    client = ref.ClientHandshake(RSA.import_key(public_pem(vector_key.public_key())))
+    hello = client.client_hello()
     with pytest.raises(HandshakeFailed) as failed:
-        impostor.receive_client_hello(client.client_hello())
+        ServerHandshake(generate_private_key(2048)).receive_client_hello(hello)
     assert failed.value.code is HandshakeErrorCode.UNKNOWN_SERVER_KEY
+
+    private = os.urandom(32)
+    head = b"\x02\x00\x01\x00\x01" + os.urandom(32) + ref.x25519_public(private)
+    th1 = ref.sha256(hello + head)
+    guessed = KeySchedule.derive(ref.x25519(private, hello[37:69]), bytes(32), th1)
+    forged = head + ref.hmac_sha256(guessed.server_confirm_key, th1)
+    with pytest.raises(ref.ProtocolFailure) as refused:
+        client.receive_server_hello(forged)
+    assert refused.value.code == "CONFIRMATION_FAILED"
+    assert client.session is None
 
 
 # --- against the real server over a socket ---------------------------------------------
