@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
+from chat.keys import public_pem
 from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.accounts import Accounts
 from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection
@@ -22,6 +25,10 @@ from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
 log = logging.getLogger("chat.server")
+
+#: Plain HTTP GET of this path returns the server's public key (PEM), so that a client
+#: without it can show the fingerprint and ask its user (trust on first use).
+SERVER_KEY_PATH = "/server-key.pem"
 
 
 def _ip_of(websocket: ServerConnection) -> str:
@@ -104,6 +111,15 @@ class ChatServer:
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
 
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Serve the public key on GET SERVER_KEY_PATH; everything else goes on to the
+        WebSocket handshake (which refuses requests that are not upgrades)."""
+        if request.path != SERVER_KEY_PATH:
+            return None
+        body = public_pem(self.private_key.public_key())
+        headers = Headers({"Content-Type": "application/x-pem-file", "Content-Length": str(len(body))})
+        return Response(200, "OK", headers, body)
+
     def _over_capacity(self, websocket: ServerConnection) -> str | None:
         config = self.config
         if 0 < config.max_connections <= len(self.connections):
@@ -121,6 +137,7 @@ class ChatServer:
             self._handler,
             self.config.host,
             self.config.port,
+            process_request=self._process_request,
             max_size=MAX_FRAME_BYTES,
             compression=None,
             ping_interval=self.config.ping_interval,
