@@ -69,6 +69,22 @@ def test_lone_surrogate_cannot_be_encoded() -> None:
         encode_request("broadcast", text="x\udfff")
 
 
+@pytest.mark.parametrize(
+    "header",
+    [rb'{"type":"\ud800"}', rb'{"type":"broadcast","text":"a","\udc00":1}', rb'{"\ud800":1}'],
+)
+def test_error_for_a_surrogate_name_can_be_reported_back(header: bytes) -> None:
+    """The server answers a bad envelope with ``error bad_request`` whose ``detail`` is the
+    error message; a message quoting a lone-surrogate type or field name must still be
+    valid text, or building that answer fails and the connection handler crashes."""
+    with pytest.raises(EnvelopeError) as failed:
+        decode_request(frame(header))
+    detail = str(failed.value)[:MAX_DETAIL_CHARS]
+    event = decode_event(encode_event("error", code="bad_request", detail=detail))
+    assert event["detail"] == detail
+    assert failed.value.field is None or failed.value.field.encode("utf-8")
+
+
 def test_escaped_surrogate_pair_is_text() -> None:
     """A correctly paired escape is an ordinary character and round-trips."""
     envelope = decode_request(frame(rb'{"type":"broadcast","text":"\ud83d\udc4b"}'))

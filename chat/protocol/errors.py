@@ -50,5 +50,11 @@ class EnvelopeError(ProtocolError):
     is missing, of the wrong type, or too long. ``field`` names the culprit if known."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+        # Messages quote names taken from the peer's JSON, which may hold lone surrogates
+        # (``\ud800`` escapes): keep them valid text, so they can go back in a ``detail``.
+        super().__init__(_printable(message))
+        self.field = None if field is None else _printable(field)
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
