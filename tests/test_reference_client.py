@@ -298,3 +298,19 @@ async def test_real_server_answers_another_version_with_version_mismatch(
         error = ref.parse_handshake_error(answer)
         assert (error.code, error.peer_version, error.remote) == ("VERSION_MISMATCH", 1, True)
         await websocket.wait_closed()
+
+
+async def test_real_server_answers_malformed_envelopes_and_carries_on(
+    live_server: tuple[int, RSA.RsaKey],
+) -> None:
+    """A well-sealed but malformed envelope gets ``error bad_request``; the session goes on."""
+    port, server_key = live_server
+    async with await ref.Connection.connect("127.0.0.1", port, server_key) as alice:
+        await alice.login("alice")
+        for header in (rb'{"type":"shout"}', rb'{"type":"\ud800"}', rb'{"type":"broadcast","text":5}',
+                       rb'{"type":"broadcast","text":"a","\udc00":1}', b"not json"):
+            await alice.websocket.send(alice.session.send.seal(len(header).to_bytes(4, "big") + header))
+            event = await alice.recv()
+            assert (event["type"], event["code"]) == ("error", "bad_request"), header
+            assert event["detail"]
+        assert await alice.request({"type": "list"}) == {"type": "user_list", "users": ["alice"], "re": 2}
