@@ -215,8 +215,35 @@ class Peer:
         assert reply.type == "user_list", reply
 
     async def wait_ended(self, timeout: float = TIMEOUT) -> tuple[int | None, str]:
-        await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        """Wait until the server closes the connection; its close code and reason."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader), timeout)
+        except TimeoutError:
+            raise AssertionError(f"{self.name}: open after {timeout}s; got {self.tally()}") from None
         return self.close_code, self.close_reason
+
+    async def wait_close_frame(self, timeout: float = TIMEOUT) -> tuple[int | None, str]:
+        """The close code and reason as soon as the server's close frame arrives, without
+        waiting for the closing handshake and the TCP connection to end; then the
+        connection is dropped, and everything received before the close frame is in
+        ``events``."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not self.ended and self.session.ws.protocol.close_rcvd is None:
+                    await asyncio.sleep(0.02)
+        except TimeoutError:
+            raise AssertionError(f"{self.name}: not closed after {timeout}s; got {self.tally()}") from None
+        self.session.abort()
+        await self.wait_ended()
+        return self.close_code, self.close_reason
+
+    def tally(self) -> dict[str, int]:
+        """How many events of each type (and error/notice code) arrived."""
+        counts: dict[str, int] = {}
+        for event in self.events:
+            label = f"{event.type}:{event.get('code')}" if "code" in event.fields else event.type
+            counts[label] = counts.get(label, 0) + 1
+        return counts
 
     def notifications(self, kind: str) -> list[Envelope]:
         return [e for e in self.events if e.type == kind and "re" not in e.fields]
