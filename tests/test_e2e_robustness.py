@@ -14,6 +14,7 @@ import contextlib
 import os
 import socket
 import struct
+import sys
 from pathlib import Path
 
 from e2e_harness import HOST, Chat
@@ -144,7 +145,8 @@ async def test_server_survives_garbage_and_others_keep_chatting(chat: Chat) -> N
     await watcher.expect("[trudy joined]")
     sock = raw.ws.transport.get_extra_info("socket")
     assert sock is not None
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    linger = struct.pack("HH" if sys.platform == "win32" else "ii", 1, 0)  # on, 0 s: reset
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
     raw.ws.transport.abort()
     await watcher.expect("[trudy exited]")
 
