@@ -122,6 +122,8 @@ class ClientSession:
         self._idle = asyncio.Event()
         self._idle.set()
         self._replies: dict[int, asyncio.Future[Envelope]] = {}
+        #: Requests whose reply goes only to the ``request`` caller, not to ``recv``.
+        self._claimed: set[int] = set()
         self._failure: ClientError | None = None
 
     @property
@@ -129,42 +131,79 @@ class ClientSession:
         """Request ids sent and not yet answered."""
         return frozenset(self._outstanding)
 
-    async def send(self, kind: str, **fields: Any) -> int:
+    async def send(self, kind: str, *, body: bytes = b"", **fields: Any) -> int:
         """Encode, seal and send one request; returns its ``rid``.
 
         Raises EnvelopeError (nothing sent) if the request does not fit the schema,
         and ClientError if the connection is gone."""
-        return await self._send(kind, fields, None)
+        return await self._send(kind, fields, body, None)
 
-    async def request(self, kind: str, **fields: Any) -> Envelope:
+    async def send_unanswered(self, kind: str, *, body: bytes = b"", **fields: Any) -> None:
+        """Send a request the server never answers (``file_chunk``, ``file_ack``): no
+        ``rid``, so nothing is added to the outstanding requests ``wait_idle`` waits for."""
+        data = encode_request(kind, body, **fields)
+        await self._seal_and_send(data)
+
+    async def request(self, kind: str, *, body: bytes = b"", claim: bool = False, **fields: Any) -> Envelope:
         """Send one request and wait for its reply. The reply is also returned by
-        ``recv`` as usual, so this needs another task calling ``recv``."""
-        reply: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        await self._send(kind, fields, reply)
-        return await reply
+        ``recv`` as usual (so this needs another task calling ``recv``), unless ``claim``
+        is set: then only the caller sees it, for replies it shows in its own words."""
+        return await (await self.start_request(kind, body=body, claim=claim, **fields))
 
-    async def _send(self, kind: str, fields: dict[str, Any], reply: asyncio.Future[Envelope] | None) -> int:
+    async def start_request(
+        self, kind: str, *, body: bytes = b"", claim: bool = False, **fields: Any
+    ) -> asyncio.Future[Envelope]:
+        """Send one request now; the returned future is its reply (see ``request``)."""
+        reply: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        await self._send(kind, fields, body, reply, claim=claim)
+        return reply
+
+    async def _send(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        body: bytes,
+        reply: asyncio.Future[Envelope] | None,
+        *,
+        claim: bool = False,
+    ) -> int:
         if self._failure is not None:
             raise self._failure
         rid = self._next_rid
-        data = encode_request(kind, rid=rid, **fields)
+        data = encode_request(kind, body, rid=rid, **fields)
         self._next_rid = rid + 1 if rid < MAX_REQUEST_ID else 1
         # Registered before sending: the reply may be received before send() returns.
         self._outstanding.add(rid)
         self._idle.clear()
         if reply is not None:
             self._replies[rid] = reply
+        if claim:
+            self._claimed.add(rid)
+        await self._seal_and_send(data)
+        return rid
+
+    async def _seal_and_send(self, data: bytes) -> None:
+        if self._failure is not None:
+            raise self._failure
         # Records carry implicit sequence numbers: seal and send must not interleave.
         async with self._send_lock:
             try:
                 await self._ws.send(self._channel.seal(data))
             except ConnectionClosed as exc:
                 raise self._fail(_disconnected(exc)) from None
-        return rid
 
     async def recv(self) -> Envelope:
-        """The next event. Raises Disconnected when the connection ends, and
-        ClientError if the server sends something that is not a valid record."""
+        """The next event (replies claimed by ``request`` are skipped). Raises
+        Disconnected when the connection ends, and ClientError if the server sends
+        something that is not a valid record."""
+        while True:
+            event = await self._recv_one()
+            rid = event.get("re")
+            if rid is None or rid not in self._claimed:
+                return event
+            self._claimed.discard(rid)
+
+    async def _recv_one(self) -> Envelope:
         if self._failure is not None:
             raise self._failure
         try:
@@ -204,6 +243,7 @@ class ClientSession:
             if not reply.done():
                 reply.set_exception(error)
         self._replies.clear()
+        self._claimed.clear()
         return error
 
     async def _abort(self, reason: str) -> ClientError:
