@@ -1,0 +1,186 @@
+"""Plain-text tables of the results, and the targets (from issue 6 and issue 4) checked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A left-aligned text table."""
+    cells = [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value >= 1000:
+            return f"{value:,.0f}"
+        if value >= 100:
+            return f"{value:.0f}"
+        return f"{value:.3g}" if value < 1 else f"{value:.1f}"
+    if isinstance(value, list):
+        return "+".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def _pct(util: float | None) -> str:
+    return "-" if util is None else f"{util * 100:.0f}%"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met."""
+    checks: list[dict[str, Any]] = []
+    s = results["scenarios"]
+
+    def add(scenario: str, metric: str, value: Any, goal: str, met: bool | None) -> None:
+        checks.append({"scenario": scenario, "metric": metric, "value": value, "target": goal, "met": met})
+
+    if "broadcast" in s:
+        for r in s["broadcast"]["ratios"]:
+            if r["target"] == "chat" and r["phase"] == "fixed rate":
+                ratio = r["cpu_per_delivery_ratio"]
+                add("broadcast", f"CPU/delivery vs baseline, {r['clients']} clients", ratio, "<= 1.25x",
+                    ratio <= 1.25)
+    if "private" in s:
+        for r in s["private"]["rows"]:
+            if r["target"] == "chat":
+                add("private", f"p99 latency, {r['pairs']} pairs at {r['offered_per_s']:.0f}/s", r["p99_ms"],
+                    "< 10 ms", r["p99_ms"] is not None and r["p99_ms"] < 10)
+    if "handshake" in s:
+        for r in s["handshake"]["rows"]:
+            if r["target"] == "chat":
+                add("handshake", "handshakes/s vs bare RSA-OAEP decryptions/s", r["ratio_to_rsa"],
+                    ">= 0.8", r["ratio_to_rsa"] >= 0.8)
+    if "capacity" in s:
+        for r in s["capacity"]["rows"]:
+            if r["target"] == "chat" and r["login"]:
+                add("capacity", f"connected of {r['clients']}", r["connected"], f"= {r['clients']}",
+                    r["connected"] == r["clients"] and r["still_open"] == r["clients"])
+                add("capacity", "RSS per connection (KiB)", r["rss_per_conn_kib"], "<= 32",
+                    r["rss_per_conn_kib"] <= 32)
+    if "file" in s:
+        for r in s["file"]["rows"]:
+            if r["target"] == "chat":
+                add("file", f"MB/s end to end, {r['bytes'] // 2**20} MiB", r["mb_per_s"], ">= 300",
+                    r["mb_per_s"] >= 300 and r["intact"])
+                growth = r["peak_rss_growth_mib"]
+                add("file", "server peak RSS growth (MiB)", growth, "< 64",
+                    None if growth is None else growth < 64)
+        ratio = s["file"]["ratio_to_plaintext"].get("chat")
+        if ratio is not None:
+            add("file", "throughput vs plaintext websockets relay", ratio, ">= 0.6", ratio >= 0.6)
+    return checks
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report as text."""
+    m = results["machine"]
+    pk = m["packages"]
+    out = [
+        f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB, {m['os']}",
+        f"Python {m['python']}; websockets {pk.get('websockets')}, cryptography {pk.get('cryptography')} "
+        f"({pk.get('openssl')}), uvloop {pk.get('uvloop')}; RSA key {results['config']['key_bits']} bits"
+        + ("; QUICK run (smoke sizes)" if results["config"]["quick"] else ""),
+        "Utilisation columns: share of one core used in the measurement window by the server, the",
+        "load generators, and everything else on the machine (other processes).",
+    ]
+    s = results["scenarios"]
+    if "broadcast" in s:
+        out += ["", "1. Broadcast fan-out, 100-character texts"]
+        out.append(table(
+            ["clients", "target", "phase", "deliv/s", "CPU us/deliv", "p50 ms", "p99 ms", "server", "gens",
+             "other", "limit"],
+            [[r["clients"], r["target"], r["phase"], r["delivered_per_s"], r["server_cpu_us_per_delivery"],
+              r["p50_ms"], r["p99_ms"], _pct(r["server_util"]), _pct(r["gen_util_total"]),
+              _pct(r["other_util"]), r["limit"]] for r in s["broadcast"]["rows"]],
+        ))
+        out.append("CPU per delivery relative to the baseline: " + ", ".join(
+            f"{r['target']} {r['clients']} clients {r['phase']}: {r['cpu_per_delivery_ratio']}x"
+            for r in s["broadcast"]["ratios"]))
+    if "private" in s:
+        out += ["", "2. Private messages"]
+        out.append(table(
+            ["target", "pairs", "offered/s", "deliv/s", "p50 ms", "p99 ms", "max ms", "CPU us/msg", "server",
+             "gens", "other"],
+            [[r["target"], r["pairs"], r["offered_per_s"], r["delivered_per_s"], r["p50_ms"], r["p99_ms"],
+              r["max_ms"], r["server_cpu_us_per_message"], _pct(r["server_util"]), _pct(r["gen_util_total"]),
+              _pct(r["other_util"])] for r in s["private"]["rows"]],
+        ))
+    if "handshake" in s:
+        h = s["handshake"]
+        out += ["", f"3. Handshakes (bare RSA-OAEP decryption: {h['rsa']['decryptions_per_s']}/s, "
+                    f"{h['rsa']['us_per_decryption']} us each)"]
+        out.append(table(
+            ["target", "clients", "handshakes/s", "ratio to RSA", "CPU us/handshake", "p50 ms", "p99 ms",
+             "failed", "server", "gens", "other", "limit"],
+            [[r["target"], r["clients"], r["handshakes_per_s"], r["ratio_to_rsa"],
+              r["server_cpu_us_per_handshake"], r["p50_ms"], r["p99_ms"], r["failed"], _pct(r["server_util"]),
+              _pct(r["gen_util_total"]), _pct(r["other_util"]), r["limit"]] for r in h["rows"]],
+        ))
+    if "capacity" in s:
+        out += ["", "4. Capacity: idle connections (chat: handshake + login; baseline: bare websockets)"]
+        out.append(table(
+            ["target", "login", "clients", "connected", "connect s", "conn/s", "server CPU s", "events",
+             "RSS before MiB", "RSS after MiB", "KiB/conn"],
+            [[r["target"], {True: "yes", False: "no", None: "-"}[r["login"]], r["clients"], r["connected"],
+              r["connect_s"], r["connects_per_s"], r["server_cpu_s"], r["events_received"],
+              r["rss_before_mib"], r["rss_after_mib"], r["rss_per_conn_kib"]] for r in s["capacity"]["rows"]],
+        ))
+    if "file" in s:
+        f = s["file"]
+        out += ["", "5. File relay, sender -> server -> receiver (MB = 10^6 bytes)"]
+        out.append(table(
+            ["target", "MiB", "MB/s", "intact", "server ms/MiB", "faults/chunk", "peak RSS +MiB", "server",
+             "sender", "receiver", "other", "limit"],
+            [[r["target"], r["bytes"] // 2**20, r["mb_per_s"], r["intact"], r["server_cpu_ms_per_mib"],
+              r["server_page_faults_per_chunk"], r["peak_rss_growth_mib"], _pct(r["server_util"]),
+              _pct(r["sender_util"]), _pct(r["receiver_util"]), _pct(r["other_util"]), r["limit"]]
+             for r in f["rows"]],
+        ))
+        out.append("Throughput relative to the plaintext relay: " + ", ".join(
+            f"{k} {v}x" for k, v in f["ratio_to_plaintext"].items()))
+    checks = results.get("targets", [])
+    if checks:
+        out += ["", "Targets"]
+        out.append(table(
+            ["scenario", "metric", "value", "target", "met"],
+            [[c["scenario"], c["metric"], c["value"], c["target"],
+              {True: "yes", False: "NO", None: "n/a"}[c["met"]]] for c in checks],
+        ))
+    return "\n".join(out)
+
+
+def _find_profiles(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(node, dict):
+        if "profile" in node and isinstance(node["profile"], dict):
+            label = f"{path} {node.get('target', '')} {node.get('clients', '')}".strip()
+            found.append((label, node["profile"]))
+        for key, value in node.items():
+            if key != "profile":
+                found += _find_profiles(value, path or key)
+    elif isinstance(node, list):
+        for item in node:
+            found += _find_profiles(item, path)
+    return found
+
+
+def profiles(results: dict[str, Any], top: int = 15) -> str:
+    """The py-spy summaries: where the chat server's samples were (self time)."""
+    out = ["", "Server profiles (py-spy, share of samples; self = innermost frame)"]
+    for name, scenario in results["scenarios"].items():
+        for label, prof in _find_profiles(scenario, name):
+            if "error" in prof:
+                out.append(f"\n{label}: py-spy failed: {prof['error']}")
+                continue
+            out.append(f"\n{label}: {prof.get('samples', 0)} samples, idle {prof.get('idle_share', 0):.0%}"
+                       f" ({prof.get('file', '')})")
+            for frame, share in prof.get("self", [])[:top]:
+                out.append(f"  {share:6.1%}  {frame}")
+    return "\n".join(out)

@@ -1,0 +1,465 @@
+"""The five scenarios. Each starts its own server process(es) and load-generator
+processes, measures, stops everything, and returns a JSON-able dict."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    CpuWindow,
+    ServerProcess,
+    Worker,
+    latency_summary,
+    recv_all,
+    sleep_until,
+    stop_all,
+    wait_quiet,
+)
+from bench.procstat import Proc
+from bench.profiling import PySpy, py_spy, summarise
+
+
+@dataclass(frozen=True)
+class Target:
+    """A server to measure: the chat server (on asyncio or uvloop) or the baseline."""
+
+    label: str
+    kind: str
+    uvloop: bool = False
+
+
+CHAT = Target("chat", "chat")
+CHAT_UVLOOP = Target("chat+uvloop", "chat", uvloop=True)
+BASELINE = Target("baseline", "baseline")
+
+
+@dataclass
+class Settings:
+    """Sizes and durations of one run (``quick`` shrinks everything)."""
+
+    results_dir: Path
+    private_key: Path
+    public_key: Path
+    quick: bool = False
+    uvloop: bool = True
+    profile: bool = False
+    fanouts: list[int] = field(default_factory=lambda: [10, 100, 1000])
+    warmup_s: float = 1.0
+    measure_s: float = 4.0
+    private_pairs: int = 100
+    private_rate: float = 2000.0
+    handshake_procs: int = 2
+    handshake_concurrency: int = 16
+    rsa_seconds: float = 2.0
+    capacity_clients: int = 10_000
+    capacity_procs: int = 4
+    capacity_time_limit_s: float = 600.0
+    file_size: int = 256 * 2**20
+    file_window: int = 4 * 2**20
+    log_path: Path | None = None
+    #: Longest wait, before each measurement, for other processes to leave the CPUs alone.
+    quiet_timeout_s: float = 30.0
+
+    @classmethod
+    def make(cls, results_dir: Path, private_key: Path, public_key: Path, quick: bool, **kw: Any) -> Settings:
+        settings = cls(results_dir, private_key, public_key, quick=quick, **kw)
+        if quick:
+            settings.fanouts = [10]
+            settings.warmup_s, settings.measure_s = 0.2, 0.6
+            settings.private_pairs, settings.private_rate = 10, 200.0
+            settings.handshake_concurrency = 4
+            settings.rsa_seconds = 0.3
+            settings.capacity_clients, settings.capacity_procs = 100, 2
+            settings.file_size = 2 * 2**20
+            settings.quiet_timeout_s = 0.0
+        return settings
+
+    def targets(self, baseline: bool = True) -> list[Target]:
+        chosen = [CHAT]
+        if self.uvloop:
+            chosen.append(CHAT_UVLOOP)
+        if baseline:
+            chosen.append(BASELINE)
+        return chosen
+
+    def server(self, target: Target, *extra: str) -> ServerProcess:
+        """Start ``target`` listening on a free port of 127.0.0.1."""
+        if target.kind == "chat":
+            args = [
+                str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
+                "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *extra,
+            ]
+        else:
+            args = ["--host", "127.0.0.1", "--port", "0"]
+        return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path).start()
+
+    def params(self, server: ServerProcess, **extra: Any) -> dict[str, Any]:
+        return {
+            "host": "127.0.0.1", "port": server.port, "kind": server.kind,
+            "public_key": str(self.public_key), **extra,
+        }
+
+    @contextlib.contextmanager
+    def profiled(self, server: ServerProcess, name: str, into: dict[str, Any]) -> Iterator[None]:
+        """Sample the server with py-spy while the block runs (when profiling is on)."""
+        if not self.profile or server.kind != "chat" or py_spy() is None:
+            yield
+            return
+        path = self.results_dir / "profiles" / f"{name}.txt"
+        spy = PySpy(server.pid, path)
+        with spy:
+            yield
+        if spy.error:
+            into["profile"] = {"error": spy.error}
+        else:
+            into["profile"] = {"file": str(path), **summarise(path)}
+
+
+def _window(settings: Settings, workers: list[Worker], command_args: dict[str, Any]) -> tuple[float, float]:
+    """Tell the workers to run, with a measurement window after the warm-up."""
+    t0 = time.time() + 0.2 + settings.warmup_s
+    t1 = t0 + settings.measure_s
+    for worker in workers:
+        worker.send("run", t0_ns=int(t0 * 1e9), t1_ns=int(t1 * 1e9), **command_args)
+    return t0, t1
+
+
+def _measure(
+    settings: Settings, server: ServerProcess, workers: list[Worker], args: dict[str, Any],
+    profile_name: str | None = None, into: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
+    t0, t1 = _window(settings, workers, args)
+    sleep_until(t0)
+    cpu = CpuWindow(server, workers).start()
+    if profile_name is not None and into is not None:
+        with settings.profiled(server, profile_name, into):
+            sleep_until(t1)
+            cpu.stop()
+    else:
+        sleep_until(t1)
+        cpu.stop()
+    return recv_all(workers, timeout=120), cpu.summary()
+
+
+def _procs(server: ServerProcess, workers: list[Worker]) -> list[Proc]:
+    return [p for p in [server.proc, *(w.proc for w in workers)] if p is not None]
+
+
+def _us(seconds: float, count: int) -> float | None:
+    return round(seconds / count * 1e6, 2) if count else None
+
+
+# --- 1. broadcast fan-out -----------------------------------------------------------------
+
+
+def broadcast(settings: Settings) -> dict[str, Any]:
+    """Broadcast fan-out: saturated (closed loop) and at one fixed rate for every target."""
+    rows: list[dict[str, Any]] = []
+    for clients in settings.fanouts:
+        procs = 2 if clients >= 500 else 1
+        per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+        senders = min(4, max(1, clients // 4))
+        window = max(4, min(32, 4000 // clients))
+        live: dict[str, tuple[ServerProcess, list[Worker]]] = {}
+        saturated: dict[str, dict[str, Any]] = {}
+        try:
+            for target in settings.targets():
+                server = settings.server(target)
+                workers = [
+                    Worker("broadcast", settings.params(server, proc=i, clients=n, senders=senders))
+                    for i, n in enumerate(per_proc)
+                ]
+                live[target.label] = (server, workers)
+                recv_all(workers, timeout=300)
+                server.wait_idle()
+            for target in settings.targets():
+                server, workers = live[target.label]
+                row: dict[str, Any] = {"target": target.label, "clients": clients, "phase": "saturated"}
+                name = f"broadcast-{clients}" if target is CHAT else None
+                closed = {"mode": "closed", "window": window}
+                replies, cpu = _measure(settings, server, workers, closed, name, row)
+                row.update(_broadcast_row(settings, clients, replies, cpu))
+                saturated[target.label] = row
+                rows.append(row)
+                server.wait_idle(timeout=60)
+            rate = 0.5 * min(r["broadcasts_per_s"] for r in saturated.values())
+            rate = max(rate, 1.0)
+            for target in settings.targets():
+                server, workers = live[target.label]
+                row = {"target": target.label, "clients": clients, "phase": "fixed rate"}
+                paced = {"mode": "rate", "rate": rate / len(workers)}
+                replies, cpu = _measure(settings, server, workers, paced)
+                row.update(_broadcast_row(settings, clients, replies, cpu))
+                row["offered_broadcasts_per_s"] = round(rate, 1)
+                rows.append(row)
+                server.wait_idle(timeout=60)
+        finally:
+            for server, workers in live.values():
+                stop_all(workers)
+                server.stop()
+    ratios = []
+    for clients in settings.fanouts:
+        for phase in ("saturated", "fixed rate"):
+            by = {r["target"]: r for r in rows if r["clients"] == clients and r["phase"] == phase}
+            base = by.get(BASELINE.label, {}).get("server_cpu_us_per_delivery")
+            for label in (CHAT.label, CHAT_UVLOOP.label):
+                mine = by.get(label, {}).get("server_cpu_us_per_delivery")
+                if base and mine:
+                    ratios.append({"clients": clients, "phase": phase, "target": label,
+                                   "cpu_per_delivery_ratio": round(mine / base, 2)})
+    return {"rows": rows, "ratios": ratios}
+
+
+def _broadcast_row(
+    settings: Settings, clients: int, replies: list[dict[str, Any]], cpu: dict[str, Any]
+) -> dict[str, Any]:
+    delivered = sum(r["delivered"] for r in replies)
+    latencies = [x for r in replies for x in r["latencies_ms"]]
+    wall = cpu["wall_s"]
+    return {
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / wall, 1),
+        "broadcasts_per_s": round(delivered / wall / max(1, clients - 1), 1),
+        "server_cpu_us_per_delivery": _us(cpu["server_cpu_s"], delivered),
+        **latency_summary(latencies),
+        "lost": sum(r["lost"] for r in replies),
+        **cpu,
+    }
+
+
+# --- 2. private messages --------------------------------------------------------------------
+
+
+def private(settings: Settings) -> dict[str, Any]:
+    """Private messages across pairs at a fixed total rate: latency."""
+    rows = []
+    for target in settings.targets(baseline=False):
+        server = settings.server(target)
+        workers = [Worker("private", settings.params(server, proc=0, pairs=settings.private_pairs))]
+        try:
+            recv_all(workers, timeout=300)
+            server.wait_idle()
+            row: dict[str, Any] = {"target": target.label, "pairs": settings.private_pairs,
+                                   "offered_per_s": settings.private_rate}
+            name = "private" if target is CHAT else None
+            replies, cpu = _measure(settings, server, workers, {"rate": settings.private_rate}, name, row)
+            delivered = sum(r["delivered"] for r in replies)
+            row.update({
+                "delivered": delivered,
+                "delivered_per_s": round(delivered / cpu["wall_s"], 1),
+                "sent_in_window": sum(r["sent_in_window"] for r in replies),
+                "server_cpu_us_per_message": _us(cpu["server_cpu_s"], delivered),
+                **latency_summary([x for r in replies for x in r["latencies_ms"]]),
+                **cpu,
+            })
+            rows.append(row)
+        finally:
+            stop_all(workers)
+            server.stop()
+    return {"rows": rows}
+
+
+# --- 3. handshakes ----------------------------------------------------------------------------
+
+
+def handshakes(settings: Settings) -> dict[str, Any]:
+    """Handshakes per second against bare RSA-OAEP decryptions with the same key."""
+    rsa_worker = Worker("rsa", {"private_key": str(settings.private_key), "seconds": settings.rsa_seconds})
+    try:
+        bare = rsa_worker.recv(timeout=120)
+    finally:
+        rsa_worker.stop()
+    rsa_rate = bare["decryptions"] / bare["seconds"]
+    result: dict[str, Any] = {
+        "rsa": {"decryptions_per_s": round(rsa_rate, 1),
+                "us_per_decryption": round(bare["cpu_s"] / bare["decryptions"] * 1e6, 1)},
+        "rows": [],
+    }
+    for target in settings.targets(baseline=False):
+        server = settings.server(target)
+        workers = [
+            Worker("handshake", settings.params(server, proc=i, concurrency=settings.handshake_concurrency))
+            for i in range(settings.handshake_procs)
+        ]
+        try:
+            recv_all(workers, timeout=120)
+            row: dict[str, Any] = {"target": target.label,
+                                   "clients": settings.handshake_procs * settings.handshake_concurrency}
+            name = "handshake" if target is CHAT else None
+            replies, cpu = _measure(settings, server, workers, {}, name, row)
+            done = sum(r["done"] for r in replies)
+            rate = done / cpu["wall_s"]
+            row.update({
+                "handshakes": done,
+                "failed": sum(r["failed"] for r in replies),
+                "errors": [e for r in replies for e in r["errors"]][:5],
+                "handshakes_per_s": round(rate, 1),
+                "ratio_to_rsa": round(rate / rsa_rate, 3),
+                "server_cpu_us_per_handshake": _us(cpu["server_cpu_s"], done),
+                **latency_summary([x for r in replies for x in r["latencies_ms"]]),
+                **cpu,
+            })
+            result["rows"].append(row)
+        finally:
+            stop_all(workers)
+            server.stop()
+    return result
+
+
+# --- 4. capacity ---------------------------------------------------------------------------------
+
+
+def capacity(settings: Settings) -> dict[str, Any]:
+    """N idle clients on one server: RSS per connection and time to connect them all.
+
+    Chat clients log in (every login is announced to everyone online, so connecting N
+    costs N*(N-1)/2 events); a second chat row holds handshaken connections that do not
+    log in, which separates a connection's own cost from the announcements'. The baseline
+    holds bare ``websockets`` connections."""
+    variants = [(CHAT, True), (CHAT, False)]
+    if settings.uvloop:
+        variants.append((CHAT_UVLOOP, False))
+    variants.append((BASELINE, False))
+    return {"rows": [_capacity_run(settings, target, login) for target, login in variants]}
+
+
+def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, Any]:
+    # Handshaken connections that never log in must outlive the login deadline.
+    server = settings.server(target, "--login-timeout", "36000")
+    n, procs = settings.capacity_clients, settings.capacity_procs
+    per_proc = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    workers = [
+        Worker("capacity", settings.params(
+            server, proc=i, clients=count, concurrency=32, login=login,
+            time_limit_s=settings.capacity_time_limit_s,
+        ))
+        for i, count in enumerate(per_proc)
+    ]
+    try:
+        recv_all(workers, timeout=120)
+        wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
+        rss_before = server.rss()
+        cpu0 = server.cpu()
+        start = time.perf_counter()
+        for worker in workers:
+            worker.send("run")
+        connected = recv_all(workers, timeout=settings.capacity_time_limit_s + 300)
+        connect_s = time.perf_counter() - start
+        total = sum(r["connected"] for r in connected)
+        drain_s = server.wait_idle(threshold=0.02, interval=0.5, timeout=settings.capacity_time_limit_s)
+        cpu_used = server.cpu() - cpu0
+        time.sleep(0.5)
+        rss_after = server.rss()
+        for worker in workers:
+            worker.send("check")
+        checks = recv_all(workers, timeout=60)
+        return {
+            "target": target.label,
+            "login": login if target.kind == "chat" else None,
+            "clients": n,
+            "connected": total,
+            "still_open": sum(c["still_open"] for c in checks),
+            "failures": [f for r in connected for f in r["failures"]][:5],
+            "connect_s": round(connect_s, 2),
+            "connects_per_s": round(total / connect_s, 1) if connect_s else None,
+            "drain_s": round(drain_s, 2),
+            "server_cpu_s": round(cpu_used, 2),
+            "server_cpu_us_per_conn": _us(cpu_used, total),
+            "events_received": sum(c["frames"] for c in checks),
+            "rss_before_mib": round(rss_before / 2**20, 1),
+            "rss_after_mib": round(rss_after / 2**20, 1),
+            "rss_per_conn_kib": round((rss_after - rss_before) / max(1, total) / 1024, 1),
+        }
+    finally:
+        stop_all(workers)
+        server.stop()
+
+
+# --- 5. file relay -------------------------------------------------------------------------------------
+
+
+def file_relay(settings: Settings) -> dict[str, Any]:
+    """One file from a sender process through the server to a receiver process."""
+    rows = []
+    for target in settings.targets():
+        server = settings.server(target, "--transfer-window", str(settings.file_window))
+        params = settings.params(server, size=settings.file_size, window=settings.file_window)
+        receiver = Worker("file_receiver", params)
+        workers = [receiver]
+        try:
+            receiver.recv(timeout=60)
+            sender = Worker("file_sender", params)
+            workers.append(sender)
+            sender.recv(timeout=60)
+            server.wait_idle()
+            wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
+            rss_before = server.rss()
+            peak_ok = server.reset_peak_rss()
+            row: dict[str, Any] = {"target": target.label, "bytes": settings.file_size}
+            faults_before = server.minor_faults()
+            cpu = CpuWindow(server, [sender, receiver]).start()
+            spy_into: dict[str, Any] = {}
+            name = "file" if target is CHAT else None
+            receiver.send("run")
+            sender.send("run")
+            if name:
+                with settings.profiled(server, name, spy_into):
+                    sent = sender.recv(timeout=600)
+            else:
+                sent = sender.recv(timeout=600)
+            cpu.stop()
+            faults_after = server.minor_faults()
+            received = receiver.recv(timeout=60)
+            peak = server.peak_rss() if peak_ok else None
+            summary = cpu.summary()
+            mib = settings.file_size / 2**20
+            row.update({
+                "seconds": round(sent["seconds"], 3),
+                "mb_per_s": round(settings.file_size / sent["seconds"] / 1e6, 1),
+                "intact": bool(received.get("intact")),
+                "server_cpu_s": summary["server_cpu_s"],
+                "server_cpu_ms_per_mib": round(summary["server_cpu_s"] * 1000 / mib, 3),
+                "server_util": summary["server_util"],
+                "sender_util": summary["gen_util"][0],
+                "receiver_util": summary["gen_util"][1],
+                "other_util": summary["other_util"],
+                "limit": summary["limit"],
+                "server_page_faults_per_chunk": (
+                    round((faults_after - faults_before) / (settings.file_size / (256 * 1024)), 1)
+                    if faults_before is not None and faults_after is not None else None
+                ),
+                "rss_before_mib": round(rss_before / 2**20, 1),
+                "peak_rss_growth_mib": round((peak - rss_before) / 2**20, 1) if peak else None,
+                **spy_into,
+            })
+            rows.append(row)
+        finally:
+            stop_all(workers)
+            server.stop()
+    by = {r["target"]: r for r in rows}
+    ratios = {
+        label: round(by[label]["mb_per_s"] / by[BASELINE.label]["mb_per_s"], 3)
+        for label in (CHAT.label, CHAT_UVLOOP.label) if label in by and BASELINE.label in by
+    }
+    return {"rows": rows, "ratio_to_plaintext": ratios}
+
+
+SCENARIOS = {
+    "broadcast": broadcast,
+    "private": private,
+    "handshake": handshakes,
+    "capacity": capacity,
+    "file": file_relay,
+}
+
+
+def dump(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str))
