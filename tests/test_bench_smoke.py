@@ -1,0 +1,85 @@
+"""Smoke run of the benchmark suite (``python -m bench --quick``): every scenario runs end
+to end and produces its numbers. Benchmarks are not timed tests: no threshold is checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # ``bench`` is a top-level directory, not an installed package
+    sys.path.insert(0, str(REPO))
+
+procstat = pytest.importorskip("bench.procstat")
+if not procstat.available():
+    pytest.skip("process measurements need psutil or /proc", allow_module_level=True)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[Path, Path]) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    output = out / "results.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--private-key", str(key_pair[0]),
+         "--results-dir", str(out), "--output", str(output)],
+        cwd=REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "Targets" in run.stdout
+    return json.loads(output.read_text())
+
+
+def test_every_scenario_ran(results: dict) -> None:
+    assert results["errors"] == {}
+    assert set(results["scenarios"]) == {"broadcast", "private", "handshake", "capacity", "file"}
+    assert results["machine"]["cpu_model"] and results["machine"]["python"]
+
+
+def test_broadcast_numbers(results: dict) -> None:
+    rows = results["scenarios"]["broadcast"]["rows"]
+    assert {r["target"] for r in rows} >= {"chat", "baseline"}
+    for row in rows:
+        assert row["delivered"] > 0
+        for key in ("delivered_per_s", "server_cpu_us_per_delivery", "p50_ms", "p99_ms", "server_util"):
+            assert _number(row[key]), (key, row)
+    assert any(r["target"] == "chat" for r in results["scenarios"]["broadcast"]["ratios"])
+
+
+def test_private_numbers(results: dict) -> None:
+    (row,) = [r for r in results["scenarios"]["private"]["rows"] if r["target"] == "chat"]
+    assert row["delivered"] > 0 and _number(row["p99_ms"])
+
+
+def test_handshake_numbers(results: dict) -> None:
+    scenario = results["scenarios"]["handshake"]
+    assert scenario["rsa"]["decryptions_per_s"] > 0
+    (row,) = [r for r in scenario["rows"] if r["target"] == "chat"]
+    assert row["handshakes"] > 0 and _number(row["ratio_to_rsa"])
+
+
+def test_capacity_numbers(results: dict) -> None:
+    rows = results["scenarios"]["capacity"]["rows"]
+    assert {r["target"] for r in rows} >= {"chat", "baseline"}
+    for row in rows:
+        assert row["connected"] == row["clients"] == row["still_open"]
+        assert _number(row["rss_per_conn_kib"]) and _number(row["connects_per_s"])
+
+
+def test_file_numbers(results: dict) -> None:
+    scenario = results["scenarios"]["file"]
+    assert {r["target"] for r in scenario["rows"]} >= {"chat", "baseline"}
+    for row in scenario["rows"]:
+        assert row["intact"] and row["mb_per_s"] > 0
+    assert _number(scenario["ratio_to_plaintext"]["chat"])
+
+
+def test_targets_listed(results: dict) -> None:
+    assert {t["scenario"] for t in results["targets"]} == set(results["scenarios"])
