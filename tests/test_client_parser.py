@@ -7,9 +7,9 @@ import pytest
 from chat.client.commands import (
     COMMAND_WORDS,
     COMMANDS,
-    FILE_TRANSFER_UNAVAILABLE,
     Action,
     Send,
+    SendFile,
     Show,
     help_lines,
     parse,
@@ -190,12 +190,37 @@ def test_unknown_command_keeps_its_spelling() -> None:
 
 
 @pytest.mark.parametrize(
-    "line",
-    ["/file bob example.txt", "/file bob my docs/a b.txt", "/groupfile g1 file.txt", "/FILE bob x"],
+    ("line", "parsed"),
+    [
+        ("/file bob example.txt", SendFile("bob", "example.txt")),
+        ("/file bob my docs/a b.txt", SendFile("bob", "my docs/a b.txt")),
+        ("/file bob   spaced.txt  ", SendFile("bob", "spaced.txt")),
+        ('/file bob "my docs/a b.txt"', SendFile("bob", "my docs/a b.txt")),
+        ("/file bob '/tmp/x y'", SendFile("bob", "/tmp/x y")),
+        ("/file bob ~/notes.txt", SendFile("bob", "~/notes.txt")),
+        ("/FILE bob x", SendFile("bob", "x")),
+        ("/groupfile g1 file.txt", SendFile("g1", "file.txt", group=True)),
+        ("/GroupFile g1 a b", SendFile("g1", "a b", group=True)),
+    ],
 )
-def test_file_transfer_is_not_available_yet(line: str) -> None:
-    assert parse(line) == show(FILE_TRANSFER_UNAVAILABLE)
-    assert FILE_TRANSFER_UNAVAILABLE == "File transfer is not available in this version yet."
+def test_file_commands(line: str, parsed: SendFile) -> None:
+    assert parse(line) == parsed
+
+
+@pytest.mark.parametrize(
+    ("line", "usage"),
+    [
+        ("/file bob ''", "Usage: /file <username> <path>"),
+        ('/groupfile g1 ""', "Usage: /groupfile <group> <path>"),
+    ],
+)
+def test_file_commands_need_a_path(line: str, usage: str) -> None:
+    assert parse(line) == show(usage)
+
+
+def test_file_commands_check_names_locally() -> None:
+    assert parse(f"/file {LONG_NAME} x") == show(f"User '{LONG_NAME}' is not online.")
+    assert parse(f"/groupfile {LONG_NAME} x") == show(f"Group '{LONG_NAME}' does not exist.")
 
 
 TOO_LONG = "x" * (MAX_TEXT_CHARS + 1)

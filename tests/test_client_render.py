@@ -6,7 +6,17 @@ from typing import Any
 
 import pytest
 
-from chat.client.render import render
+from chat.client.render import (
+    file_aborted_line,
+    file_damaged_line,
+    file_offer_error_line,
+    file_received_line,
+    file_refused_line,
+    file_result_line,
+    human_bytes,
+    progress_line,
+    render,
+)
 from chat.protocol.envelope import EVENTS, Envelope, decode_event, encode_event
 
 
@@ -170,3 +180,82 @@ def test_odd_events_never_raise(event: Envelope) -> None:
 
 def test_unknown_event_type_renders_nothing() -> None:
     assert render(Envelope("future_event", {"x": 1})) == []
+
+
+# --- file transfer lines ------------------------------------------------------------------
+
+def test_file_result_lines() -> None:
+    assert file_result_line("a.txt", "bob", False, ["Bob"], []) == "File a.txt sent to Bob successfully."
+    assert (
+        file_result_line("a.txt", "bob", False, [], [{"name": "bob", "detail": "disconnected"}])
+        == "File a.txt could not be sent to bob: disconnected."
+    )
+    everyone = file_result_line("a.txt", "g1", True, ["bob", "carl"], [])
+    assert everyone == "File a.txt sent to group g1 successfully."
+    failed = [
+        {"name": "bob", "detail": "declined: larger than their limit of 10 bytes"},
+        {"name": "carl", "detail": "disconnected."},
+    ]
+    assert file_result_line("a.txt", "g1", True, ["dan"], failed) == (
+        "File a.txt was not delivered to: bob (declined: larger than their limit of 10 bytes), "
+        "carl (disconnected)."
+    )
+
+
+def test_file_offer_errors_name_the_file() -> None:
+    assert file_offer_error_line("big.iso", ev("error", code="file_too_large", limit=1000)) == [
+        "File big.iso is too large: the server accepts at most 1000 bytes."
+    ]
+    assert file_offer_error_line("a", ev("error", code="too_many_transfers", limit=8)) == [
+        "Cannot send a: too many file transfers at once (limit 8); try again when one finishes."
+    ]
+    bad = ev("error", code="bad_transfer", detail="nope")
+    assert file_offer_error_line("a", bad) == ["Cannot send a: nope."]
+    assert file_offer_error_line("a", ev("error", code="no_recipients", group="g1")) == [
+        "No other member of group g1 is online."
+    ]
+    assert file_offer_error_line("a", ev("error", code="user_not_online", users=["bob"])) == [
+        "User 'bob' is not online."
+    ]
+
+
+def test_file_receiving_lines() -> None:
+    assert file_received_line("a (1).txt", "alice", None) == "You received file 'a (1).txt' from alice."
+    assert file_received_line("a.txt", "alice", "g1") == "[Receive a.txt from Group g1 alice]"
+    assert (
+        file_refused_line("a.txt", "alice", "larger than your limit of 10 bytes")
+        == "Refused file 'a.txt' from alice: larger than your limit of 10 bytes."
+    )
+    assert (
+        file_aborted_line("a.txt", "alice", "the sender disconnected")
+        == "Transfer of 'a.txt' from alice was aborted: the sender disconnected."
+    )
+    assert file_damaged_line("a", "alice", "bad data.") == "File 'a' from alice was not saved: bad data."
+
+
+@pytest.mark.parametrize(
+    ("fields", "line"),
+    [
+        ({"code": "file_too_large", "limit": 5}, "File is too large: the server accepts at most 5 bytes."),
+        ({"code": "no_recipients", "group": "g1"}, "No other member of group g1 is online."),
+        ({"code": "bad_transfer", "detail": "no transfer 1f"}, "File transfer error: no transfer 1f."),
+    ],
+)
+def test_file_errors_without_context(fields: dict[str, Any], line: str) -> None:
+    assert render(ev("error", **fields)) == [line]
+
+
+def test_file_events_render_nothing_by_themselves() -> None:
+    """The transfer code shows them (it knows the file's name)."""
+    assert render(ev("file_go", id="ab", window=10)) == []
+    assert render(decode_event(encode_event("file_chunk", b"data", id="ab", offset=0))) == []
+
+
+def test_progress_line() -> None:
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536) == "1.5 KiB"
+    assert human_bytes(3 * 1024**3) == "3.0 GiB"
+    line = progress_line("Sending a to bob", 512 * 1024, 1024 * 1024, 2 * 1024 * 1024, width=10)
+    assert line == "Sending a to bob [=====>    ]  50%  512.0 KiB of 1.0 MiB  2.0 MiB/s"
+    assert "100%" in progress_line("x", 10, 10, 0, width=4)
+    assert "100%" in progress_line("x", 0, 0, 0, width=4)

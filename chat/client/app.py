@@ -7,7 +7,10 @@ Two ways to read input, one loop:
   until every earlier request is answered, so each command's output appears in order.
   At end of input the client waits for every reply, then quits.
 * terminal mode: prompt_toolkit reads lines, and ``patch_stdout`` prints incoming lines
-  above the input line.
+  above the input line; running file transfers show their progress in a bottom bar.
+
+File transfers (transfers.py) run as tasks of their own beside this loop. Quitting
+(``/quit`` or end of input) waits for them to end first, declining new offers meanwhile.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import codecs
 import contextlib
 import os
+import re
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -24,8 +29,9 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chat.client.commands import COMMAND_WORDS, Action, Send, Show, help_lines, parse
+from chat.client.commands import COMMAND_WORDS, Action, Send, SendFile, Show, help_lines, parse
 from chat.client.render import render
+from chat.client.transfers import DEFAULT_MAX_FILE_SIZE, TransferManager
 from chat.client.transport import ClientError, ClientSession, Disconnected, open_session
 from chat.keys import KeyFileError, fingerprint, load_public_key
 from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
@@ -42,11 +48,15 @@ QUIT_TIMEOUT = 10.0
 #: bursts of 30), so a piped script is slowed down rather than disconnected.
 PACE_PER_SECOND = 8.0
 PACE_BURST = 20
+#: How often the terminal's transfer progress bar is redrawn.
+STATUS_INTERVAL = 0.5
+DEFAULT_DOWNLOAD_DIR = "downloads/"
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 128 + 15
 
 
 def emit(line: str) -> None:
@@ -61,6 +71,9 @@ def emit(line: str) -> None:
 class LineInput(Protocol):
     async def read_line(self, prompt: str = "") -> str | None:
         """The next line without its terminator, or None at end of input."""
+
+    def show_status(self, lines: list[str]) -> None:
+        """Show these lines (transfer progress) below the input line; [] hides them."""
 
 
 class PipeInput:
@@ -113,6 +126,9 @@ class PipeInput:
             self._eof = True
         return line
 
+    def show_status(self, lines: list[str]) -> None:
+        """Line mode shows no progress: its output is exactly the events' lines."""
+
 
 class TerminalInput:
     """Lines typed at a prompt_toolkit prompt, with history and command completion."""
@@ -133,6 +149,15 @@ class TerminalInput:
         except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C: leave quietly
             return None
 
+    def show_status(self, lines: list[str]) -> None:
+        toolbar = "\n".join(lines) if lines else None
+        if toolbar == self._session.bottom_toolbar:
+            return
+        # prompt_toolkit re-reads this attribute at each redraw; None hides the bar.
+        self._session.bottom_toolbar = toolbar
+        with contextlib.suppress(Exception):  # no prompt on screen at the moment
+            self._session.app.invalidate()
+
 
 class Pacer:
     """A token bucket on our side of the rate limit: ``wait()`` before each request."""
@@ -144,15 +169,16 @@ class Pacer:
         self._last: float | None = None
 
     async def wait(self) -> None:
+        """Take a token, sleeping until it is due. Safe with several waiting tasks (the
+        chat and file transfers): each reserves its token first, so the bucket may go
+        negative and later callers sleep correspondingly longer."""
         now = asyncio.get_running_loop().time()
         if self._last is not None:
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
         self._last = now
-        if self._tokens < 1.0:
-            delay = (1.0 - self._tokens) / self._rate
-            await asyncio.sleep(delay)
-            self._tokens, self._last = 1.0, now + delay
         self._tokens -= 1.0
+        if self._tokens < 0.0:
+            await asyncio.sleep(-self._tokens / self._rate)
 
 
 # --- the client -----------------------------------------------------------------------
@@ -161,26 +187,52 @@ class Pacer:
 class ChatClient:
     """Logs in, then sends each parsed input line while a second task prints events."""
 
-    def __init__(self, session: ClientSession, lines: LineInput, *, ordered_local_output: bool) -> None:
+    def __init__(
+        self,
+        session: ClientSession,
+        lines: LineInput,
+        *,
+        ordered_local_output: bool,
+        download_dir: Path = Path(DEFAULT_DOWNLOAD_DIR),
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        open_files: bool = False,
+    ) -> None:
         self._session = session
         self._lines = lines
         self._ordered_local_output = ordered_local_output
         self._quitting = False
         self._pacer = Pacer()
+        self._transfers = TransferManager(
+            session,
+            emit=emit,
+            pace=self._pacer.wait,
+            download_dir=download_dir,
+            max_file_size=max_file_size,
+            open_files=open_files,
+        )
 
     async def run(self, username: str | None) -> int:
         receiver = asyncio.create_task(self._receive_loop(), name="receiver")
         flow = asyncio.create_task(self._flow(username), name="flow")
+        status = asyncio.create_task(self._status_loop(), name="status")
+        lost: str | None = None
         try:
             done, _ = await asyncio.wait({receiver, flow}, return_when=asyncio.FIRST_COMPLETED)
             if flow in done:
                 return flow.result()
-            receiver.result()  # raises why the connection ended
+            try:
+                receiver.result()  # raises why the connection ended
+            except ClientError:
+                lost = "the connection to the server was lost"
+                raise
             return await flow  # it ended because we quit
         finally:
-            for task in (receiver, flow):
+            for task in (receiver, flow, status):
                 task.cancel()
-            await asyncio.gather(receiver, flow, return_exceptions=True)
+            await asyncio.gather(receiver, flow, status, return_exceptions=True)
+            # Deletes the temporary files of unfinished transfers, whatever ended us.
+            await self._transfers.close(lost)
+            self._lines.show_status([])
             await self._session.close()
 
     async def _receive_loop(self) -> None:
@@ -191,21 +243,16 @@ class ChatClient:
                 if self._quitting:
                     return
                 raise
+            if self._transfers.dispatch(event):
+                continue
             for line in render(event):
                 emit(line)
-            if event.type == "file_incoming" and not self._quitting:
-                await self._decline_file(event)
 
-    async def _decline_file(self, offer: Envelope) -> None:
-        """Receiving files is not implemented yet: say no at once so the sender is not
-        left waiting."""
-        emit(
-            f"[{offer['sender']} tried to send you '{offer['name']}'; this client cannot receive files yet.]"
-        )
-        with contextlib.suppress(ClientError):
-            await self._session.send(
-                "file_decline", id=offer["id"], detail="the client cannot receive files yet"
-            )
+    async def _status_loop(self) -> None:
+        """Keep the progress bar of running transfers up to date (terminal mode)."""
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self._lines.show_status(self._transfers.status_lines())
 
     async def _flow(self, username: str | None) -> int:
         if not await self._login(username):
@@ -217,6 +264,8 @@ class ChatClient:
             parsed = parse(line)
             if isinstance(parsed, Send):
                 await self._send(parsed)
+            elif isinstance(parsed, SendFile):
+                await self._show(await self._transfers.send_file(parsed))
             elif isinstance(parsed, Show):
                 await self._show(parsed.lines)
             elif parsed is Action.HELP:
@@ -252,12 +301,21 @@ class ChatClient:
             await self._show([f"Cannot send that: {exc}."])
 
     async def _show(self, lines: list[str] | tuple[str, ...]) -> None:
+        if not lines:
+            return
         if self._ordered_local_output:
             await self._session.wait_idle()
         for line in lines:
             emit(line)
 
     async def _quit(self) -> None:
+        await self._session.wait_idle()
+        # What was sent includes files: wait for every transfer to end (new offers are
+        # declined meanwhile), and for the replies to their last requests.
+        self._transfers.stop_accepting()
+        if self._transfers.active and not self._ordered_local_output:
+            emit("Waiting for file transfers to finish (Ctrl-C to stop them)...")
+        await self._transfers.wait_finished()
         await self._session.wait_idle()
         self._quitting = True
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError, ClientError):
@@ -287,13 +345,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--download-dir",
         metavar="DIR",
-        default="downloads/",
-        help="where received files go (default: downloads/; file transfer is not in this version yet)",
+        default=DEFAULT_DOWNLOAD_DIR,
+        help=f"where received files go, created if needed (default: {DEFAULT_DOWNLOAD_DIR})",
+    )
+    parser.add_argument(
+        "--max-file-size",
+        metavar="BYTES",
+        type=file_size,
+        default=DEFAULT_MAX_FILE_SIZE,
+        help="largest file sent or accepted, in bytes; K, M, G suffixes (powers of 1024) "
+        "are understood (default: 1G)",
     )
     parser.add_argument(
         "--open",
         action="store_true",
-        help="open each received file with its default program (not in this version yet)",
+        help="open each received file with the desktop's default program (off by default)",
     )
     parser.add_argument(
         "--accept-new-key",
@@ -303,17 +369,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def file_size(text: str) -> int:
+    """``1048576``, ``512K``, ``10M``, ``1G``, ``2GiB`` -> bytes (an argparse type)."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
 async def run(args: argparse.Namespace, server_key: rsa.RSAPublicKey, *, terminal: bool) -> int:
+    terminated = _cancel_on_sigterm()
+    try:
+        return await _run(args, server_key, terminal=terminal)
+    except asyncio.CancelledError:
+        if terminated.is_set():
+            return EXIT_TERMINATED  # stopped by SIGTERM, temporary files cleaned up
+        raise
+
+
+def _cancel_on_sigterm() -> threading.Event:
+    """SIGTERM cancels the client, so its finally blocks (deleting the temporary files of
+    unfinished transfers) run. Windows has no such signal handler: nothing is done."""
+    terminated = threading.Event()
+    task = asyncio.current_task()
+    if task is None:
+        return terminated
+
+    def on_sigterm() -> None:
+        terminated.set()
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, AttributeError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+    return terminated
+
+
+async def _run(args: argparse.Namespace, server_key: rsa.RSAPublicKey, *, terminal: bool) -> int:
     session = await open_session(args.server_host, args.port, server_key, key_label=args.public_pem)
+    options = {
+        "download_dir": Path(args.download_dir),
+        "max_file_size": args.max_file_size,
+        "open_files": args.open,
+    }
     if not terminal:
         fd = sys.stdin.fileno() if sys.stdin is not None else None
-        return await ChatClient(session, PipeInput(fd), ordered_local_output=True).run(args.username)
+        client = ChatClient(session, PipeInput(fd), ordered_local_output=True, **options)
+        return await client.run(args.username)
 
     from prompt_toolkit.patch_stdout import patch_stdout
 
     emit(f"Connected to {session.uri} (server key {fingerprint(server_key)}). Type /help for the commands.")
     with patch_stdout(raw=True):
-        return await ChatClient(session, TerminalInput(), ordered_local_output=False).run(args.username)
+        client = ChatClient(session, TerminalInput(), ordered_local_output=False, **options)
+        return await client.run(args.username)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,8 +1,9 @@
 """Turning one input line into what the client should do (SPEC section 4).
 
-``parse(line)`` is pure: it returns a ``Send`` (a request for ``encode_request``), an
-``Action`` the client performs itself (help, quit), a ``Show`` (local lines such as a
-usage message) or ``None`` (nothing to do). Every value it puts in a ``Send`` already
+``parse(line)`` is pure: it returns a ``Send`` (a request for ``encode_request``), a
+``SendFile`` (a file transfer the client runs), an ``Action`` the client performs itself
+(help, quit), a ``Show`` (local lines such as a usage message) or ``None`` (nothing to
+do). Every value it puts in a ``Send`` already
 fits the envelope limits, so a parsed request can always be encoded.
 
 ``COMMANDS`` is the command table: ``/help`` prints it and Tab completion uses its words.
@@ -38,12 +39,22 @@ class Show:
         return cls((text,))
 
 
+@dataclass(frozen=True)
+class SendFile:
+    """``/file`` or ``/groupfile``: send the file at ``path`` (as typed, not yet checked)
+    to the user or group ``target``."""
+
+    target: str
+    path: str
+    group: bool = False
+
+
 class Action(Enum):
     HELP = "help"
     QUIT = "quit"
 
 
-Parsed = Send | Show | Action | None
+Parsed = Send | SendFile | Show | Action | None
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,6 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
-FILE_TRANSFER_UNAVAILABLE = "File transfer is not available in this version yet."
 MESSAGE_TOO_LONG = f"Message too long (limit {MAX_TEXT_CHARS} characters)."
 _GROUP_USAGE = "Usage: @group set|send|leave|delete <group> ..."
 
@@ -211,11 +221,25 @@ def _show_members(rest: str, usage: str) -> Parsed:
     return _group_error(words[0]) or Send("group_members", {"group": words[0]})
 
 
-def _file(rest: str, usage: str) -> Parsed:
-    target, path = _take(rest)
-    if not target or not path.strip():
-        return Show.line(usage)
-    return Show.line(FILE_TRANSFER_UNAVAILABLE)
+def _unquote(path: str) -> str:
+    """The path as typed, without surrounding whitespace or one pair of matching quotes
+    (terminals quote a dropped file's path that has spaces in it)."""
+    path = path.strip()
+    if len(path) >= 2 and path[0] == path[-1] and path[0] in "\"'":
+        path = path[1:-1]
+    return path
+
+
+def _file(group: bool) -> Callable[[str, str], Parsed]:
+    def handler(rest: str, usage: str) -> Parsed:
+        target, path_text = _take(rest)
+        path = _unquote(path_text)
+        if not target or not path:
+            return Show.line(usage)
+        error = _group_error(target) if group else _user_error(target)
+        return error or SendFile(target, path, group)
+
+    return handler
 
 
 def _at_group(rest: str, usage: str) -> Parsed:
@@ -246,8 +270,8 @@ _SLASH: dict[str, tuple[Callable[[str, str], Parsed], str]] = {
     "delete": (_one_group("group_delete"), "Usage: /delete <group>"),
     "add": (_group_user("group_add"), "Usage: /add <group> <username>"),
     "kick": (_group_user("group_kick"), "Usage: /kick <group> <username>"),
-    "file": (_file, "Usage: /file <username> <path>"),
-    "groupfile": (_file, "Usage: /groupfile <group> <path>"),
+    "file": (_file(group=False), "Usage: /file <username> <path>"),
+    "groupfile": (_file(group=True), "Usage: /groupfile <group> <path>"),
     "help": (_no_args(Action.HELP), "Usage: /help"),
     "quit": (_no_args(Action.QUIT), "Usage: /quit"),
 }

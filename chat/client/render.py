@@ -95,6 +95,16 @@ def _error_line(event: Envelope) -> str:
         return f"The server has too many groups (limit {event.get('limit')})."
     if code == "bad_request":
         return f"Bad request: {detail}" if detail else "Bad request."
+    # File transfer errors; the transfer that caused them shows them with the file's name
+    # (file_offer_error_line), these are for any that arrive without that context.
+    if code == "file_too_large":
+        return f"File is too large: the server accepts at most {event.get('limit')} bytes."
+    if code == "no_recipients":
+        return f"No other member of group {group} is online."
+    if code == "too_many_transfers":
+        return f"Too many file transfers at once (limit {event.get('limit')}); wait for one to finish."
+    if code == "bad_transfer":
+        return f"File transfer error: {detail}." if detail else "File transfer error."
     return f"Error: {code}: {detail}" if detail else f"Error: {code}"
 
 
@@ -153,3 +163,81 @@ def render(event: Envelope) -> list[str]:
     except (TypeError, ValueError, AttributeError):
         # Only reachable with a hand-built Envelope: decoded events are schema-checked.
         return []
+
+
+# --- file transfer lines ----------------------------------------------------------------
+# The transfer code knows which file an event is about; these turn what it knows into the
+# exact lines of SPEC section 4 (and clear ones for everything the SPEC leaves open).
+
+
+def _reason(detail: str) -> str:
+    return detail.strip().rstrip(".") or "no reason given"
+
+
+def file_offer_error_line(name: str, error: Envelope) -> list[str]:
+    """An ``error`` reply to ``file_offer`` for the file ``name``."""
+    code = error.get("code", "")
+    if code == "file_too_large":
+        return [f"File {name} is too large: the server accepts at most {error.get('limit')} bytes."]
+    if code == "too_many_transfers":
+        return [
+            f"Cannot send {name}: too many file transfers at once (limit {error.get('limit')}); "
+            "try again when one finishes."
+        ]
+    if code == "bad_transfer":
+        return [f"Cannot send {name}: {_reason(str(error.get('detail') or ''))}."]
+    return render(error)
+
+
+def file_result_line(
+    name: str, target: str, group: bool, delivered: list[str], failed: list[dict[str, str]]
+) -> str:
+    """The sender's line once every recipient has stored the file, failed or gone."""
+    if group:
+        if not failed:
+            return f"File {name} sent to group {target} successfully."
+        who = ", ".join(f"{entry.get('name', '?')} ({_reason(entry.get('detail', ''))})" for entry in failed)
+        return f"File {name} was not delivered to: {who}."
+    if delivered and not failed:
+        return f"File {name} sent to {delivered[0]} successfully."
+    user = failed[0].get("name", target) if failed else target
+    detail = failed[0].get("detail", "") if failed else ""
+    return f"File {name} could not be sent to {user}: {_reason(detail)}."
+
+
+def file_received_line(saved_name: str, sender: str, group: str | None) -> str:
+    if group is not None:
+        return f"[Receive {saved_name} from Group {group} {sender}]"
+    return f"You received file '{saved_name}' from {sender}."
+
+
+def file_refused_line(name: str, sender: str, reason: str) -> str:
+    return f"Refused file '{name}' from {sender}: {_reason(reason)}."
+
+
+def file_aborted_line(name: str, sender: str, detail: str) -> str:
+    return f"Transfer of '{name}' from {sender} was aborted: {_reason(detail)}."
+
+
+def file_damaged_line(name: str, sender: str, problem: str) -> str:
+    return f"File '{name}' from {sender} was not saved: {_reason(problem)}."
+
+
+def human_bytes(count: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def progress_line(label: str, done: int, total: int, rate: float, width: int = 20) -> str:
+    """One transfer's progress: ``label [=====>    ]  45%  12.0 MiB of 27.0 MiB  8.1 MiB/s``."""
+    fraction = 1.0 if total <= 0 else min(1.0, max(0.0, done / total))
+    filled = int(fraction * width)
+    bar = "=" * filled + (">" if filled < width else "") + " " * max(0, width - filled - 1)
+    return (
+        f"{label} [{bar}] {fraction * 100:3.0f}%  {human_bytes(done)} of {human_bytes(total)}"
+        f"  {human_bytes(rate)}/s"
+    )
