@@ -199,6 +199,20 @@ class Peer:
         recent = [(e.type, e.fields) for e in self.events[-8:]]
         raise AssertionError(f"{self.name}: no {what} within {timeout}s (ended={self.ended}); last: {recent}")
 
+    async def wait_until(self, condition: Callable[[], bool], what: str, timeout: float = TIMEOUT) -> None:
+        """Wait until ``condition()`` holds (checked whenever an event arrives)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    if self.ended:
+                        break
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            pass
+        if not condition():
+            raise AssertionError(f"{self.name}: no {what} in {timeout}s (ended={self.ended}); {self.tally()}")
+
     async def wait_type(self, kind: str, timeout: float = TIMEOUT, **fields: Any) -> Envelope:
         def match(event: Envelope) -> bool:
             return event.type == kind and all(event.get(k) == v for k, v in fields.items())
