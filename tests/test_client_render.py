@@ -14,6 +14,7 @@ from chat.client.render import (
     file_refused_line,
     file_result_line,
     human_bytes,
+    printable,
     progress_line,
     render,
 )
@@ -259,3 +260,13 @@ def test_progress_line() -> None:
     assert line == "Sending a to bob [=====>    ]  50%  512.0 KiB of 1.0 MiB  2.0 MiB/s"
     assert "100%" in progress_line("x", 10, 10, 0, width=4)
     assert "100%" in progress_line("x", 0, 0, 0, width=4)
+
+
+def test_names_and_reasons_from_others_cannot_forge_lines_or_drive_the_terminal() -> None:
+    assert printable("a\nb\x1b[2Jc\u202etxt") == "a?b?[2Jc?txt"
+    line = file_refused_line("x\nYou received file 'evil' from bob.", "mallory", "because\r\x07")
+    assert line == "Refused file 'x?You received file 'evil' from bob.' from mallory: because??."
+    assert "\x1b" not in file_aborted_line("\x1b]0;title\x07", "m", "\x1b[31mred")
+    assert file_result_line("a", "bob", False, [], [{"name": "bob", "detail": "no\nway"}]) == (
+        "File a could not be sent to bob: no?way."
+    )

@@ -6,6 +6,7 @@ it yields a generic line or nothing, so a newer server cannot crash an older cli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -170,13 +171,23 @@ def render(event: Envelope) -> list[str]:
 # exact lines of SPEC section 4 (and clear ones for everything the SPEC leaves open).
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``?``: a file name or a reason comes from
+    another user and must not forge lines or drive the terminal (escape sequences)."""
+    return _UNPRINTABLE.sub("?", text)
+
+
 def _reason(detail: str) -> str:
-    return detail.strip().rstrip(".") or "no reason given"
+    return printable(detail.strip().rstrip(".")) or "no reason given"
 
 
 def file_offer_error_line(name: str, error: Envelope) -> list[str]:
     """An ``error`` reply to ``file_offer`` for the file ``name``."""
     code = error.get("code", "")
+    name = printable(name)
     if code == "file_too_large":
         return [f"File {name} is too large: the server accepts at most {error.get('limit')} bytes."]
     if code == "too_many_transfers":
@@ -193,6 +204,7 @@ def file_result_line(
     name: str, target: str, group: bool, delivered: list[str], failed: list[dict[str, str]]
 ) -> str:
     """The sender's line once every recipient has stored the file, failed or gone."""
+    name = printable(name)
     if group:
         if not failed:
             return f"File {name} sent to group {target} successfully."
@@ -212,15 +224,15 @@ def file_received_line(saved_name: str, sender: str, group: str | None) -> str:
 
 
 def file_refused_line(name: str, sender: str, reason: str) -> str:
-    return f"Refused file '{name}' from {sender}: {_reason(reason)}."
+    return f"Refused file '{printable(name)}' from {sender}: {_reason(reason)}."
 
 
 def file_aborted_line(name: str, sender: str, detail: str) -> str:
-    return f"Transfer of '{name}' from {sender} was aborted: {_reason(detail)}."
+    return f"Transfer of '{printable(name)}' from {sender} was aborted: {_reason(detail)}."
 
 
 def file_damaged_line(name: str, sender: str, problem: str) -> str:
-    return f"File '{name}' from {sender} was not saved: {_reason(problem)}."
+    return f"File '{printable(name)}' from {sender} was not saved: {_reason(problem)}."
 
 
 def human_bytes(count: float) -> str:

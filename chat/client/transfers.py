@@ -35,6 +35,7 @@ from chat.client.render import (
     file_received_line,
     file_refused_line,
     file_result_line,
+    printable,
     progress_line,
 )
 from chat.client.transport import ClientError, ClientSession
@@ -214,7 +215,7 @@ class TransferManager:
                 lines.append(progress_line(f"Sending {out.name} to {to}", out.acked, out.size, rate))
         for incoming in self._incoming.values():
             rate = incoming.meter.update(now, incoming.received)
-            label = f"Receiving {incoming.name} from {incoming.sender}"
+            label = f"Receiving {printable(incoming.name)} from {incoming.sender}"
             lines.append(progress_line(label, incoming.received, incoming.size, rate))
         return lines
 
@@ -346,12 +347,12 @@ class TransferManager:
         reply = await self._session.request("file_end", claim=True, id=out.id, sha256=hasher.hexdigest())
         if reply.type == "error" and out.result is None:
             detail = reply.get("detail") or reply.get("code")
-            self._emit(f"Cannot send {out.name}: {str(detail).rstrip('.')}.")
+            self._emit(f"Cannot send {printable(out.name)}: {printable(str(detail)).rstrip('.')}.")
             return False
         return True
 
     async def _cancel_sending(self, out: Outgoing, reason: str) -> None:
-        self._emit(f"Cannot send {out.name}: {reason}.")
+        self._emit(f"Cannot send {printable(out.name)}: {reason}.")
         await self._pace()
         detail = f"the sender cancelled it: {reason}"[:500]
         await self._session.request("file_cancel", claim=True, id=out.id, detail=detail)
