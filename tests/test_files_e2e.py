@@ -241,3 +241,19 @@ async def test_two_transfers_at_once_with_chat_in_between(chat: Chat, tmp_path: 
     await alice.expect("File a.bin sent to bob successfully.")
     await carol.expect("File c.bin sent to bob successfully.")
     assert bob.saved() == {"a.bin": from_alice, "c.bin": from_carol}
+
+
+async def test_group_member_online_under_another_spelling_gets_the_file(chat: Chat, tmp_path: Path) -> None:
+    """Names match case-insensitively: a member who joined as ``bob`` and is now online as
+    ``BOB`` is a recipient."""
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob")
+    alice.send("/create team bob")
+    await bob.expect("[You have been added to the team group]")
+    await bob.close()
+    upper = await spawn_client(chat, "BOB")
+    data = random_file(tmp_path / "notes.txt", 100)
+    alice.send(f"/groupfile team {tmp_path / 'notes.txt'}")
+    await alice.expect("File notes.txt sent to group team successfully.")
+    await upper.expect("[Receive notes.txt from Group team alice]")
+    assert upper.saved() == {"notes.txt": data}

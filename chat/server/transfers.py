@@ -20,8 +20,9 @@ from chat.server.errors import RequestError
 from chat.server.handlers import Context
 from chat.server.names import key
 
-#: Transfers whose result was sent; late chunks for them are ignored, not errors.
-_RECENTLY_CLOSED = 64
+#: Transfers whose result was sent; late chunks for them are ignored, not errors. Chunks
+#: and acks still in flight when a transfer ends must find it here even on a busy server.
+_RECENTLY_CLOSED = 4096
 
 
 @dataclass
@@ -93,8 +94,9 @@ class TransferRelay:
             group = None
         else:
             group = ctx.groups.member_group(group_name, ctx.user)
-            online = set(await ctx.hub.online())
-            recipients = [m for m in group.other_members(ctx.user) if m in online]
+            # By key: a member may be online under another spelling ("Bob" vs "bob").
+            online = {key(name): name for name in await ctx.hub.online()}
+            recipients = [online[key(m)] for m in group.other_members(ctx.user) if key(m) in online]
             if not recipients:
                 raise RequestError("no_recipients", group=group.name)
         transfer = Transfer(
@@ -218,6 +220,8 @@ class TransferRelay:
         """``ctx.user`` is gone: abort what they send, count them failed where they receive."""
         me = key(ctx.user)
         for transfer in list(self._transfers.values()):
+            if transfer.id not in self._transfers:
+                continue  # ended while an earlier one was being handled (the hub may await)
             if key(transfer.sender) == me:
                 await self._abort(ctx, transfer, "the sender disconnected")
             elif me in transfer.receiving or me in transfer.pending:
