@@ -274,6 +274,7 @@ class TransferManager:
             self._pending_offers.remove(out)
             while out.window is None and out.result is None:
                 await out.changed()
+            out.meter.update(asyncio.get_running_loop().time(), 0)
             if out.result is None and not await self._send_data(out):
                 return
             while out.result is None:
@@ -370,6 +371,7 @@ class TransferManager:
                 await self._answer("file_decline", id=incoming.id, detail="declined: they cannot store files")
                 return
             await self._answer("file_accept", id=incoming.id)
+            incoming.meter.update(asyncio.get_running_loop().time(), 0)
             await self._receive(incoming, part)
         finally:
             if part is not None:
