@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
+import pytest
 from e2e_harness import Chat
 from files_helpers import (
     RawPeer,
@@ -148,6 +150,8 @@ async def test_client_size_limits(chat: Chat, tmp_path: Path) -> None:
     await alice.expect(f"Cannot send {tmp_path / 'missing.bin'}: no such file.")
     alice.send(f"/file bob {tmp_path}")
     await alice.expect(f"Cannot send {tmp_path}: it is a directory, not a file.")
+    alice.send(f"/file nobody {tmp_path / 'big.bin'}")
+    await alice.expect("User 'nobody' is not online.")
     await bob.sync("alice, bob")
     await bob.assert_no_match(lambda line: "huge.bin" in line, "any line about huge.bin")
     assert bob.saved() == {} and bob.part_files() == []
@@ -257,3 +261,41 @@ async def test_group_member_online_under_another_spelling_gets_the_file(chat: Ch
     await alice.expect("File notes.txt sent to group team successfully.")
     await upper.expect("[Receive notes.txt from Group team alice]")
     assert upper.saved() == {"notes.txt": data}
+
+
+async def test_unusable_download_dir_declines(chat: Chat, tmp_path: Path) -> None:
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--download-dir", "taken")
+    bob.downloads.write_bytes(b"a file, not a directory")
+    random_file(tmp_path / "a.txt", 10)
+    alice.send(f"/file bob {tmp_path / 'a.txt'}")
+    await bob.expect(
+        "Refused file 'a.txt' from alice: cannot write to the download directory (not a directory)."
+    )
+    await alice.expect("File a.txt could not be sent to bob: declined: they cannot store files.")
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="uses a stand-in xdg-open")
+async def test_open_runs_the_default_program_on_saved_files(
+    chat: Chat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--open``: each stored file is opened with ``xdg-open``; never without it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened.txt"
+    fake = bin_dir / "xdg-open"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--open")
+    carol = await spawn_client(chat, "carol")
+    random_file(tmp_path / "pic.png", 10)
+    alice.send(f"/file bob {tmp_path / 'pic.png'}")
+    alice.send(f"/file carol {tmp_path / 'pic.png'}")
+    await bob.expect("You received file 'pic.png' from alice.")
+    await carol.expect("You received file 'pic.png' from alice.")
+    assert await wait_until(opened.exists, timeout=5)
+    await bob.close()
+    await carol.close()
+    assert opened.read_text().splitlines() == [str(bob.downloads / "pic.png")]

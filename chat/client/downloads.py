@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -136,7 +137,10 @@ class PartFile:
     def create(cls, directory: Path) -> PartFile:
         """Create the download directory if needed, then an empty temporary file in it."""
         directory = Path(os.path.abspath(directory))
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:  # a file has that name
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory)) from None
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         while True:
