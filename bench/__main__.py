@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-uvloop", action="store_true", help="skip the chat-server-on-uvloop variant")
     parser.add_argument("--uvloop", action="store_true",
                         help="include the uvloop variant in --quick runs too")
+    parser.add_argument("--experiments", action="store_true",
+                        help="also measure the experimental server changes of bench/experiments.py")
     parser.add_argument("--profile", action="store_true",
                         help="sample the chat server with py-spy (into RESULTS_DIR/profiles/)")
     parser.add_argument("--key-bits", type=int, default=3072,
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.file_mib:
         overrides["file_size"] = args.file_mib * 2**20
     settings = Settings.make(results_dir, private, public, quick=args.quick,
-                             log_path=results_dir / f"servers-{stamp}.log", profile=args.profile)
+                             log_path=results_dir / f"servers-{stamp}.log", profile=args.profile,
+                             experiments=args.experiments)
     settings.uvloop = not args.no_uvloop and (args.uvloop or not args.quick) and _has_uvloop()
     for key, value in overrides.items():
         setattr(settings, key, value)
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": machine_info(),
         "config": {"quick": args.quick, "key_bits": _key_bits(private), "uvloop_variant": settings.uvloop,
+                   "experiments": args.experiments,
                    "scenarios": names, "settings": {k: v for k, v in vars(settings).items()
                                                     if isinstance(v, int | float | bool | list)}},
         "scenarios": {},

@@ -95,6 +95,7 @@ class ServerProcess:
     uvloop: bool = False
     log_path: Path | None = None
     wrapper_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     popen: subprocess.Popen[str] | None = None
     proc: Proc | None = None
@@ -106,7 +107,7 @@ class ServerProcess:
         command += [self.kind, *self.args]
         log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-        env = dict(os.environ, PYTHONPATH=path)
+        env = dict(os.environ, PYTHONPATH=path, **self.env)
         self.popen = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
         )

@@ -253,9 +253,14 @@ async def handshake_role(ctl: Control, p: dict[str, Any]) -> None:
     """``concurrency`` loops of connect, handshake, one request, close."""
     key = load_public_key(Path(p["public_key"]))
     ctl.reply()
-    command, a = await ctl.command()
-    if command != "run":
-        return
+    while True:
+        command, a = await ctl.command()
+        if command != "run":
+            break
+        ctl.reply(**await _handshake_phase(p, key, a))
+
+
+async def _handshake_phase(p: dict[str, Any], key: Any, a: dict[str, Any]) -> dict[str, Any]:
     t0, t1 = a["t0_ns"], a["t1_ns"]
     counts = {"done": 0, "failed": 0}
     latencies: list[float] = []
@@ -289,8 +294,7 @@ async def handshake_role(ctl: Control, p: dict[str, Any]) -> None:
                 latencies.append((end - start) / 1e6)
 
     await asyncio.gather(*(one_loop() for _ in range(p["concurrency"])))
-    ctl.reply(done=counts["done"], failed=counts["failed"], errors=errors, latencies_ms=thin(latencies))
-    await ctl.command()
+    return {**counts, "errors": errors, "latencies_ms": thin(latencies)}
 
 
 def rsa_role_sync(p: dict[str, Any]) -> dict[str, Any]:
@@ -385,7 +389,8 @@ async def file_receiver_role(ctl: Control, p: dict[str, Any]) -> None:
     chat = p["kind"] == "chat"
     if chat:
         key = load_public_key(Path(p["public_key"]))
-        client: Client = await chatclient.connect(p["host"], p["port"], key, "receiver")
+        name = p.get("receiver_name", "receiver")
+        client: Client = await chatclient.connect(p["host"], p["port"], key, name)
     else:
         client = await wsclient.connect(p["host"], p["port"])
     ctl.reply()
@@ -447,7 +452,7 @@ async def file_sender_role(ctl: Control, p: dict[str, Any]) -> None:
     sha = file_digest(block, size)
     if chat:
         key = load_public_key(Path(p["public_key"]))
-        client: Client = await chatclient.connect(p["host"], p["port"], key, "sender")
+        client: Client = await chatclient.connect(p["host"], p["port"], key, p.get("sender_name", "sender"))
     else:
         client = await wsclient.connect(p["host"], p["port"])
     ctl.reply()
@@ -479,7 +484,7 @@ async def file_sender_role(ctl: Control, p: dict[str, Any]) -> None:
                 done.set_exception(RuntimeError(f"transfer failed: {header}"))
 
         conn.on_event(on_event)
-        conn.send("file_offer", name="bench.bin", size=size, to="receiver")
+        conn.send("file_offer", name="bench.bin", size=size, to=p.get("receiver_name", "receiver"))
         while not state["go"]:
             progress.clear()
             await progress.wait()

@@ -80,10 +80,8 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
             incl_counts[frame] += count
     if not total:
         return {"samples": 0}
-    idle = sum(c for f, c in self_counts.items() if f.startswith(("select (", "poll (", "epoll")))
     return {
         "samples": total,
-        "idle_share": round(idle / total, 3),
         "self": [(f, round(c / total, 4)) for f, c in self_counts.most_common(top)],
         "inclusive": [(f, round(c / total, 4)) for f, c in incl_counts.most_common(top * 2)],
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +32,25 @@ class Target:
     label: str
     kind: str
     uvloop: bool = False
+    #: Experimental changes (bench/experiments.py) and environment, for --experiments.
+    patches: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    #: Scenarios an experiment is relevant to (empty: all).
+    only: tuple[str, ...] = ()
 
 
 CHAT = Target("chat", "chat")
 CHAT_UVLOOP = Target("chat+uvloop", "chat", uvloop=True)
 BASELINE = Target("baseline", "baseline")
+#: glibc keeps this much free memory at the top of the heap instead of returning it at once.
+MALLOC_PAD = (("MALLOC_TOP_PAD_", str(16 * 2**20)),)
+EXPERIMENTS = [
+    Target("exp:direct-write", "chat", patches=("direct-write",),
+           only=("broadcast", "private", "capacity", "file")),
+    Target("exp:rsa-thread", "chat", patches=("rsa-thread",), only=("handshake",)),
+    Target("exp:malloc-pad", "chat", env=MALLOC_PAD, only=("file",)),
+    Target("exp:all+uvloop", "chat", uvloop=True, patches=("direct-write", "rsa-thread"), env=MALLOC_PAD),
+]
 
 
 @dataclass
@@ -63,8 +77,13 @@ class Settings:
     file_size: int = 256 * 2**20
     file_window: int = 4 * 2**20
     log_path: Path | None = None
+    experiments: bool = False
     #: Longest wait, before each measurement, for other processes to leave the CPUs alone.
     quiet_timeout_s: float = 30.0
+    #: A measurement during which other processes used more than ``max_other`` of a core
+    #: is repeated, up to ``attempts`` times in all; the least disturbed one is kept.
+    attempts: int = 3
+    max_other: float = 0.25
 
     @classmethod
     def make(cls, results_dir: Path, private_key: Path, public_key: Path, quick: bool, **kw: Any) -> Settings:
@@ -78,12 +97,15 @@ class Settings:
             settings.capacity_clients, settings.capacity_procs = 100, 2
             settings.file_size = 2 * 2**20
             settings.quiet_timeout_s = 0.0
+            settings.attempts = 1
         return settings
 
-    def targets(self, baseline: bool = True) -> list[Target]:
+    def targets(self, scenario: str, baseline: bool = True) -> list[Target]:
         chosen = [CHAT]
         if self.uvloop:
             chosen.append(CHAT_UVLOOP)
+        if self.experiments:
+            chosen += [t for t in EXPERIMENTS if not t.only or scenario in t.only]
         if baseline:
             chosen.append(BASELINE)
         return chosen
@@ -97,7 +119,9 @@ class Settings:
             ]
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
-        return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path).start()
+        wrapper = [arg for name in target.patches for arg in ("--patch", name)]
+        return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,
+                             wrapper_args=wrapper, env=dict(target.env)).start()
 
     def params(self, server: ServerProcess, **extra: Any) -> dict[str, Any]:
         return {
@@ -148,6 +172,28 @@ def _measure(
     return recv_all(workers, timeout=120), cpu.summary()
 
 
+def _measure_row(
+    settings: Settings, server: ServerProcess, workers: list[Worker], args: dict[str, Any],
+    build: Callable[[list[dict[str, Any]], dict[str, Any]], dict[str, Any]], base: dict[str, Any],
+    profile_name: str | None = None,
+) -> dict[str, Any]:
+    """Measure, and measure again (up to ``settings.attempts`` times) while other processes
+    used more than ``settings.max_other`` of a core; keep the least disturbed attempt."""
+    best: dict[str, Any] | None = None
+    for attempt in range(1, max(1, settings.attempts) + 1):
+        row = dict(base)
+        replies, cpu = _measure(settings, server, workers, args, profile_name if attempt == 1 else None, row)
+        row.update(build(replies, cpu))
+        if best is None or row["other_util"] < best["other_util"]:
+            best = row
+        best["attempts"] = attempt
+        if row["other_util"] <= settings.max_other:
+            break
+        server.wait_idle(timeout=60)
+    assert best is not None
+    return best
+
+
 def _procs(server: ServerProcess, workers: list[Worker]) -> list[Proc]:
     return [p for p in [server.proc, *(w.proc for w in workers)] if p is not None]
 
@@ -170,7 +216,7 @@ def broadcast(settings: Settings) -> dict[str, Any]:
         live: dict[str, tuple[ServerProcess, list[Worker]]] = {}
         saturated: dict[str, dict[str, Any]] = {}
         try:
-            for target in settings.targets():
+            for target in settings.targets("broadcast"):
                 server = settings.server(target)
                 workers = [
                     Worker("broadcast", settings.params(server, proc=i, clients=n, senders=senders))
@@ -179,25 +225,23 @@ def broadcast(settings: Settings) -> dict[str, Any]:
                 live[target.label] = (server, workers)
                 recv_all(workers, timeout=300)
                 server.wait_idle()
-            for target in settings.targets():
+            for target in settings.targets("broadcast"):
                 server, workers = live[target.label]
-                row: dict[str, Any] = {"target": target.label, "clients": clients, "phase": "saturated"}
+                base = {"target": target.label, "clients": clients, "phase": "saturated"}
                 name = f"broadcast-{clients}" if target is CHAT else None
                 closed = {"mode": "closed", "window": window}
-                replies, cpu = _measure(settings, server, workers, closed, name, row)
-                row.update(_broadcast_row(settings, clients, replies, cpu))
+                row = _measure_row(settings, server, workers, closed, _broadcast_row(clients), base, name)
                 saturated[target.label] = row
                 rows.append(row)
                 server.wait_idle(timeout=60)
             rate = 0.5 * min(r["broadcasts_per_s"] for r in saturated.values())
             rate = max(rate, 1.0)
-            for target in settings.targets():
+            for target in settings.targets("broadcast"):
                 server, workers = live[target.label]
-                row = {"target": target.label, "clients": clients, "phase": "fixed rate"}
+                base = {"target": target.label, "clients": clients, "phase": "fixed rate",
+                        "offered_broadcasts_per_s": round(rate, 1)}
                 paced = {"mode": "rate", "rate": rate / len(workers)}
-                replies, cpu = _measure(settings, server, workers, paced)
-                row.update(_broadcast_row(settings, clients, replies, cpu))
-                row["offered_broadcasts_per_s"] = round(rate, 1)
+                row = _measure_row(settings, server, workers, paced, _broadcast_row(clients), base)
                 rows.append(row)
                 server.wait_idle(timeout=60)
         finally:
@@ -209,29 +253,30 @@ def broadcast(settings: Settings) -> dict[str, Any]:
         for phase in ("saturated", "fixed rate"):
             by = {r["target"]: r for r in rows if r["clients"] == clients and r["phase"] == phase}
             base = by.get(BASELINE.label, {}).get("server_cpu_us_per_delivery")
-            for label in (CHAT.label, CHAT_UVLOOP.label):
-                mine = by.get(label, {}).get("server_cpu_us_per_delivery")
+            for label in [t for t in by if t != BASELINE.label]:
+                mine = by[label].get("server_cpu_us_per_delivery")
                 if base and mine:
                     ratios.append({"clients": clients, "phase": phase, "target": label,
                                    "cpu_per_delivery_ratio": round(mine / base, 2)})
     return {"rows": rows, "ratios": ratios}
 
 
-def _broadcast_row(
-    settings: Settings, clients: int, replies: list[dict[str, Any]], cpu: dict[str, Any]
-) -> dict[str, Any]:
-    delivered = sum(r["delivered"] for r in replies)
-    latencies = [x for r in replies for x in r["latencies_ms"]]
-    wall = cpu["wall_s"]
-    return {
-        "delivered": delivered,
-        "delivered_per_s": round(delivered / wall, 1),
-        "broadcasts_per_s": round(delivered / wall / max(1, clients - 1), 1),
-        "server_cpu_us_per_delivery": _us(cpu["server_cpu_s"], delivered),
-        **latency_summary(latencies),
-        "lost": sum(r["lost"] for r in replies),
-        **cpu,
-    }
+def _broadcast_row(clients: int) -> Callable[[list[dict[str, Any]], dict[str, Any]], dict[str, Any]]:
+    def build(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, Any]:
+        delivered = sum(r["delivered"] for r in replies)
+        latencies = [x for r in replies for x in r["latencies_ms"]]
+        wall = cpu["wall_s"]
+        return {
+            "delivered": delivered,
+            "delivered_per_s": round(delivered / wall, 1),
+            "broadcasts_per_s": round(delivered / wall / max(1, clients - 1), 1),
+            "server_cpu_us_per_delivery": _us(cpu["server_cpu_s"], delivered),
+            **latency_summary(latencies),
+            "lost": sum(r["lost"] for r in replies),
+            **cpu,
+        }
+
+    return build
 
 
 # --- 2. private messages --------------------------------------------------------------------
@@ -240,30 +285,33 @@ def _broadcast_row(
 def private(settings: Settings) -> dict[str, Any]:
     """Private messages across pairs at a fixed total rate: latency."""
     rows = []
-    for target in settings.targets(baseline=False):
+    for target in settings.targets("private", baseline=False):
         server = settings.server(target)
         workers = [Worker("private", settings.params(server, proc=0, pairs=settings.private_pairs))]
         try:
             recv_all(workers, timeout=300)
             server.wait_idle()
-            row: dict[str, Any] = {"target": target.label, "pairs": settings.private_pairs,
-                                   "offered_per_s": settings.private_rate}
+            base = {"target": target.label, "pairs": settings.private_pairs,
+                    "offered_per_s": settings.private_rate}
             name = "private" if target is CHAT else None
-            replies, cpu = _measure(settings, server, workers, {"rate": settings.private_rate}, name, row)
-            delivered = sum(r["delivered"] for r in replies)
-            row.update({
-                "delivered": delivered,
-                "delivered_per_s": round(delivered / cpu["wall_s"], 1),
-                "sent_in_window": sum(r["sent_in_window"] for r in replies),
-                "server_cpu_us_per_message": _us(cpu["server_cpu_s"], delivered),
-                **latency_summary([x for r in replies for x in r["latencies_ms"]]),
-                **cpu,
-            })
-            rows.append(row)
+            rows.append(_measure_row(settings, server, workers, {"rate": settings.private_rate}, _private_row,
+                                     base, name))
         finally:
             stop_all(workers)
             server.stop()
     return {"rows": rows}
+
+
+def _private_row(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, Any]:
+    delivered = sum(r["delivered"] for r in replies)
+    return {
+        "delivered": delivered,
+        "delivered_per_s": round(delivered / cpu["wall_s"], 1),
+        "sent_in_window": sum(r["sent_in_window"] for r in replies),
+        "server_cpu_us_per_message": _us(cpu["server_cpu_s"], delivered),
+        **latency_summary([x for r in replies for x in r["latencies_ms"]]),
+        **cpu,
+    }
 
 
 # --- 3. handshakes ----------------------------------------------------------------------------
@@ -271,18 +319,20 @@ def private(settings: Settings) -> dict[str, Any]:
 
 def handshakes(settings: Settings) -> dict[str, Any]:
     """Handshakes per second against bare RSA-OAEP decryptions with the same key."""
+    wait_quiet([], timeout=settings.quiet_timeout_s)
     rsa_worker = Worker("rsa", {"private_key": str(settings.private_key), "seconds": settings.rsa_seconds})
     try:
         bare = rsa_worker.recv(timeout=120)
     finally:
         rsa_worker.stop()
     rsa_rate = bare["decryptions"] / bare["seconds"]
+    rsa_us = bare["cpu_s"] / bare["decryptions"] * 1e6
     result: dict[str, Any] = {
-        "rsa": {"decryptions_per_s": round(rsa_rate, 1),
-                "us_per_decryption": round(bare["cpu_s"] / bare["decryptions"] * 1e6, 1)},
+        "rsa": {"decryptions_per_s": round(rsa_rate, 1), "us_per_decryption": round(rsa_us, 1),
+                "cpu_share": round(bare["cpu_s"] / bare["seconds"], 3)},
         "rows": [],
     }
-    for target in settings.targets(baseline=False):
+    for target in settings.targets("handshake", baseline=False):
         server = settings.server(target)
         workers = [
             Worker("handshake", settings.params(server, proc=i, concurrency=settings.handshake_concurrency))
@@ -290,23 +340,28 @@ def handshakes(settings: Settings) -> dict[str, Any]:
         ]
         try:
             recv_all(workers, timeout=120)
-            row: dict[str, Any] = {"target": target.label,
-                                   "clients": settings.handshake_procs * settings.handshake_concurrency}
+            clients = settings.handshake_procs * settings.handshake_concurrency
+            base = {"target": target.label, "clients": clients}
             name = "handshake" if target is CHAT else None
-            replies, cpu = _measure(settings, server, workers, {}, name, row)
-            done = sum(r["done"] for r in replies)
-            rate = done / cpu["wall_s"]
-            row.update({
-                "handshakes": done,
-                "failed": sum(r["failed"] for r in replies),
-                "errors": [e for r in replies for e in r["errors"]][:5],
-                "handshakes_per_s": round(rate, 1),
-                "ratio_to_rsa": round(rate / rsa_rate, 3),
-                "server_cpu_us_per_handshake": _us(cpu["server_cpu_s"], done),
-                **latency_summary([x for r in replies for x in r["latencies_ms"]]),
-                **cpu,
-            })
-            result["rows"].append(row)
+
+            def build(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, Any]:
+                done = sum(r["done"] for r in replies)
+                rate = done / cpu["wall_s"]
+                per = _us(cpu["server_cpu_s"], done)
+                return {
+                    "handshakes": done,
+                    "failed": sum(r["failed"] for r in replies),
+                    "errors": [e for r in replies for e in r["errors"]][:5],
+                    "handshakes_per_s": round(rate, 1),
+                    "ratio_to_rsa": round(rate / rsa_rate, 3),
+                    "server_cpu_us_per_handshake": per,
+                    # RSA CPU time over the server's CPU time per handshake (ignores other load).
+                    "cpu_ratio_to_rsa": round(rsa_us / per, 3) if per else None,
+                    **latency_summary([x for r in replies for x in r["latencies_ms"]]),
+                    **cpu,
+                }
+
+            result["rows"].append(_measure_row(settings, server, workers, {}, build, base, name))
         finally:
             stop_all(workers)
             server.stop()
@@ -326,6 +381,8 @@ def capacity(settings: Settings) -> dict[str, Any]:
     variants = [(CHAT, True), (CHAT, False)]
     if settings.uvloop:
         variants.append((CHAT_UVLOOP, False))
+    if settings.experiments:
+        variants += [(t, True) for t in EXPERIMENTS if not t.only or "capacity" in t.only]
     variants.append((BASELINE, False))
     return {"rows": [_capacity_run(settings, target, login) for target, login in variants]}
 
@@ -347,11 +404,13 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
         wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
         rss_before = server.rss()
         cpu0 = server.cpu()
+        window = CpuWindow(server, workers).start()
         start = time.perf_counter()
         for worker in workers:
             worker.send("run")
         connected = recv_all(workers, timeout=settings.capacity_time_limit_s + 300)
         connect_s = time.perf_counter() - start
+        load = window.stop().summary()
         total = sum(r["connected"] for r in connected)
         drain_s = server.wait_idle(threshold=0.02, interval=0.5, timeout=settings.capacity_time_limit_s)
         cpu_used = server.cpu() - cpu0
@@ -372,6 +431,9 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
             "drain_s": round(drain_s, 2),
             "server_cpu_s": round(cpu_used, 2),
             "server_cpu_us_per_conn": _us(cpu_used, total),
+            "server_util": load["server_util"],
+            "gen_util_total": load["gen_util_total"],
+            "other_util": load["other_util"],
             "events_received": sum(c["frames"] for c in checks),
             "rss_before_mib": round(rss_before / 2**20, 1),
             "rss_after_mib": round(rss_after / 2**20, 1),
@@ -388,67 +450,79 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
 def file_relay(settings: Settings) -> dict[str, Any]:
     """One file from a sender process through the server to a receiver process."""
     rows = []
-    for target in settings.targets():
+    for target in settings.targets("file"):
         server = settings.server(target, "--transfer-window", str(settings.file_window))
-        params = settings.params(server, size=settings.file_size, window=settings.file_window)
-        receiver = Worker("file_receiver", params)
-        workers = [receiver]
         try:
-            receiver.recv(timeout=60)
-            sender = Worker("file_sender", params)
-            workers.append(sender)
-            sender.recv(timeout=60)
-            server.wait_idle()
-            wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
-            rss_before = server.rss()
-            peak_ok = server.reset_peak_rss()
-            row: dict[str, Any] = {"target": target.label, "bytes": settings.file_size}
-            faults_before = server.minor_faults()
-            cpu = CpuWindow(server, [sender, receiver]).start()
-            spy_into: dict[str, Any] = {}
-            name = "file" if target is CHAT else None
-            receiver.send("run")
-            sender.send("run")
-            if name:
-                with settings.profiled(server, name, spy_into):
-                    sent = sender.recv(timeout=600)
-            else:
-                sent = sender.recv(timeout=600)
-            cpu.stop()
-            faults_after = server.minor_faults()
-            received = receiver.recv(timeout=60)
-            peak = server.peak_rss() if peak_ok else None
-            summary = cpu.summary()
-            mib = settings.file_size / 2**20
-            row.update({
-                "seconds": round(sent["seconds"], 3),
-                "mb_per_s": round(settings.file_size / sent["seconds"] / 1e6, 1),
-                "intact": bool(received.get("intact")),
-                "server_cpu_s": summary["server_cpu_s"],
-                "server_cpu_ms_per_mib": round(summary["server_cpu_s"] * 1000 / mib, 3),
-                "server_util": summary["server_util"],
-                "sender_util": summary["gen_util"][0],
-                "receiver_util": summary["gen_util"][1],
-                "other_util": summary["other_util"],
-                "limit": summary["limit"],
-                "server_page_faults_per_chunk": (
-                    round((faults_after - faults_before) / (settings.file_size / (256 * 1024)), 1)
-                    if faults_before is not None and faults_after is not None else None
-                ),
-                "rss_before_mib": round(rss_before / 2**20, 1),
-                "peak_rss_growth_mib": round((peak - rss_before) / 2**20, 1) if peak else None,
-                **spy_into,
-            })
-            rows.append(row)
+            best: dict[str, Any] | None = None
+            for attempt in range(1, max(1, settings.attempts) + 1):
+                row = _file_attempt(settings, server, target, attempt)
+                if best is None or row["other_util"] < best["other_util"]:
+                    best = row
+                best["attempts"] = attempt
+                if row["other_util"] <= settings.max_other:
+                    break
+            assert best is not None
+            rows.append(best)
         finally:
-            stop_all(workers)
             server.stop()
     by = {r["target"]: r for r in rows}
     ratios = {
         label: round(by[label]["mb_per_s"] / by[BASELINE.label]["mb_per_s"], 3)
-        for label in (CHAT.label, CHAT_UVLOOP.label) if label in by and BASELINE.label in by
+        for label in by if label != BASELINE.label and BASELINE.label in by
     }
     return {"rows": rows, "ratio_to_plaintext": ratios}
+
+
+def _file_attempt(settings: Settings, server: ServerProcess, target: Target, attempt: int) -> dict[str, Any]:
+    params = settings.params(server, size=settings.file_size, window=settings.file_window,
+                             sender_name=f"sender{attempt}", receiver_name=f"receiver{attempt}")
+    receiver = Worker("file_receiver", params)
+    workers = [receiver]
+    try:
+        receiver.recv(timeout=60)
+        sender = Worker("file_sender", params)
+        workers.append(sender)
+        sender.recv(timeout=60)
+        server.wait_idle()
+        wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
+        rss_before = server.rss()
+        peak_ok = server.reset_peak_rss()
+        row: dict[str, Any] = {"target": target.label, "bytes": settings.file_size}
+        faults_before = server.minor_faults()
+        cpu = CpuWindow(server, [sender, receiver]).start()
+        spy: dict[str, Any] = {}
+        profile = target is CHAT and attempt == 1
+        receiver.send("run")
+        sender.send("run")
+        with settings.profiled(server, "file", spy) if profile else contextlib.nullcontext():
+            sent = sender.recv(timeout=600)
+        cpu.stop()
+        faults_after = server.minor_faults()
+        received = receiver.recv(timeout=60)
+        peak = server.peak_rss() if peak_ok else None
+    finally:
+        stop_all(workers)
+    summary = cpu.summary()
+    mib = settings.file_size / 2**20
+    chunks = settings.file_size / (256 * 1024)
+    faults = None if faults_before is None or faults_after is None else faults_after - faults_before
+    row.update({
+        "seconds": round(sent["seconds"], 3),
+        "mb_per_s": round(settings.file_size / sent["seconds"] / 1e6, 1),
+        "intact": bool(received.get("intact")),
+        "server_cpu_s": summary["server_cpu_s"],
+        "server_cpu_ms_per_mib": round(summary["server_cpu_s"] * 1000 / mib, 3),
+        "server_util": summary["server_util"],
+        "sender_util": summary["gen_util"][0],
+        "receiver_util": summary["gen_util"][1],
+        "other_util": summary["other_util"],
+        "limit": summary["limit"],
+        "server_page_faults_per_chunk": None if faults is None else round(faults / chunks, 1),
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "peak_rss_growth_mib": round((peak - rss_before) / 2**20, 1) if peak else None,
+        **spy,
+    })
+    return row
 
 
 SCENARIOS = {
