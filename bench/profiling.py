@@ -2,7 +2,8 @@
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``); the
 summary gives each function's self share (the innermost frame) and inclusive share (on
-the stack at all) of the samples.
+the stack at all) of the samples. Idle samples (waiting in the selector) are not recorded,
+and time in C code (OpenSSL, the socket send) counts as self time of the Python caller.
 """
 
 from __future__ import annotations

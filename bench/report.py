@@ -180,8 +180,7 @@ def profiles(results: dict[str, Any], top: int = 15) -> str:
             if "error" in prof:
                 out.append(f"\n{label}: py-spy failed: {prof['error']}")
                 continue
-            out.append(f"\n{label}: {prof.get('samples', 0)} samples, idle {prof.get('idle_share', 0):.0%}"
-                       f" ({prof.get('file', '')})")
+            out.append(f"\n{label}: {prof.get('samples', 0)} busy samples ({prof.get('file', '')})")
             for frame, share in prof.get("self", [])[:top]:
                 out.append(f"  {share:6.1%}  {frame}")
     return "\n".join(out)
