@@ -30,6 +30,7 @@ WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
 LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--handshake-timeout", "handshake_timeout", float, "SECONDS", "time to complete the handshake"),
     ("--login-timeout", "login_timeout", float, "SECONDS", "time to log in after the handshake"),
+    ("--close-timeout", "close_timeout", float, "SECONDS", "time for a peer to finish closing"),
     ("--ping-interval", "ping_interval", float, "SECONDS", "keepalive ping interval"),
     ("--ping-timeout", "ping_timeout", float, "SECONDS", "drop a peer that does not answer a ping in time"),
     ("--rate-limit", "rate_limit", float, "PER_SECOND", "requests per second per connection, 0 = off"),

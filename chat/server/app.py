@@ -50,8 +50,8 @@ class ServerConfig:
     handshake_timeout: float = 10.0
     #: Bytes of sealed, unsent events a connection may have queued before it is dropped.
     max_backlog_bytes: int = 4 * 1024 * 1024
-    #: Seconds allowed for flushing and closing a connection.
-    close_timeout: float = 5.0
+    #: Seconds allowed for flushing and closing a connection (the whole shutdown: 2x).
+    close_timeout: float = 2.0
     #: Seconds a connection has, after the handshake, to log in.
     login_timeout: float = 60.0
     #: Requests per second sustained per connection (0: unlimited), and the burst allowed.
@@ -143,6 +143,7 @@ class ChatServer:
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
             close_timeout=self.config.close_timeout,
+            open_timeout=self.config.handshake_timeout,
         )
         return self._server.sockets[0].getsockname()[1]
 

@@ -60,6 +60,8 @@ class ClientConnection:
         self._close_reason = ""
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
+        self._logout_task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
         self.peer = f"{self.ip}:{peer[1]}" if peer else "?"
@@ -76,7 +78,9 @@ class ClientConnection:
             log.warning("dropping slow reader conn=%d user=%s backlog=%d", self.id, self.name, self._backlog)
             self._abort(CLOSE_POLICY, "too much unread data")
             # The writer may be stuck waiting for this reader: close from outside it.
-            asyncio.get_running_loop().create_task(self._ws.close(CLOSE_POLICY, "too much unread data"))
+            self._closer = asyncio.get_running_loop().create_task(
+                self._ws.close(CLOSE_POLICY, "too much unread data")
+            )
             return
         self._queue.put_nowait((record, bulk))
 
@@ -99,7 +103,7 @@ class ClientConnection:
                 await self._read_loop()
             finally:
                 self._login_timer.cancel()
-                await self._logout()
+                await (self._logout_task or self._logout())
                 await self._shutdown_writer(writer)
         finally:
             log.info(
@@ -107,12 +111,18 @@ class ClientConnection:
             )
 
     def close_soon(self, code: int, reason: str) -> None:
-        """Stop reading; send what is queued, then close with ``code``."""
+        """Stop reading; send what is queued, then close with ``code``. The user is
+        logged out at once, not when the peer finishes closing."""
         if self._closing:
             return
         self._closing = True
         self._close_code, self._close_reason = code, reason
         self._queue.put_nowait(None)
+        self._logout_now()
+
+    def _logout_now(self) -> None:
+        if self.name is not None and self._logout_task is None:
+            self._logout_task = asyncio.get_running_loop().create_task(self._logout())
 
     def notice(self, code: str) -> None:
         self.deliver(encode_event("notice", code=code))
@@ -170,13 +180,19 @@ class ClientConnection:
                     log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, exc)
                     detail = str(exc)[:MAX_DETAIL_CHARS]
                     self.deliver(encode_event("error", code="bad_request", detail=detail))
-                    continue
-                metered = envelope.type not in UNMETERED
-                if metered and self._bucket is not None and not self._within_rate():
+                    envelope = None
+                if self._bucket is not None and self._metered(envelope) and not self._within_rate():
                     break
-                await self._handle(envelope)
+                if envelope is not None:
+                    await self._handle(envelope)
         except ConnectionClosed:
             pass
+
+    def _metered(self, envelope: Envelope | None) -> bool:
+        """File data of a live transfer is paced by flow control; all else is metered."""
+        if envelope is None or envelope.type not in UNMETERED:
+            return True
+        return not self._server.services.transfers.is_live(envelope["id"])
 
     def _within_rate(self) -> bool:
         """Charge one request to the bucket; warn, or cut the sender off."""
@@ -275,6 +291,7 @@ class ClientConnection:
             self._queue.get_nowait()
         self._backlog = 0
         self._queue.put_nowait(None)
+        self._logout_now()
 
     async def _write_loop(self) -> None:
         """Send queued records in order; on the end marker, close the WebSocket."""

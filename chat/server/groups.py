@@ -2,10 +2,16 @@
 
 Membership is by username, so it survives a disconnect. Members are kept in join order,
 which decides who inherits ownership when the owner leaves.
+
+A change is planned first (``GroupChange``: the group before and after, nothing touched),
+then stored, and only then applied, in the same step as its reply and notifications: so
+routing never uses a membership that has not been announced, and nothing is announced
+that is not on disk. ``GroupRegistry.changing`` serialises changes while they are stored.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from chat.server.errors import RequestError
@@ -32,12 +38,30 @@ class Group:
     def sorted_members(self) -> list[str]:
         return sorted(self.members.values(), key=lambda n: (n.casefold(), n))
 
+    def copy(self) -> Group:
+        return Group(self.name, self.owner, dict(self.members), set(self.kicked))
+
     def to_stored(self) -> StoredGroup:
         return StoredGroup(self.name, self.owner, list(self.members.items()), set(self.kicked))
 
     @classmethod
     def from_stored(cls, stored: StoredGroup) -> Group:
         return cls(stored.name, stored.owner_key, dict(stored.members), set(stored.kicked))
+
+
+@dataclass(frozen=True)
+class GroupChange:
+    """A group's next state: ``after`` is None when the group goes away, ``before`` is
+    None when it is new."""
+
+    before: Group | None
+    after: Group | None
+
+    @property
+    def name(self) -> str:
+        group = self.after or self.before
+        assert group is not None
+        return group.name
 
 
 class GroupRegistry:
@@ -48,6 +72,7 @@ class GroupRegistry:
         self._groups: dict[str, Group] = {}
         self._max_per_user = max_per_user
         self._max_groups = max_groups
+        self.changing = asyncio.Lock()
 
     def _check_room_for(self, user: str) -> None:
         if self._max_per_user and len(self.of_user(user)) >= self._max_per_user:
@@ -56,6 +81,12 @@ class GroupRegistry:
     def load(self, stored: list[StoredGroup]) -> None:
         """Replace every group with ``stored`` (in creation order), as read at start-up."""
         self._groups = {key(g.name): Group.from_stored(g) for g in stored}
+
+    def apply(self, change: GroupChange) -> None:
+        if change.after is None:
+            self._groups.pop(key(change.name), None)
+        else:
+            self._groups[key(change.name)] = change.after
 
     def exists(self, name: str) -> bool:
         return key(name) in self._groups
@@ -72,37 +103,6 @@ class GroupRegistry:
     def of_user(self, user: str) -> list[Group]:
         return [g for g in self._groups.values() if g.has(user)]
 
-    def check_available(self, name: str) -> None:
-        """Raise unless ``name`` is a valid name no group has yet."""
-        if not is_group_name(name):
-            raise RequestError("invalid_group_name", group=name)
-        if key(name) in self._groups:
-            raise RequestError("group_exists", group=self._groups[key(name)].name)
-        if self._max_groups and len(self._groups) >= self._max_groups:
-            raise RequestError("too_many_groups", limit=self._max_groups)
-
-    def create(self, name: str, owner: str, members: list[str]) -> Group:
-        """``members`` are display names, already known to be online."""
-        self.check_available(name)
-        for user in (owner, *members):
-            self._check_room_for(user)
-        group = Group(name=name, owner=key(owner))
-        group.members[key(owner)] = owner
-        for member in members:
-            group.members.setdefault(key(member), member)
-        self._groups[key(name)] = group
-        return group
-
-    def join(self, name: str, user: str) -> Group:
-        group = self.get(name)
-        if key(user) in group.kicked:
-            raise RequestError("kicked", group=group.name)
-        if group.has(user):
-            raise RequestError("already_member", group=group.name)
-        self._check_room_for(user)
-        group.members[key(user)] = user
-        return group
-
     def member_group(self, name: str, user: str) -> Group:
         """The group, if ``user`` is a member of it."""
         group = self.get(name)
@@ -117,41 +117,77 @@ class GroupRegistry:
             raise RequestError("not_owner", group=group.name)
         return group
 
-    def leave(self, name: str, user: str) -> Group:
-        """Remove ``user``; pass ownership on or drop the group when it empties."""
+    def check_available(self, name: str) -> None:
+        """Raise unless ``name`` is a valid name no group has yet."""
+        if not is_group_name(name):
+            raise RequestError("invalid_group_name", group=name)
+        if key(name) in self._groups:
+            raise RequestError("group_exists", group=self._groups[key(name)].name)
+        if self._max_groups and len(self._groups) >= self._max_groups:
+            raise RequestError("too_many_groups", limit=self._max_groups)
+
+    # --- planned changes (nothing is modified until apply) ------------------------------
+
+    def create(self, name: str, owner: str, members: list[str]) -> GroupChange:
+        """``members`` are display names, already known to be online or registered."""
+        self.check_available(name)
+        for user in (owner, *members):
+            self._check_room_for(user)
+        group = Group(name=name, owner=key(owner))
+        group.members[key(owner)] = owner
+        for member in members:
+            group.members.setdefault(key(member), member)
+        return GroupChange(None, group)
+
+    def join(self, name: str, user: str) -> GroupChange:
+        group = self.get(name)
+        if key(user) in group.kicked:
+            raise RequestError("kicked", group=group.name)
+        if group.has(user):
+            raise RequestError("already_member", group=group.name)
+        self._check_room_for(user)
+        after = group.copy()
+        after.members[key(user)] = user
+        return GroupChange(group, after)
+
+    def leave(self, name: str, user: str) -> GroupChange:
+        """Remove ``user``; pass ownership on, or drop the group when it empties."""
         group = self.member_group(name, user)
-        self._remove(group, user)
-        return group
+        return GroupChange(group, _without(group, user))
 
-    def delete(self, name: str, user: str) -> Group:
-        group = self.owned_group(name, user)
-        del self._groups[key(group.name)]
-        return group
+    def delete(self, name: str, user: str) -> GroupChange:
+        return GroupChange(self.owned_group(name, user), None)
 
-    def add(self, name: str, owner: str, user: str) -> Group:
+    def add(self, name: str, owner: str, user: str) -> GroupChange:
         group = self.owned_group(name, owner)
         if group.has(user):
             raise RequestError("already_member", group=group.name, user=group.members[key(user)])
         self._check_room_for(user)
-        group.kicked.discard(key(user))
-        group.members[key(user)] = user
-        return group
+        after = group.copy()
+        after.kicked.discard(key(user))
+        after.members[key(user)] = user
+        return GroupChange(group, after)
 
-    def kick(self, name: str, owner: str, user: str) -> tuple[Group, str]:
-        """Remove ``user`` and bar them from rejoining; returns their display name."""
+    def kick(self, name: str, owner: str, user: str) -> tuple[GroupChange, str]:
+        """Remove ``user`` and bar them from rejoining; also returns their display name."""
         group = self.owned_group(name, owner)
         if key(user) == group.owner:
             raise RequestError("cannot_kick_self", group=group.name)
         if not group.has(user):
             raise RequestError("not_member", group=group.name, user=user)
-        display = group.members[key(user)]
-        self._remove(group, user)
-        group.kicked.add(key(user))
-        return group, display
+        after = _without(group, user)
+        assert after is not None  # the owner is still in it
+        after.kicked.add(key(user))
+        return GroupChange(group, after), group.members[key(user)]
 
-    def _remove(self, group: Group, user: str) -> None:
-        del group.members[key(user)]
-        if not group.members:
-            del self._groups[key(group.name)]
-        elif group.owner == key(user):
-            group.owner = next(iter(group.members))
+
+def _without(group: Group, user: str) -> Group | None:
+    """``group`` less ``user``: None if nobody is left; the earliest member owns it if
+    ``user`` owned it."""
+    after = group.copy()
+    del after.members[key(user)]
+    if not after.members:
+        return None
+    if after.owner == key(user):
+        after.owner = next(iter(after.members))
+    return after

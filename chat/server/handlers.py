@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.errors import RequestError
-from chat.server.groups import Group, GroupRegistry
+from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
 from chat.server.names import key
 
@@ -63,12 +63,15 @@ class Context:
     def transfers(self) -> TransferRelay:
         return self.services.transfers
 
-    async def persist(self, group: Group) -> None:
-        """Commit a group's new state (or its removal) before the request is answered."""
-        if self.groups.exists(group.name):
-            await self.storage.save_group(key(group.name), group.to_stored())
+    async def commit(self, change: GroupChange) -> None:
+        """Store a planned group change, then apply it. Callers hold ``groups.changing``
+        and reply and notify right after, so the change, its announcement and its use for
+        routing happen together, and only once it is on disk."""
+        if change.after is None:
+            await self.storage.delete_group(key(change.name))
         else:
-            await self.storage.delete_group(key(group.name))
+            await self.storage.save_group(key(change.name), change.after.to_stored())
+        self.groups.apply(change)
 
     def reply(self, kind: str, **fields: Any) -> None:
         if self.rid is not None:
@@ -135,17 +138,19 @@ async def group_create(ctx: Context, env: Envelope) -> None:
             found.append(online)
     if missing:
         raise RequestError("user_not_online", users=list(dict.fromkeys(missing)))
-    group = ctx.groups.create(env["group"], ctx.user, found)
-    await ctx.persist(group)
-    ctx.reply("group_created", group=group.name)
-    await ctx.notify(group.other_members(ctx.user), "group_added", group=group.name)
+    async with ctx.groups.changing:
+        change = ctx.groups.create(env["group"], ctx.user, found)
+        await ctx.commit(change)
+        ctx.reply("group_created", group=change.name)
+        await ctx.notify(others_in(change, ctx.user), "group_added", group=change.name)
 
 
 async def group_join(ctx: Context, env: Envelope) -> None:
-    group = ctx.groups.join(env["group"], ctx.user)
-    await ctx.persist(group)
-    ctx.reply("group_joined", group=group.name)
-    await ctx.notify(group.other_members(ctx.user), "member_joined", group=group.name, name=ctx.user)
+    async with ctx.groups.changing:
+        change = ctx.groups.join(env["group"], ctx.user)
+        await ctx.commit(change)
+        ctx.reply("group_joined", group=change.name)
+        await ctx.notify(others_in(change, ctx.user), "member_joined", group=change.name, name=ctx.user)
 
 
 async def group_list(ctx: Context, env: Envelope) -> None:
@@ -178,36 +183,46 @@ async def group_history(ctx: Context, env: Envelope) -> None:
 
 
 async def group_leave(ctx: Context, env: Envelope) -> None:
-    group = ctx.groups.leave(env["group"], ctx.user)
-    await ctx.persist(group)
-    ctx.reply("group_left", group=group.name)
-    await ctx.notify(group.other_members(ctx.user), "member_left", group=group.name, name=ctx.user)
+    async with ctx.groups.changing:
+        change = ctx.groups.leave(env["group"], ctx.user)
+        await ctx.commit(change)
+        ctx.reply("group_left", group=change.name)
+        await ctx.notify(others_in(change, ctx.user), "member_left", group=change.name, name=ctx.user)
 
 
 async def group_delete(ctx: Context, env: Envelope) -> None:
-    group = ctx.groups.delete(env["group"], ctx.user)
-    await ctx.persist(group)
-    ctx.reply("group_delete_done", group=group.name)
-    await ctx.notify(group.other_members(ctx.user), "group_deleted", group=group.name)
+    async with ctx.groups.changing:
+        change = ctx.groups.delete(env["group"], ctx.user)
+        await ctx.commit(change)
+        ctx.reply("group_delete_done", group=change.name)
+        assert change.before is not None
+        await ctx.notify(change.before.other_members(ctx.user), "group_deleted", group=change.name)
 
 
 async def group_add(ctx: Context, env: Envelope) -> None:
     ctx.groups.owned_group(env["group"], ctx.user)  # owner check before the online check
     user = await ctx.known_user(env["user"])
-    group = ctx.groups.add(env["group"], ctx.user, user)
-    await ctx.persist(group)
-    ctx.reply("member_added", group=group.name, name=user)
-    await ctx.notify([user], "group_added", group=group.name)
-    others = [m for m in group.other_members(ctx.user) if m != user]
-    await ctx.notify(others, "member_added", group=group.name, name=user)
+    async with ctx.groups.changing:
+        change = ctx.groups.add(env["group"], ctx.user, user)
+        await ctx.commit(change)
+        ctx.reply("member_added", group=change.name, name=user)
+        await ctx.notify([user], "group_added", group=change.name)
+        others = [m for m in others_in(change, ctx.user) if m != user]
+        await ctx.notify(others, "member_added", group=change.name, name=user)
 
 
 async def group_kick(ctx: Context, env: Envelope) -> None:
-    group, user = ctx.groups.kick(env["group"], ctx.user, env["user"])
-    await ctx.persist(group)
-    ctx.reply("member_removed", group=group.name, name=user)
-    await ctx.notify([user], "group_removed", group=group.name)
-    await ctx.notify(group.other_members(ctx.user), "member_removed", group=group.name, name=user)
+    async with ctx.groups.changing:
+        change, user = ctx.groups.kick(env["group"], ctx.user, env["user"])
+        await ctx.commit(change)
+        ctx.reply("member_removed", group=change.name, name=user)
+        await ctx.notify([user], "group_removed", group=change.name)
+        await ctx.notify(others_in(change, ctx.user), "member_removed", group=change.name, name=user)
+
+
+def others_in(change: GroupChange, user: str) -> list[str]:
+    """Members of the group after the change, other than ``user``."""
+    return change.after.other_members(user) if change.after is not None else []
 
 
 async def quit_chat(ctx: Context, env: Envelope) -> None:

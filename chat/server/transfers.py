@@ -59,6 +59,10 @@ class TransferRelay:
 
     # --- lookups --------------------------------------------------------------------
 
+    def is_live(self, transfer_id: str) -> bool:
+        """Whether a transfer with this id is in flight (its data is flow-controlled)."""
+        return transfer_id in self._transfers
+
     def _count_for(self, user: str) -> int:
         me = key(user)
         return sum(
