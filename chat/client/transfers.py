@@ -161,7 +161,8 @@ class TransferManager:
             return [f"Cannot send {request.path}: {exc.strerror or exc}."]
         if size > self.max_file_size:
             os.close(fd)
-            return [f"File {name} is too large: this client sends at most {self.max_file_size} bytes."]
+            limit = self.max_file_size
+            return [f"File {printable(name)} is too large: this client sends at most {limit} bytes."]
         out = Outgoing(name, request.target, request.group, size, fd)
         target = {"group": request.target} if request.group else {"to": request.target}
         try:
@@ -196,7 +197,7 @@ class TransferManager:
             for incoming in self._incoming.values():
                 self._emit(file_aborted_line(incoming.name, incoming.sender, reason))
             for out in [*self._outgoing.values(), *self._pending_offers]:
-                self._emit(f"File {out.name} was not sent: {reason}.")
+                self._emit(f"File {printable(out.name)} was not sent: {reason}.")
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -207,12 +208,12 @@ class TransferManager:
         now = asyncio.get_running_loop().time()
         lines = []
         for out in [*self._pending_offers, *self._outgoing.values()]:
-            to = f"group {out.target}" if out.group else out.target
+            label = f"Sending {printable(out.name)} to {'group ' if out.group else ''}{out.target}"
             if out.window is None:
-                lines.append(f"Sending {out.name} to {to}: waiting for an answer")
+                lines.append(f"{label}: waiting for an answer")
             else:
                 rate = out.meter.update(now, out.acked)
-                lines.append(progress_line(f"Sending {out.name} to {to}", out.acked, out.size, rate))
+                lines.append(progress_line(label, out.acked, out.size, rate))
         for incoming in self._incoming.values():
             rate = incoming.meter.update(now, incoming.received)
             label = f"Receiving {printable(incoming.name)} from {incoming.sender}"
