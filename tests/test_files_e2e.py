@@ -7,8 +7,10 @@ protocol peer (``RawPeer``), since the command line cannot produce them.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -299,3 +301,29 @@ async def test_open_runs_the_default_program_on_saved_files(
     await bob.close()
     await carol.close()
     assert opened.read_text().splitlines() == [str(bob.downloads / "pic.png")]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="pauses a process with SIGSTOP")
+async def test_acks_of_data_relayed_before_the_sender_left_are_not_rate_limited(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A recipient that is behind when the sender disconnects still acknowledges the data
+    already relayed to it (a window's worth: here 128 chunks, far over the rate limit's
+    burst). Those late acks are flow-controlled traffic, not a flood: it stays connected."""
+    async with chat_with_server_options(key_pair, tmp_path, "--transfer-window", str(32 * MIB)) as chat:
+        alice = await spawn_client(chat, "alice")
+        bob = await spawn_client(chat, "bob")
+        sparse_file(tmp_path / "big.bin", 1024 * MIB)
+        alice.send(f"/file bob {tmp_path / 'big.bin'}")
+        assert await wait_until(lambda: any(p.stat().st_size > 0 for p in bob.part_files())), bob.report()
+        bob.proc.send_signal(signal.SIGSTOP)  # fall behind: the server queues a full window
+        try:
+            await asyncio.sleep(0.5)
+            await alice.kill()
+        finally:
+            bob.proc.send_signal(signal.SIGCONT)
+        await bob.expect("Transfer of 'big.bin' from alice was aborted: the sender disconnected.", timeout=10)
+        await bob.sync("bob")
+        await bob.assert_no_line("[You are sending too fast; slow down.]")
+        assert bob.part_files() == []
+        await bob.close()

@@ -10,8 +10,9 @@ failed, declined or gone.
 
 from __future__ import annotations
 
+import math
 import secrets
-from collections import deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,8 @@ class Transfer:
     acked: int = 0
     started: bool = False
     ended: bool = False
+    #: Chunks relayed so far (with ``sent``, the average chunk size).
+    chunks: int = 0
 
     def recipient_names(self) -> list[str]:
         return [name for name, _ in self.receiving.values()]
@@ -55,13 +58,22 @@ class TransferRelay:
         self.window = window
         self.max_per_user = max_per_user
         self._transfers: dict[str, Transfer] = {}
-        self._closed: deque[str] = deque(maxlen=_RECENTLY_CLOSED)
+        #: Recently closed transfer id -> late chunks and acks still exempt from the rate limit.
+        self._closed: OrderedDict[str, int] = OrderedDict()
 
     # --- lookups --------------------------------------------------------------------
 
     def is_live(self, transfer_id: str) -> bool:
-        """Whether a transfer with this id is in flight (its data is flow-controlled)."""
-        return transfer_id in self._transfers
+        """Whether file data for this id is paced by flow control (so exempt from the rate
+        limit): the transfer is in flight, or it has just ended and what its window let
+        the sender and recipients have in flight may still arrive. That late allowance is
+        bounded (``_late_allowance``) and spent by each late chunk or ack; after it, or for
+        an id never seen, requests are metered like any other."""
+        return transfer_id in self._transfers or self._closed.get(transfer_id, 0) > 0
+
+    def _spend_late(self, transfer_id: str) -> None:
+        if self._closed.get(transfer_id, 0) > 0:
+            self._closed[transfer_id] -= 1
 
     def _count_for(self, user: str) -> int:
         me = key(user)
@@ -119,6 +131,7 @@ class TransferRelay:
     async def chunk(self, ctx: Context, env: Envelope) -> None:
         transfer = self._as_sender(env["id"], ctx.user)
         if transfer is None:
+            self._spend_late(env["id"])
             return  # a chunk already in flight when the transfer ended
         offset, data = env["offset"], env.body
         problem = None
@@ -136,6 +149,7 @@ class TransferRelay:
             await self._abort(ctx, transfer, f"the sender broke the protocol ({problem})")
             raise RequestError("bad_transfer", detail=problem)
         transfer.sent += len(data)
+        transfer.chunks += 1
         payload = encode_event("file_chunk", data, id=transfer.id, offset=offset)
         await ctx.hub.send(transfer.recipient_names(), payload, bulk=True)
 
@@ -180,7 +194,8 @@ class TransferRelay:
     async def ack(self, ctx: Context, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is None:
-            return
+            self._spend_late(env["id"])
+            return  # data acknowledged after the transfer ended
         name, before = transfer.receiving[key(ctx.user)]
         received = env["received"]
         if not before <= received <= transfer.sent:
@@ -270,4 +285,16 @@ class TransferRelay:
 
     def _close(self, transfer: Transfer) -> None:
         self._transfers.pop(transfer.id, None)
-        self._closed.append(transfer.id)
+        self._closed[transfer.id] = self._late_allowance(transfer)
+        while len(self._closed) > _RECENTLY_CLOSED:
+            self._closed.popitem(last=False)
+
+    def _late_allowance(self, transfer: Transfer) -> int:
+        """How many chunks and acks may still arrive once ``transfer`` ends: a window's
+        worth of chunks (at this transfer's average chunk size) from the sender, and an
+        ack for each from every recipient still receiving (when the sender went away,
+        the data already relayed to them is still acknowledged). No more than flow
+        control let through unmetered while the transfer was live."""
+        average = transfer.sent / transfer.chunks if transfer.chunks else self.window
+        per_window = math.ceil(self.window / max(1.0, average)) + 1
+        return (len(transfer.receiving) + 1) * per_window
