@@ -62,6 +62,40 @@ def _short(frame: str) -> str:
     return f"{name} ({'/'.join(parts[-2:])})"
 
 
+#: Buckets of innermost frames (``function (pkg/module.py)`` prefixes), first match wins.
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("RSA/X25519 handshake crypto", ("ServerHandshake.", "X25519", "_exchange (", "KeySchedule.")),
+    ("socket send (syscall)", ("_SelectorSocketTransport.write (", "UVStream.write", "socket.send")),
+    ("socket receive (syscall)", ("_SelectorSocketTransport._read_ready", "socket.recv")),
+    ("record seal/open (AES-GCM)", ("RecordSealer.", "RecordOpener.", "SecureChannel.", "_nonce (")),
+    ("envelope encode/decode (JSON)", ("encode (protocol", "decode (protocol", "_validate (", "JSON",
+                                       "Str.check", "encode_event", "decode_request", "Int.check",
+                                       "_unique_object")),
+    ("websockets send path", ("Connection.send", "send_context", "_AsyncGeneratorContextManager",
+                              "asynccontextmanager", "Frame.serialize", "Protocol.send_", "Connection.drain",
+                              "data_to_send", "is_closing", "_asyncgen_", "broadcast (asyncio/connection")),
+    ("websockets receive path", ("Frame.parse", "StreamReader.", "Protocol.receive_data", "Protocol.parse",
+                                 "ServerProtocol.parse", "Connection.data_received", "Assembler.",
+                                 "Connection.recv", "SimpleQueue.", "Connection.__aiter__")),
+    ("queue + writer-task wake-ups", ("Queue.", "Handle._run", "call_soon", "_call_soon", "create_future",
+                                      "ClientConnection._write_loop", "Event.", "_run_once", "create_task",
+                                      "_LoopBoundMixin", "Future.")),
+    ("hub/handlers/connection logic", ("ClientConnection.", "LocalHub.", "Context.", "TransferRelay.",
+                                       "broadcast (server", "private (server", "handle (server",
+                                       "key (server", "Transfer.", "TokenBucket.")),
+    ("event loop select", ("EpollSelector.select", "select (", "poll (")),
+]
+
+
+def categorise(self_shares: dict[str, float]) -> list[tuple[str, float]]:
+    """Self time grouped into the buckets of CATEGORIES (and 'other')."""
+    totals: dict[str, float] = {}
+    for frame, share in self_shares.items():
+        bucket = next((name for name, prefixes in CATEGORIES if frame.startswith(prefixes)), "other")
+        totals[bucket] = totals.get(bucket, 0.0) + share
+    return sorted(((k, round(v, 3)) for k, v in totals.items()), key=lambda kv: -kv[1])
+
+
 def summarise(path: Path, top: int = 25) -> dict[str, Any]:
     """Self and inclusive sample shares per function from a raw py-spy profile."""
     self_counts: Counter[str] = Counter()
@@ -83,6 +117,7 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
         return {"samples": 0}
     return {
         "samples": total,
+        "categories": categorise({f: c / total for f, c in self_counts.items()}),
         "self": [(f, round(c / total, 4)) for f, c in self_counts.most_common(top)],
         "inclusive": [(f, round(c / total, 4)) for f, c in incl_counts.most_common(top * 2)],
     }

@@ -126,12 +126,13 @@ def render(results: dict[str, Any]) -> str:
     if "capacity" in s:
         out += ["", "4. Capacity: idle connections (chat: handshake + login; baseline: bare websockets)"]
         out.append(table(
-            ["target", "login", "clients", "connected", "connect s", "conn/s", "server CPU s", "events",
-             "RSS before MiB", "RSS after MiB", "KiB/conn", "server", "gens", "other"],
+            ["target", "login", "clients", "connected", "retries", "connect s", "conn/s", "server CPU s",
+             "events", "RSS before MiB", "RSS after MiB", "KiB/conn", "server", "gens", "other"],
             [[r["target"], {True: "yes", False: "no", None: "-"}[r["login"]], r["clients"], r["connected"],
-              r["connect_s"], r["connects_per_s"], r["server_cpu_s"], r["events_received"],
-              r["rss_before_mib"], r["rss_after_mib"], r["rss_per_conn_kib"], _pct(r["server_util"]),
-              _pct(r["gen_util_total"]), _pct(r["other_util"])] for r in s["capacity"]["rows"]],
+              r.get("failed_attempts"), r["connect_s"], r["connects_per_s"], r["server_cpu_s"],
+              r["events_received"], r["rss_before_mib"], r["rss_after_mib"], r["rss_per_conn_kib"],
+              _pct(r["server_util"]), _pct(r["gen_util_total"]), _pct(r["other_util"])]
+             for r in s["capacity"]["rows"]],
         ))
     if "file" in s:
         f = s["file"]
