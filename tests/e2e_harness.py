@@ -23,7 +23,7 @@ HOST = "127.0.0.1"
 #: Default time to wait for an expected line (generous; tests are fast when things work).
 TIMEOUT = 5.0
 #: Prompts are printed without a newline; the next output may follow on the same line.
-PROMPTS = ("Enter your username: ", "Repeat password: ", "Password: ")
+PROMPTS = ("Enter your username: ", "Repeat password: ", "New password: ", "Password: ")
 USERNAME_PROMPT = PROMPTS[0]
 STARTED = re.compile(r"WebSocket server started and listening on ws://([^\s:]+):(\d+)\s*$")
 

@@ -87,6 +87,8 @@ REQUESTS: list[tuple[str, Send]] = [
     ("/kick g1 bob", Send("group_kick", {"group": "g1", "user": "bob"})),
     ("@kick g1 bob", Send("group_kick", {"group": "g1", "user": "bob"})),
     ("@KICK g1 bob", Send("group_kick", {"group": "g1", "user": "bob"})),
+    ("/history g1", Send("group_history", {"group": "g1"})),
+    ("/history g1 5", Send("group_history", {"group": "g1", "limit": 5})),
 ]
 
 
@@ -113,6 +115,8 @@ def test_every_parsed_request_encodes(line: str, expected: Send) -> None:
         ("/Quit", Action.QUIT),
         ("@quit", Action.QUIT),
         ("@QUIT ", Action.QUIT),
+        ("/register", Action.REGISTER),
+        ("/passwd", Action.PASSWD),
     ],
 )
 def test_local_actions(line: str, action: Action) -> None:
@@ -171,6 +175,12 @@ USAGE: list[tuple[str, str]] = [
     ("@group", "Usage: @group set|send|leave|delete <group> ..."),
     ("@group foo g1", "Usage: @group set|send|leave|delete <group> ..."),
     ("@group   ", "Usage: @group set|send|leave|delete <group> ..."),
+    ("/history", "Usage: /history <group> [<count>]"),
+    ("/history g1 2 3", "Usage: /history <group> [<count>]"),
+    ("/history g1 0", "The count must be a number from 1 to 1000."),
+    ("/history g1 many", "The count must be a number from 1 to 1000."),
+    ("/register now", "Usage: /register"),
+    ("/passwd x", "Usage: /passwd"),
 ]
 
 

@@ -17,6 +17,7 @@ from chat.client.render import (
     printable,
     progress_line,
     render,
+    when,
 )
 from chat.protocol.envelope import EVENTS, Envelope, decode_event, encode_event
 
@@ -39,7 +40,7 @@ EVENT_LINES: list[tuple[Envelope, list[str]]] = [
     (ev("private_sent", to="jojo", text="How are you?"), ["Private message to jojo: How are you?"]),
     (
         ev("private", sender="sophia", text="while you were out", sent_at=1_700_000_000),
-        ["Private message from sophia: while you were out"],
+        [f"Private message from sophia (sent {when(1_700_000_000)}): while you were out"],
     ),
     (
         ev("private_queued", to="jojo", text="see you"),
@@ -132,8 +133,26 @@ ERROR_LINES: list[tuple[dict[str, Any], str]] = [
         "User 'bob' is in too many groups (limit 100).",
     ),
     ({"code": "too_many_groups", "limit": 10000}, "The server has too many groups (limit 10000)."),
-    ({"code": "password_required", "name": "bob"}, "Error: password_required"),
+    ({"code": "wrong_password", "name": "bob"}, "[Wrong password.]"),
+    ({"code": "too_many_attempts", "name": "bob"}, "[Too many wrong passwords for 'bob'; try again later.]"),
+    ({"code": "already_registered", "name": "bob"}, "[Name 'bob' is already registered.]"),
+    ({"code": "not_registered", "name": "bob"}, "[Name 'bob' is not registered; use /register first.]"),
+    ({"code": "weak_password", "limit": 8}, "Password too short: use at least 8 characters."),
 ]
+
+
+def test_password_required_is_a_prompt_not_a_line() -> None:
+    assert render(ev("error", code="password_required", name="bob")) == []
+
+
+def test_account_and_history_events() -> None:
+    assert render(ev("registered", name="bob")) == ["[Name 'bob' is now registered.]"]
+    assert render(ev("password_changed")) == ["[Password changed.]"]
+    assert render(ev("group_history", group="g", messages=[])) == ["No messages in group g yet."]
+    messages = [{"sender": "a", "text": "hi", "sent_at": 0}, {"sender": "b", "text": "yo", "sent_at": 60}]
+    assert render(ev("group_history", group="g", messages=messages)) == [
+        f"[{when(0)}] a: hi", f"[{when(60)}] b: yo"
+    ]
 
 
 @pytest.mark.parametrize(("fields", "line"), ERROR_LINES)

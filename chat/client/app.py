@@ -41,6 +41,9 @@ PROG = "chat-client"
 DEFAULT_PORT = 8767
 DEFAULT_PUBLIC_PEM = "keys/public.pem"
 USERNAME_PROMPT = "Enter your username: "
+PASSWORD_PROMPT = "Password: "
+NEW_PASSWORD_PROMPT = "New password: "
+REPEAT_PASSWORD_PROMPT = "Repeat password: "
 CHAT_PROMPT = "> "
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
@@ -71,6 +74,9 @@ def emit(line: str) -> None:
 class LineInput(Protocol):
     async def read_line(self, prompt: str = "") -> str | None:
         """The next line without its terminator, or None at end of input."""
+
+    async def read_secret(self, prompt: str) -> str | None:
+        """Like read_line, without echo where there is a terminal."""
 
     def show_status(self, lines: list[str]) -> None:
         """Show these lines (transfer progress) below the input line; [] hides them."""
@@ -126,6 +132,10 @@ class PipeInput:
             self._eof = True
         return line
 
+    async def read_secret(self, prompt: str) -> str | None:
+        """In line mode a password is simply the next line (SPEC section 2)."""
+        return await self.read_line(prompt)
+
     def show_status(self, lines: list[str]) -> None:
         """Line mode shows no progress: its output is exactly the events' lines."""
 
@@ -147,6 +157,12 @@ class TerminalInput:
         try:
             return await self._session.prompt_async(prompt or CHAT_PROMPT)
         except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C: leave quietly
+            return None
+
+    async def read_secret(self, prompt: str) -> str | None:
+        try:
+            return await self._session.prompt_async(prompt, is_password=True, enable_history_search=False)
+        except (EOFError, KeyboardInterrupt):
             return None
 
     def show_status(self, lines: list[str]) -> None:
@@ -196,8 +212,11 @@ class ChatClient:
         download_dir: Path = Path(DEFAULT_DOWNLOAD_DIR),
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         open_files: bool = False,
+        password: str | None = None,
     ) -> None:
         self._session = session
+        #: From --password-file: used for the first login that asks for one.
+        self._password = password
         self._lines = lines
         self._ordered_local_output = ordered_local_output
         self._quitting = False
@@ -270,6 +289,10 @@ class ChatClient:
                 await self._show(parsed.lines)
             elif parsed is Action.HELP:
                 await self._show(help_lines())
+            elif parsed is Action.REGISTER:
+                await self._register()
+            elif parsed is Action.PASSWD:
+                await self._change_password()
             elif parsed is Action.QUIT:
                 break
         await self._quit()
@@ -290,8 +313,44 @@ class ChatClient:
                 continue
             # The receive loop prints the reply: the welcome line or why the name was refused.
             reply = await self._session.request("login", name=name)
+            if reply.type == "error" and reply.get("code") == "password_required":
+                password, self._password = self._password, None
+                if password is None:
+                    password = await self._lines.read_secret(PASSWORD_PROMPT)
+                if password is None:
+                    return False
+                reply = await self._session.request("login", name=name, password=password)
             if reply.type == "welcome":
                 return True
+
+    async def _ask_secret(self, prompt: str) -> str | None:
+        if self._ordered_local_output:
+            await self._session.wait_idle()  # the prompt comes after earlier commands' output
+        return await self._lines.read_secret(prompt)
+
+    async def _new_password(self, prompt: str) -> str | None:
+        """Ask twice; None (after saying why) if the two differ or input ended."""
+        first = await self._ask_secret(prompt)
+        second = await self._ask_secret(REPEAT_PASSWORD_PROMPT) if first is not None else None
+        if first is None or second is None:
+            return None
+        if first != second:
+            await self._show(["Passwords do not match; nothing was changed."])
+            return None
+        return first
+
+    async def _register(self) -> None:
+        password = await self._new_password(PASSWORD_PROMPT)
+        if password is not None:
+            await self._send(Send("register", {"password": password}))
+
+    async def _change_password(self) -> None:
+        old = await self._ask_secret(PASSWORD_PROMPT)
+        if old is None:
+            return
+        new = await self._new_password(NEW_PASSWORD_PROMPT)
+        if new is not None:
+            await self._send(Send("change_password", {"old_password": old, "new_password": new}))
 
     async def _send(self, request: Send) -> None:
         await self._pacer.wait()
@@ -362,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="open each received file with the desktop's default program (off by default)",
     )
     parser.add_argument(
+        "--password-file",
+        metavar="PATH",
+        type=Path,
+        help="read the password for a registered username from the first line of PATH (for scripts)",
+    )
+    parser.add_argument(
         "--accept-new-key",
         action="store_true",
         help="in line mode, trust an unknown server key, like SSH (not in this version yet)",
@@ -379,6 +444,16 @@ def file_size(text: str) -> int:
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def read_password_file(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ClientError(f"{PROG}: cannot read --password-file {path}: {exc}", EXIT_USAGE) from None
+    return lines[0] if lines else ""
 
 
 async def run(args: argparse.Namespace, server_key: rsa.RSAPublicKey, *, terminal: bool) -> int:
@@ -409,11 +484,13 @@ def _cancel_on_sigterm() -> threading.Event:
 
 
 async def _run(args: argparse.Namespace, server_key: rsa.RSAPublicKey, *, terminal: bool) -> int:
+    password = read_password_file(args.password_file)
     session = await open_session(args.server_host, args.port, server_key, key_label=args.public_pem)
     options = {
         "download_dir": Path(args.download_dir),
         "max_file_size": args.max_file_size,
         "open_files": args.open,
+        "password": password,
     }
     if not terminal:
         fd = sys.stdin.fileno() if sys.stdin is not None else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from chat.protocol.envelope import MAX_HISTORY
 from chat.protocol.limits import MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_TEXT_CHARS
 
 
@@ -52,6 +53,9 @@ class SendFile:
 class Action(Enum):
     HELP = "help"
     QUIT = "quit"
+    #: The client asks for the password(s), then sends the request.
+    REGISTER = "register"
+    PASSWD = "passwd"
 
 
 Parsed = Send | SendFile | Show | Action | None
@@ -83,6 +87,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("/delete <group>", ("@group delete <group>",), "delete a group you own"),
     Command("/add <group> <username>", ("@add <group> <username>",), "add a user to a group you own"),
     Command("/kick <group> <username>", ("@kick <group> <username>",), "remove a user from a group you own"),
+    Command("/history <group> [<count>]", (), "recent messages of a group you are in"),
+    Command("/register", (), "protect your name with a password"),
+    Command("/passwd", (), "change your password"),
     Command("/file <username> <path>", (), "send a file to a user"),
     Command("/groupfile <group> <path>", (), "send a file to a group"),
     Command("/help", ("@help",), "show this list"),
@@ -242,6 +249,18 @@ def _file(group: bool) -> Callable[[str, str], Parsed]:
     return handler
 
 
+def _history(rest: str, usage: str) -> Parsed:
+    words = _words(rest)
+    if not 1 <= len(words) <= 2:
+        return Show.line(usage)
+    fields: dict[str, Any] = {"group": words[0]}
+    if len(words) == 2:
+        if not words[1].isdigit() or not 1 <= int(words[1]) <= MAX_HISTORY:
+            return Show.line(f"The count must be a number from 1 to {MAX_HISTORY}.")
+        fields["limit"] = int(words[1])
+    return _group_error(words[0]) or Send("group_history", fields)
+
+
 def _at_group(rest: str, usage: str) -> Parsed:
     sub, args = _take(rest)
     handler = _AT_GROUP.get(sub.lower())
@@ -270,6 +289,9 @@ _SLASH: dict[str, tuple[Callable[[str, str], Parsed], str]] = {
     "delete": (_one_group("group_delete"), "Usage: /delete <group>"),
     "add": (_group_user("group_add"), "Usage: /add <group> <username>"),
     "kick": (_group_user("group_kick"), "Usage: /kick <group> <username>"),
+    "history": (_history, "Usage: /history <group> [<count>]"),
+    "register": (_no_args(Action.REGISTER), "Usage: /register"),
+    "passwd": (_no_args(Action.PASSWD), "Usage: /passwd"),
     "file": (_file(group=False), "Usage: /file <username> <path>"),
     "groupfile": (_file(group=True), "Usage: /groupfile <group> <path>"),
     "help": (_no_args(Action.HELP), "Usage: /help"),

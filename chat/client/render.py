@@ -7,6 +7,7 @@ it yields a generic line or nothing, so a newer server cannot crash an older cli
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,24 @@ def _group_members(event: Envelope) -> list[str]:
     if len(groups) == 1:
         return [" ".join(groups[0].get("members", []))]
     return [f"{entry.get('group', '')}: {' '.join(entry.get('members', []))}" for entry in groups]
+
+
+def when(timestamp: int) -> str:
+    """A server timestamp (UTC seconds) as local date and time."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _private(event: Envelope) -> list[str]:
+    sent_at = event.get("sent_at")
+    late = f" (sent {when(sent_at)})" if sent_at is not None else ""
+    return [f"Private message from {event.get('sender', '')}{late}: {event.get('text', '')}"]
+
+
+def _history(event: Envelope) -> list[str]:
+    messages: list[dict[str, Any]] = event.get("messages") or []
+    if not messages:
+        return [f"No messages in group {event.get('group', '')} yet."]
+    return [f"[{when(m['sent_at'])}] {m['sender']}: {m['text']}" for m in messages]
 
 
 def _notice(event: Envelope) -> list[str]:
@@ -94,6 +113,18 @@ def _error_line(event: Envelope) -> str:
         if event.get("user"):
             return f"User '{event.get('user')}' is in too many groups (limit {event.get('limit')})."
         return f"The server has too many groups (limit {event.get('limit')})."
+    if code == "password_required":
+        return ""  # the client asks for the password instead
+    if code == "wrong_password":
+        return "[Wrong password.]"
+    if code == "too_many_attempts":
+        return f"[Too many wrong passwords for '{event.get('name', '')}'; try again later.]"
+    if code == "already_registered":
+        return f"[Name '{event.get('name', '')}' is already registered.]"
+    if code == "not_registered":
+        return f"[Name '{event.get('name', '')}' is not registered; use /register first.]"
+    if code == "weak_password":
+        return f"Password too short: use at least {event.get('limit')} characters."
     if code == "bad_request":
         return f"Bad request: {detail}" if detail else "Bad request."
     # File transfer errors; the transfer that caused them shows them with the file's name
@@ -132,7 +163,7 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "user_exited": _line("[{name} exited]"),
     "user_list": lambda event: [", ".join(event.get("users") or [])],
     "broadcast": _line("[Broadcast from {sender}]: {text}"),
-    "private": _line("Private message from {sender}: {text}"),
+    "private": _private,
     "private_sent": _line("Private message to {to}: {text}"),
     "private_queued": _line("[{to} is offline; the message will be delivered at their next login.]"),
     "group_created": _line("Group {group} created and joined."),
@@ -150,7 +181,10 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "member_added": _line("[{name} has been added to the {group} group]"),
     "member_removed": _line("[{name} has been removed from the {group} group]"),
     "notice": _notice,
-    "error": lambda event: [_error_line(event)],
+    "error": lambda event: [line for line in [_error_line(event)] if line],
+    "registered": _line("[Name '{name}' is now registered.]"),
+    "password_changed": lambda event: ["[Password changed.]"],
+    "group_history": _history,
 }
 
 
