@@ -44,6 +44,7 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--history-limit", "history_limit", int, "N", "group messages kept per group for /history"),
     ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
+    ("--offer-timeout", "offer_timeout", float, "SECONDS", "time recipients have to answer a file offer"),
     ("--max-transfers-per-user", "max_transfers_per_user", int, "N", "transfers one user may run at once"),
 ]
 

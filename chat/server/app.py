@@ -68,6 +68,8 @@ class ServerConfig:
     max_file_size: int = 1 << 30
     transfer_window: int = 4 * 1024 * 1024
     max_transfers_per_user: int = 8
+    #: Seconds recipients have to accept or decline a file before they count as failed.
+    offer_timeout: float = 60.0
     #: Keepalive ping interval and timeout, in seconds.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
@@ -86,7 +88,8 @@ class ChatServer:
             storage=storage,
             accounts=Accounts(storage, config.wrong_password_delay),
             transfers=TransferRelay(
-                config.max_file_size, config.transfer_window, config.max_transfers_per_user
+                config.max_file_size, config.transfer_window, config.max_transfers_per_user,
+                config.offer_timeout,
             ),
         )
         self.connections: set[ClientConnection] = set()

@@ -10,6 +10,7 @@ failed, declined or gone.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 from collections import OrderedDict
@@ -45,6 +46,8 @@ class Transfer:
     ended: bool = False
     #: Chunks relayed so far (with ``sent``, the average chunk size).
     chunks: int = 0
+    #: Fires when recipients took too long to answer the offer.
+    offer_timer: asyncio.TimerHandle | None = None
 
     def recipient_names(self) -> list[str]:
         return [name for name, _ in self.receiving.values()]
@@ -53,10 +56,14 @@ class Transfer:
 class TransferRelay:
     """Every transfer in flight on this server."""
 
-    def __init__(self, max_file_size: int, window: int, max_per_user: int) -> None:
+    def __init__(
+        self, max_file_size: int, window: int, max_per_user: int, offer_timeout: float = 60.0
+    ) -> None:
         self.max_file_size = max_file_size
         self.window = window
         self.max_per_user = max_per_user
+        self.offer_timeout = offer_timeout
+        self._expiries: set[asyncio.Task[None]] = set()
         self._transfers: dict[str, Transfer] = {}
         #: Recently closed transfer id -> late chunks and acks still exempt from the rate limit.
         self._closed: OrderedDict[str, int] = OrderedDict()
@@ -120,6 +127,9 @@ class TransferRelay:
             group=group.name if group else None, pending={key(r): r for r in recipients},
         )
         self._transfers[transfer.id] = transfer
+        transfer.offer_timer = asyncio.get_running_loop().call_later(
+            self.offer_timeout, self._expire_offer, ctx, transfer.id
+        )
         ctx.reply("file_offered", id=transfer.id, recipients=recipients)
         incoming: dict[str, Any] = {
             "id": transfer.id, "sender": ctx.user, "name": transfer.name, "size": size
@@ -283,7 +293,27 @@ class TransferRelay:
         recipients = [*transfer.recipient_names(), *transfer.pending.values()]
         await ctx.hub.send(recipients, encode_event("file_aborted", id=transfer.id, detail=detail))
 
+    def _expire_offer(self, ctx: Context, transfer_id: str) -> None:
+        """Recipients who have not answered the offer in time count as failed."""
+        transfer = self._transfers.get(transfer_id)
+        if transfer is None or not transfer.pending:
+            return
+
+        async def expire() -> None:
+            silent = dict(transfer.pending)
+            expired = encode_event("file_aborted", id=transfer.id, detail="the offer expired")
+            await ctx.hub.send(silent.values(), expired)
+            for who in silent:
+                if transfer.id in self._transfers:
+                    await self._drop_recipient(ctx, transfer, who, "no answer to the offer")
+
+        task = asyncio.get_running_loop().create_task(expire())
+        self._expiries.add(task)
+        task.add_done_callback(self._expiries.discard)
+
     def _close(self, transfer: Transfer) -> None:
+        if transfer.offer_timer is not None:
+            transfer.offer_timer.cancel()
         self._transfers.pop(transfer.id, None)
         self._closed[transfer.id] = self._late_allowance(transfer)
         while len(self._closed) > _RECENTLY_CLOSED:
