@@ -28,6 +28,8 @@ from chat.protocol.records import SecureChannel
 EXIT_CANNOT_CONNECT = 3
 EXIT_BAD_SERVER_KEY = 4
 EXIT_DISCONNECTED = 5
+#: The close code this client uses when the server sends something invalid.
+CLOSE_PROTOCOL_ERROR = 1002
 
 #: websockets >= 15 honours proxy environment variables by default; a LAN chat must not.
 _NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(connect).parameters else {}
@@ -44,7 +46,8 @@ class ClientError(Exception):
 
 class Disconnected(ClientError):
     """The connection ended. ``code``/``reason`` come from the server's close frame
-    (``code`` is None if the connection was lost without one)."""
+    (``code`` is None if the connection was lost without one), or are the ones this client
+    closed with when the server broke the protocol (``CLOSE_PROTOCOL_ERROR``)."""
 
     def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
         super().__init__(message, EXIT_DISCONNECTED)
@@ -247,8 +250,8 @@ class ClientSession:
         return error
 
     async def _abort(self, reason: str) -> ClientError:
-        await self._ws.close(1002, "protocol error")
-        return self._fail(Disconnected(f"Disconnected: {reason}"))
+        await self._ws.close(CLOSE_PROTOCOL_ERROR, "protocol error")
+        return self._fail(Disconnected(f"Disconnected: {reason}", CLOSE_PROTOCOL_ERROR, reason))
 
 
 async def _handshake(websocket: ClientConnection, key: rsa.RSAPublicKey) -> SecureChannel:
