@@ -13,6 +13,8 @@ from prompt_toolkit.formatted_text import FormattedText
 from prompt_toolkit.styles import Style
 
 PRIVATE, GROUP, SYSTEM, ERROR, BROADCAST, FILE = "private", "group", "system", "error", "broadcast", "file"
+#: Local text such as /help: the terminal's own colour.
+PLAIN = "plain"
 
 _KINDS: dict[str, str] = {
     "private": PRIVATE, "private_sent": PRIVATE, "private_queued": PRIVATE,
@@ -28,6 +30,7 @@ STYLE = Style.from_dict(
         SYSTEM: "ansiyellow",
         ERROR: "ansired bold",
         BROADCAST: "",
+        PLAIN: "",
         FILE: "ansigreen",
         "timestamp": "ansibrightblack",
         "prompt": "bold",

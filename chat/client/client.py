@@ -1,0 +1,488 @@
+"""The chat loop: log in, then send what the user types while events are shown.
+
+Two tasks share one session: ``_flow`` reads input lines, parses and sends them;
+``_connection`` receives events, shows them and feeds the roster (who is online, which
+groups exist: Tab completion). File transfers (transfers.py) run as tasks of their own.
+Quitting (``/quit`` or end of input) waits for them to end first, declining new offers.
+
+* Line mode: local lines (usage, help) wait until every earlier request is answered, so
+  each command's output appears in order; a lost connection ends the client.
+* Terminal mode (``reconnect`` given): a lost connection is re-established with backoff
+  and the user logged back in under the same name (and password, kept in memory only).
+  Lines typed meanwhile are held and sent once back, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from chat.client.commands import Action, Parsed, Send, SendFile, Show, help_lines, parse
+from chat.client.inputs import LineInput
+from chat.client.output import Output
+from chat.client.reconnect import backoff_delays, loss_reason, worth_retrying
+from chat.client.render import render
+from chat.client.roster import Roster
+from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
+from chat.client.transfers import DEFAULT_MAX_FILE_SIZE, TransferManager
+from chat.client.transport import EXIT_DISCONNECTED, ClientError, ClientSession, Disconnected
+from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
+from chat.protocol.errors import EnvelopeError
+
+USERNAME_PROMPT = "Enter your username: "
+PASSWORD_PROMPT = "Password: "
+NEW_PASSWORD_PROMPT = "New password: "
+REPEAT_PASSWORD_PROMPT = "Repeat password: "
+DEFAULT_DOWNLOAD_DIR = "downloads/"
+EXIT_OK = 0
+#: How long to wait for the server to acknowledge ``quit`` before closing anyway.
+QUIT_TIMEOUT = 10.0
+#: Our own pace, under the server's guaranteed minimum (SPEC section 4: 10 per second,
+#: bursts of 30), so a piped script is slowed down rather than disconnected.
+PACE_PER_SECOND = 8.0
+PACE_BURST = 20
+#: How often the terminal's transfer progress bar is redrawn.
+STATUS_INTERVAL = 0.5
+LOST = "the connection to the server was lost"
+HELD_NOTE = "(not connected: will send when reconnected)"
+#: Logging back in while the server still holds the old session (it notices a dead
+#: connection only after its keepalive timeout): try again this often, for this long
+#: (less than the server's default login timeout of 60 s).
+RELOGIN_RETRY = 2.0
+RELOGIN_PATIENCE = 50.0
+
+#: Opens a new session to the same server with the same trusted key.
+Reconnect = Callable[[], Awaitable[ClientSession]]
+
+
+class Pacer:
+    """A token bucket on our side of the rate limit: ``wait()`` before each request."""
+
+    def __init__(self, rate: float = PACE_PER_SECOND, burst: int = PACE_BURST) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    async def wait(self) -> None:
+        """Take a token, sleeping until it is due. Safe with several waiting tasks (the
+        chat and file transfers): each reserves its token first, so the bucket may go
+        negative and later callers sleep correspondingly longer."""
+        now = asyncio.get_running_loop().time()
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        self._tokens -= 1.0
+        if self._tokens < 0.0:
+            await asyncio.sleep(-self._tokens / self._rate)
+
+
+def _needs_server(parsed: Parsed) -> bool:
+    return isinstance(parsed, Send | SendFile) or parsed in (Action.REGISTER, Action.PASSWD)
+
+
+def _relogin_refusal(reply: Envelope) -> str:
+    code = reply.get("code")
+    if code == "username_taken":
+        return "the name is still in use"
+    if code == "password_required":
+        return "the name now needs a password"
+    if code == "wrong_password":
+        return "the password was refused"
+    return " ".join(render(reply)) or f"the server answered {reply.type} {code or ''}".rstrip()
+
+
+class ChatClient:
+    def __init__(
+        self,
+        session: ClientSession,
+        lines: LineInput,
+        out: Output,
+        *,
+        ordered_local_output: bool,
+        download_dir: Path = Path(DEFAULT_DOWNLOAD_DIR),
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        open_files: bool = False,
+        password: str | None = None,
+        reconnect: Reconnect | None = None,
+        roster: Roster | None = None,
+    ) -> None:
+        """``roster``: keep it up to date and seed it at login (terminal mode: quietly
+        asks who is online and which groups exist). ``reconnect``: reconnect when the
+        connection is lost (terminal mode)."""
+        self._session = session
+        self._lines = lines
+        self._out = out
+        self._ordered_local_output = ordered_local_output
+        #: From --password-file: used for the first login that asks for one.
+        self._password = password
+        self._reconnect = reconnect
+        self._seed_roster_at_login = roster is not None
+        self._roster = roster if roster is not None else Roster()
+        self._quitting = False
+        self._pacer = Pacer()
+        self._transfer_options: dict[str, Any] = {
+            "download_dir": download_dir, "max_file_size": max_file_size, "open_files": open_files,
+        }  # fmt: skip
+        self._transfers = self._new_transfers()
+        #: Who we are once logged in, and the password that worked (memory only).
+        self._name: str | None = None
+        self._login_password: str | None = None
+        #: A password sent with /register or /passwd, effective once the server says so.
+        self._offered_password: str | None = None
+        self._online = True
+        #: Lines typed while the connection was down, sent in order once it is back.
+        self._held: deque[Parsed] = deque()
+        self._chores: set[asyncio.Task[None]] = set()
+
+    def _new_transfers(self) -> TransferManager:
+        return TransferManager(
+            self._session,
+            emit=lambda line: self._out.show(line, FILE),
+            pace=self._pacer.wait,
+            **self._transfer_options,
+        )
+
+    async def run(self, username: str | None) -> int:
+        connection = asyncio.create_task(self._connection(), name="connection")
+        flow = asyncio.create_task(self._flow(username), name="flow")
+        status = asyncio.create_task(self._status_loop(), name="status")
+        lost: str | None = None
+        try:
+            done, _ = await asyncio.wait({connection, flow}, return_when=asyncio.FIRST_COMPLETED)
+            if flow in done:
+                return flow.result()
+            try:
+                connection.result()  # raises why the connection ended for good
+            except ClientError:
+                lost = LOST
+                raise
+            return await flow  # it ended because we quit
+        finally:
+            tasks = [connection, flow, status, *self._chores]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Deletes the temporary files of unfinished transfers, whatever ended us.
+            await self._transfers.close(lost)
+            self._lines.show_status([])
+            await self._session.close()
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _connection(self) -> None:
+        """Receive until we quit; in terminal mode, reconnect when the connection is lost."""
+        while True:
+            try:
+                await self._receive_loop()
+                return
+            except ClientError as error:
+                if not self._may_reconnect(error):
+                    raise
+                await self._recover(error)
+            self._spawn(self._after_login())
+
+    async def _receive_loop(self) -> None:
+        while True:
+            try:
+                event = await self._session.recv()
+            except Disconnected:
+                if self._quitting:
+                    return
+                raise
+            self._note(event)
+            if self._transfers.dispatch(event):
+                continue
+            self._present(event)
+
+    def _note(self, event: Envelope) -> None:
+        """Keep track of who is online, the groups, and the password to log back in with."""
+        with contextlib.suppress(KeyError, TypeError, AttributeError):  # a newer server's events
+            self._roster.apply(event)
+        if event.type in ("registered", "password_changed") and self._offered_password is not None:
+            self._login_password, self._offered_password = self._offered_password, None
+
+    def _present(self, event: Envelope) -> None:
+        kind = kind_of(event.type)
+        for line in render(event):
+            self._out.show(line, kind)
+
+    async def _status_loop(self) -> None:
+        """Keep the progress bar of running transfers up to date (terminal mode)."""
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self._lines.show_status(self._transfers.status_lines())
+
+    # --- the user's lines -----------------------------------------------------------------
+
+    async def _flow(self, username: str | None) -> int:
+        if not await self._login(username):
+            return EXIT_OK  # end of input before a login succeeded
+        while True:
+            line = await self._lines.read_line()
+            if line is None:
+                break
+            parsed = parse(line)
+            if parsed is Action.QUIT:
+                break
+            await self._handle(parsed)
+        await self._quit()
+        return EXIT_OK
+
+    async def _handle(self, parsed: Parsed) -> None:
+        """Do what one line asks: now, or once reconnected if the connection is down."""
+        if not _needs_server(parsed):
+            await self._do(parsed)
+        elif not self._online or (self._held and parsed not in (Action.REGISTER, Action.PASSWD)):
+            self._hold(parsed, note=not self._online)
+        else:
+            try:
+                await self._do(parsed)
+            except ClientError:
+                if self._reconnect is None or self._quitting:
+                    raise  # line mode: a lost connection ends the client
+                self._hold(parsed, note=True)
+
+    def _hold(self, parsed: Parsed, *, note: bool) -> None:
+        if parsed in (Action.REGISTER, Action.PASSWD):
+            # These ask questions first: not something to replay later.
+            self._out.show("Not connected: try again once reconnected.", ERROR)
+            return
+        self._held.append(parsed)
+        if note:
+            self._out.show(HELD_NOTE, SYSTEM)
+
+    async def _do(self, parsed: Parsed) -> None:
+        if isinstance(parsed, Send):
+            await self._send(parsed)
+        elif isinstance(parsed, SendFile):
+            await self._show(await self._transfers.send_file(parsed), ERROR)
+        elif isinstance(parsed, Show):
+            await self._show(parsed.lines, ERROR)
+        elif parsed is Action.HELP:
+            await self._show(help_lines(), PLAIN)
+        elif parsed is Action.REGISTER:
+            await self._register()
+        elif parsed is Action.PASSWD:
+            await self._change_password()
+
+    async def _login(self, username: str | None) -> bool:
+        """Ask for names until the server welcomes one; False at end of input."""
+        while True:
+            name = username if username is not None else await self._lines.read_line(USERNAME_PROMPT)
+            username = None
+            if name is None:
+                return False
+            name = name.strip()
+            if len(name) > MAX_LOGIN_NAME_CHARS:
+                rejection = Envelope("error", {"code": "username_invalid", "name": name,
+                                               "detail": "use 1-32 characters"})  # fmt: skip
+                await self._show(render(rejection), ERROR)
+                continue
+            # The receive loop prints the reply: the welcome line or why the name was refused.
+            reply = await self._session.request("login", name=name)
+            password = None
+            if reply.type == "error" and reply.get("code") == "password_required":
+                password, self._password = self._password, None
+                if password is None:
+                    password = await self._lines.read_secret(PASSWORD_PROMPT)
+                if password is None:
+                    return False
+                reply = await self._session.request("login", name=name, password=password)
+            if reply.type == "welcome":
+                self._name, self._login_password = reply.get("name", name), password
+                self._lines.show_identity(self._name, True)
+                self._spawn(self._after_login())
+                return True
+
+    async def _after_login(self) -> None:
+        """Seed the roster (terminal mode), then send what was typed while disconnected."""
+        if self._seed_roster_at_login:
+            self._spawn(self._seed_roster())
+        while self._held:
+            try:
+                await self._do(self._held[0])
+            except ClientError:
+                return  # lost again: the rest waits for the next reconnection
+            self._held.popleft()
+
+    async def _seed_roster(self) -> None:
+        """Ask who is online and which groups exist, for Tab completion. The replies are
+        claimed: they come back here, not to the receive loop, so nothing is printed."""
+        with contextlib.suppress(ClientError):
+            await self._pacer.wait()
+            users = await self._session.start_request("list", claim=True)
+            await self._pacer.wait()
+            groups = await self._session.start_request("group_list", claim=True)
+            self._note(await users)
+            self._note(await groups)
+
+    async def _ask_secret(self, prompt: str) -> str | None:
+        if self._ordered_local_output:
+            await self._session.wait_idle()  # the prompt comes after earlier commands' output
+        return await self._lines.read_secret(prompt)
+
+    async def _new_password(self, prompt: str) -> str | None:
+        """Ask twice; None (after saying why) if the two differ or input ended."""
+        first = await self._ask_secret(prompt)
+        second = await self._ask_secret(REPEAT_PASSWORD_PROMPT) if first is not None else None
+        if first is None or second is None:
+            return None
+        if first != second:
+            await self._show(["Passwords do not match; nothing was changed."], ERROR)
+            return None
+        return first
+
+    async def _register(self) -> None:
+        password = await self._new_password(PASSWORD_PROMPT)
+        if password is not None:
+            self._offered_password = password
+            await self._send(Send("register", {"password": password}))
+
+    async def _change_password(self) -> None:
+        old = await self._ask_secret(PASSWORD_PROMPT)
+        if old is None:
+            return
+        new = await self._new_password(NEW_PASSWORD_PROMPT)
+        if new is not None:
+            self._offered_password = new
+            await self._send(Send("change_password", {"old_password": old, "new_password": new}))
+
+    async def _send(self, request: Send) -> None:
+        await self._pacer.wait()
+        try:
+            await self._session.send(request.kind, **request.fields)
+        except EnvelopeError as exc:
+            await self._show([f"Cannot send that: {exc}."], ERROR)
+
+    async def _show(self, lines: Sequence[str], kind: str) -> None:
+        if not lines:
+            return
+        if self._ordered_local_output:
+            await self._session.wait_idle()
+        for line in lines:
+            self._out.show(line, kind)
+
+    async def _quit(self) -> None:
+        if not self._online:
+            self._quitting = True
+            if self._held:
+                unsent = len(self._held)
+                self._out.show(f"Not connected: {unsent} line(s) typed meanwhile were not sent.", ERROR)
+            return
+        await self._session.wait_idle()
+        # What was sent includes files: wait for every transfer to end (new offers are
+        # declined meanwhile), and for the replies to their last requests.
+        self._transfers.stop_accepting()
+        if self._transfers.active and not self._ordered_local_output:
+            self._out.show("Waiting for file transfers to finish (Ctrl-C to stop them)...")
+        await self._transfers.wait_finished()
+        await self._session.wait_idle()
+        self._quitting = True
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError, ClientError):
+            await asyncio.wait_for(self._session.request("quit"), QUIT_TIMEOUT)
+
+    # --- reconnecting (terminal mode) -----------------------------------------------------
+
+    def _may_reconnect(self, error: ClientError) -> bool:
+        return (
+            self._reconnect is not None
+            and self._name is not None
+            and not self._quitting
+            and worth_retrying(error)
+        )
+
+    def _set_online(self, online: bool) -> None:
+        self._online = online
+        if self._name is not None:
+            self._lines.show_identity(self._name, online)
+
+    async def _recover(self, error: ClientError) -> None:
+        """Say the connection was lost, then reconnect with backoff and log back in.
+        Returns once logged in; raises ClientError when trying again cannot help (the
+        server's key changed, the name or password is refused)."""
+        assert self._reconnect is not None
+        self._set_online(False)
+        await self._transfers.close(LOST)  # says which transfers were interrupted
+        with contextlib.suppress(Exception):
+            await self._session.close()
+        what, then = f"Connection lost: {loss_reason(error)}.", "Reconnecting"
+        for delay in backoff_delays():
+            self._out.show(f"{what} {then} in {delay:.0f} s...", ERROR)
+            await asyncio.sleep(delay)
+            then = "Retrying"
+            try:
+                session = await self._reconnect()
+            except ClientError as failure:
+                if not worth_retrying(failure):
+                    raise
+                what = failure.message.rstrip(".") + "."
+                continue
+            try:
+                welcome = await self._relogin(session)
+            except ClientError as failure:
+                with contextlib.suppress(Exception):
+                    await session.close()
+                if not worth_retrying(failure):
+                    raise
+                what = f"Connection lost again: {loss_reason(failure)}."
+                continue
+            self._session = session
+            self._transfers = self._new_transfers()
+            self._note(welcome)
+            self._set_online(True)
+            self._out.show(f"Reconnected as {self._name}.", SYSTEM)
+            return
+
+    async def _relogin(self, session: ClientSession) -> Envelope:
+        """Log in on ``session`` as before; the welcome. Retries while the server still
+        holds our old session."""
+        assert self._name is not None
+        fields: dict[str, Any] = {"name": self._name}
+        if self._login_password is not None:
+            fields["password"] = self._login_password
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + RELOGIN_PATIENCE
+        told = False
+        while True:
+            reply = await self._login_reply(session, fields)
+            if reply.type == "welcome":
+                return reply
+            if reply.get("code") == "username_taken" and loop.time() < give_up:
+                if not told:
+                    self._out.show(
+                        f"The server still has the old session of {self._name}; "
+                        f"trying again every {RELOGIN_RETRY:g} s...",
+                        SYSTEM,
+                    )
+                    told = True
+                await asyncio.sleep(RELOGIN_RETRY)
+                continue
+            refusal = _relogin_refusal(reply)
+            raise ClientError(f"Cannot log back in as {self._name}: {refusal}.", EXIT_DISCONNECTED)
+
+    async def _login_reply(self, session: ClientSession, fields: dict[str, Any]) -> Envelope:
+        """Send ``login`` and receive until its reply (nothing else is expected before)."""
+        await self._pacer.wait()
+        rid = await session.send("login", **fields)
+        while True:
+            event = await session.recv()
+            if event.get("re") == rid:
+                return event
+            self._note(event)
+            self._present(event)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chore_done)
+
+    def _chore_done(self, task: asyncio.Task[None]) -> None:
+        self._chores.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self._out.show(f"Internal error: {type(error).__name__}: {error}", ERROR)

@@ -1,0 +1,41 @@
+"""Where the client's lines go: plain lines on stdout in line mode (exactly the lines of
+SPEC section 4, nothing else), styled lines above the input line on a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Protocol
+
+from chat.client.style import STYLE, SYSTEM, styled
+
+
+class Output(Protocol):
+    def show(self, line: str, kind: str = SYSTEM) -> None:
+        """Print one line now; ``kind`` is its colour class (style.py)."""
+
+
+class PlainOutput:
+    """Line mode: the line as it is. ``sys.stdout`` is looked up each time (tests and
+    ``patch_stdout`` may swap it)."""
+
+    def show(self, line: str, kind: str = SYSTEM) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class TerminalOutput:
+    """A terminal: prompt_toolkit prints the line above the prompt (erasing the input
+    line, printing, then drawing it again as it was), in colour unless disabled.
+    prompt_toolkit also replaces ESC in the text, so a message cannot drive the terminal."""
+
+    def __init__(self, *, colour: bool, timestamps: bool) -> None:
+        self.colour = colour
+        self.timestamps = timestamps
+
+    def show(self, line: str, kind: str = SYSTEM) -> None:
+        from prompt_toolkit import print_formatted_text
+
+        stamp = time.time() if self.timestamps else None
+        text = styled(line, kind, colour=self.colour, timestamp=stamp)
+        print_formatted_text(text, style=STYLE if self.colour else None, flush=True)

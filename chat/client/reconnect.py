@@ -1,0 +1,54 @@
+"""After a lost connection (terminal mode): is it worth reconnecting, and when to try.
+
+A connection cut without a close frame, or closed because the server is going away,
+restarting, overloaded or broken, is retried. One the server closed on purpose because
+of this client (close code 1008: too fast, login timed out, a record that failed to
+authenticate, a backlog it did not read), or that ended because the server broke the
+protocol, is not: trying again would only repeat it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+
+from chat.client.transport import EXIT_CANNOT_CONNECT, ClientError, Disconnected
+
+#: Going away (server shutdown), abnormal closure, internal error, service restart, try
+#: again later (server full), bad gateway.
+RETRY_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
+FIRST_DELAY = 1.0
+MAX_DELAY = 30.0
+#: Each delay is randomly up to this fraction shorter or longer, so that the clients of
+#: a restarted server do not all come back in the same instant.
+JITTER = 0.2
+
+
+def worth_retrying(error: ClientError) -> bool:
+    """Whether a connection that ended (or could not be made) with ``error`` may work on
+    a later attempt. A wrong server key (exit 4) never does."""
+    if isinstance(error, Disconnected):
+        return error.code is None or error.code in RETRY_CLOSE_CODES
+    return error.exit_code == EXIT_CANNOT_CONNECT
+
+
+def loss_reason(error: ClientError) -> str:
+    """Why the connection ended, in a few words."""
+    if isinstance(error, Disconnected):
+        if error.reason:
+            return error.reason
+        return "the connection was cut" if error.code is None else f"closed with code {error.code}"
+    return error.message
+
+
+def backoff_delays(
+    first: float = FIRST_DELAY,
+    cap: float = MAX_DELAY,
+    jitter: float = JITTER,
+    rand: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """1, 2, 4, 8, 16, 30, 30, ... seconds, each with jitter, never over ``cap``."""
+    delay = first
+    while True:
+        yield min(cap, delay * (1 + jitter * (2 * rand() - 1)))
+        delay = min(cap, delay * 2)
