@@ -1,0 +1,193 @@
+"""A lost connection (SPEC section 7): on a terminal the client says so, reconnects with
+backoff, logs back in and says when it is back; lines typed meanwhile are sent then. In
+line mode a lost connection still ends the client (exit 5, one line on stderr)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from e2e_harness import HOST, ServerProcess, child_env
+from test_terminal_support import Peer, Terminal
+
+from chat.client.reconnect import MAX_DELAY, backoff_delays, loss_reason, worth_retrying
+from chat.client.transport import EXIT_BAD_SERVER_KEY, EXIT_CANNOT_CONNECT, ClientError, Disconnected
+
+StartServer = Callable[..., Awaitable[ServerProcess]]
+
+
+@pytest_asyncio.fixture
+async def start_server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[StartServer]:
+    """Start servers the test stops and restarts itself."""
+    started: list[ServerProcess] = []
+
+    async def start(*extra: str) -> ServerProcess:
+        process = await ServerProcess.start(key_pair[0], tmp_path / f"server{len(started)}", *extra)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        await process.stop()
+
+
+async def test_reconnects_after_a_server_restart_and_sends_what_was_typed(
+    start_server: StartServer, key_pair: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db = str(tmp_path / "chat.db")
+    server = await start_server("--db", db)
+    # jojo is registered, so a private message to him is kept while he is away.
+    jojo = await Peer.login(server.port, key_pair[1], "jojo")
+    await jojo.request("register", password="jojo-secret")
+    await jojo.wait_for(lambda e: e.type == "registered", "registered")
+    sophia = Terminal.spawn(
+        [HOST, str(key_pair[1]), "--port", str(server.port), "--username", "sophia"],
+        cwd=tmp_path / "sophia",
+        config_dir=tmp_path / "config",
+    )
+    request.addfinalizer(sophia.close)
+    await sophia.expect("[Welcome sophia]")
+    await jojo.close()
+
+    await server.stop()
+    await sophia.expect("Connection lost: server shutting down. Reconnecting in 1 s...")
+    await sophia.expect("sophia (reconnecting)>")
+    sophia.send("/msg jojo typed while the server was down\r")
+    await sophia.expect("(not connected: will send when reconnected)")
+
+    # The same port (a later --port wins over the harness's --port 0), the same database.
+    await start_server("--db", db, "--port", str(server.port))
+    await sophia.expect("Reconnected as sophia.", timeout=15)
+    jojo = await Peer.login(server.port, key_pair[1], "jojo", password="jojo-secret")
+    held = await jojo.wait_for(lambda e: e.type == "private", "the line typed while disconnected")
+    assert (held["sender"], held["text"]) == ("sophia", "typed while the server was down")
+    sophia.send("back again\r")
+    event = await jojo.wait_for(lambda e: e.type == "broadcast", "sophia's broadcast")
+    assert (event["sender"], event["text"]) == ("sophia", "back again")
+    await jojo.close()
+    sophia.send("/quit\r")
+    assert await sophia.wait_exit() == 0
+
+
+class Blackhole:
+    """A TCP relay to the server that can fail like a dead network: ``cut()`` drops the
+    client's side at once and leaves the server's side open and silent, so the server
+    notices only when its keepalive pings go unanswered."""
+
+    def __init__(self, target: int) -> None:
+        self._target = target
+        self._relays: set[asyncio.Task[None]] = set()
+        self._upstreams: list[asyncio.StreamWriter] = []
+        self._downstreams: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(HOST, self._target)
+        self._upstreams.append(up_writer)
+        self._downstreams.append(writer)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._relay(source, sink))
+            self._relays.add(task)
+
+    @staticmethod
+    async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+
+    def cut(self) -> None:
+        for task in self._relays:
+            task.cancel()
+        self._relays.clear()
+        for writer in self._downstreams:
+            writer.transport.abort()
+        self._downstreams.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        for writer in self._upstreams:
+            writer.transport.abort()
+        if self._server is not None:
+            self._server.close()
+
+
+async def test_logging_back_in_waits_until_the_server_drops_the_old_session(
+    start_server: StartServer, key_pair: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The server notices a dead peer within 2 + 2 s; the client is back sooner.
+    keepalive = ("--ping-interval", "2", "--ping-timeout", "2", "--close-timeout", "0.5")
+    server = await start_server("--db", ":memory:", *keepalive)
+    network = Blackhole(server.port)
+    await network.start()
+    try:
+        sophia = Terminal.spawn(
+            [HOST, str(key_pair[1]), "--port", str(network.port), "--username", "sophia"],
+            cwd=tmp_path / "sophia",
+            config_dir=tmp_path / "config",
+        )
+        request.addfinalizer(sophia.close)
+        await sophia.expect("[Welcome sophia]")
+        network.cut()
+        await sophia.expect("Connection lost: the connection was cut. Reconnecting in 1 s...")
+        await sophia.expect("The server still has the old session of sophia; trying again every 2 s...")
+        await sophia.expect("Reconnected as sophia.", timeout=15)
+        jojo = await Peer.login(server.port, key_pair[1], "jojo")
+        sophia.send("still here\r")
+        event = await jojo.wait_for(lambda e: e.type == "broadcast", "sophia's broadcast")
+        assert (event["sender"], event["text"]) == ("sophia", "still here")
+        await jojo.close()
+    finally:
+        await network.close()
+
+
+async def test_line_mode_does_not_reconnect(
+    start_server: StartServer, key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    server = await start_server()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "chat.client", HOST, str(key_pair[1]), "--port", str(server.port),
+        "--username", "bot", cwd=tmp_path, env=child_env(), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"[Welcome bot]\n"
+    await server.stop()
+    out, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 5
+    assert out == b"Server is shutting down.\n"
+    assert err.decode().splitlines() == ["Disconnected by the server: server shutting down"]
+
+
+def test_backoff_doubles_up_to_thirty_seconds_with_jitter() -> None:
+    assert [round(d, 6) for d in _take(backoff_delays(rand=lambda: 0.5), 8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    low = _take(backoff_delays(rand=lambda: 0.0), 7)
+    high = _take(backoff_delays(rand=lambda: 0.999999), 7)
+    assert low[0] == pytest.approx(0.8) and high[0] == pytest.approx(1.2, abs=1e-5)
+    assert max(high) <= MAX_DELAY and low[-1] == pytest.approx(24)
+
+
+def test_which_losses_are_worth_a_reconnection() -> None:
+    assert worth_retrying(Disconnected("Disconnected by the server: connection lost"))
+    assert worth_retrying(Disconnected("x", 1001, "server shutting down"))
+    assert worth_retrying(Disconnected("x", 1013, "too many connections"))
+    assert worth_retrying(ClientError("Cannot connect: connection refused", EXIT_CANNOT_CONNECT))
+    assert not worth_retrying(Disconnected("x", 1008, "sending too fast"))
+    assert not worth_retrying(Disconnected("Disconnected: invalid message", 1002, "invalid message"))
+    assert not worth_retrying(ClientError("The server's key does not match", EXIT_BAD_SERVER_KEY))
+    assert loss_reason(Disconnected("x", 1001, "server shutting down")) == "server shutting down"
+    cut = Disconnected("Disconnected by the server: connection lost")
+    assert loss_reason(cut) == "the connection was cut"
+
+
+def _take(delays: Iterator[float], count: int) -> list[float]:
+    return list(itertools.islice(delays, count))
