@@ -734,7 +734,7 @@ async def test_hundreds_of_half_open_connections(
     for session in upgraded[100:]:
         await session.ws.send(ClientHandshake(public_key).client_hello())
     try:
-        for _ in range(40):
+        for _ in range(200):  # up to 10 s: a loaded machine accepts slowly
             if process.num_fds() >= baseline + 300:
                 break
             await asyncio.sleep(0.05)
