@@ -52,6 +52,13 @@ async def test_reconnects_after_a_server_restart_and_sends_what_was_typed(
     )
     request.addfinalizer(sophia.close)
     await sophia.expect("[Welcome sophia]")
+    # sophia registers too: logging back in then needs the password (kept in memory).
+    sophia.send("/register\r")
+    for prompt in ("Password:", "Repeat password:"):
+        await sophia.expect(prompt)
+        sophia.send("sophia-secret\r")
+    await sophia.expect("[Name 'sophia' is now registered.]")
+    assert "sophia-secret" not in sophia.text
     await jojo.close()
 
     await server.stop()
