@@ -57,13 +57,12 @@ class ChatConnection:
                 raise RuntimeError(f"server error while waiting for {kind}: {header}")
 
     def on_event(self, handler: EventHandler) -> None:
-        """Decrypt every further record and pass (header, body) to ``handler``.
-
-        Records still queued are opened (and dropped) first: the record layer's
-        sequence numbers must advance over every record, in order."""
+        """Decrypt every further record and pass (header, body) to ``handler``,
+        starting with the records still queued (in order: the record layer's sequence
+        numbers must advance over every record)."""
         open_record = self.channel.open
         for record in self.ws.take_queued():
-            open_record(record)
+            handler(*parse_event(open_record(record)))
 
         def on_message(record: bytes) -> None:
             header, body = parse_event(open_record(record))

@@ -379,6 +379,8 @@ async def capacity_role(ctl: Control, p: dict[str, Any]) -> None:
 # --- scenario 5: file relay ----------------------------------------------------------------------------
 
 CHUNK = 256 * 1024
+#: A transfer that makes no progress for this long is a failure, not a hang.
+TRANSFER_TIMEOUT_S = 120.0
 
 
 def file_digest(block: bytes, size: int) -> str:
@@ -398,8 +400,6 @@ async def file_receiver_role(ctl: Control, p: dict[str, Any]) -> None:
         client: Client = await chatclient.connect(p["host"], p["port"], key, name)
     else:
         client = await wsclient.connect(p["host"], p["port"])
-    ctl.reply()
-    await ctl.command()
     size = p["size"]
     digest = hashlib.sha256()
     finished: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -444,7 +444,9 @@ async def file_receiver_role(ctl: Control, p: dict[str, Any]) -> None:
                 finished.set_result({"received": got, "intact": ok})
 
         ws.on_message = on_message
-    ctl.reply(**await finished)
+    ctl.reply()  # ready: the handlers above are in place before anything is offered
+    await ctl.command()
+    ctl.reply(**await asyncio.wait_for(finished, TRANSFER_TIMEOUT_S))
     await ctl.command()
     close_all([client])
 
@@ -457,7 +459,8 @@ async def file_sender_role(ctl: Control, p: dict[str, Any]) -> None:
     sha = file_digest(block, size)
     if chat:
         key = load_public_key(Path(p["public_key"]))
-        client: Client = await chatclient.connect(p["host"], p["port"], key, p.get("sender_name", "sender"))
+        name = p.get("sender_name", "sender")
+        client: Client = await chatclient.connect(p["host"], p["port"], key, name)
     else:
         client = await wsclient.connect(p["host"], p["port"])
     ctl.reply()
@@ -483,16 +486,20 @@ async def file_sender_role(ctl: Control, p: dict[str, Any]) -> None:
                 progress.set()
             elif kind == "file_offered":
                 state["tid"] = header["id"]
-            elif kind == "file_result":
+            elif kind == "file_result" and not done.done():
                 done.set_result({"delivered": header["delivered"], "failed": header["failed"]})
             elif kind in ("error", "file_aborted") and not done.done():
                 done.set_exception(RuntimeError(f"transfer failed: {header}"))
+            progress.set()
 
         conn.on_event(on_event)
         conn.send("file_offer", name="bench.bin", size=size, to=p.get("receiver_name", "receiver"))
-        while not state["go"]:
-            progress.clear()
-            await progress.wait()
+        async with asyncio.timeout(TRANSFER_TIMEOUT_S):
+            while not state["go"]:
+                if done.done():
+                    raise RuntimeError(f"the transfer ended before it started: {done.result()}")
+                progress.clear()
+                await progress.wait()
 
         def send_chunk(offset: int) -> None:
             conn.send("file_chunk", block, rid=False, id=state["tid"], offset=offset)
@@ -530,7 +537,7 @@ async def file_sender_role(ctl: Control, p: dict[str, Any]) -> None:
             if sent + CHUNK - state["acked"] > window:
                 await progress.wait()
     finish()
-    outcome = await done
+    outcome = await asyncio.wait_for(done, TRANSFER_TIMEOUT_S)
     seconds = time.perf_counter() - state["t0"]
     ctl.reply(seconds=seconds, bytes=size, **outcome)
     await ctl.command()
