@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import REPO, machine_info
+from bench.common import REPO, machine_info, snapshot
 from bench.scenarios import SCENARIOS, Settings, dump
 
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also measure the experimental server changes of bench/experiments.py")
     parser.add_argument("--profile", action="store_true",
                         help="sample the chat server with py-spy (into RESULTS_DIR/profiles/)")
+    parser.add_argument("--server-rev", metavar="REV",
+                        help="measure chat/ as of this git revision (a snapshot), not the working tree")
     parser.add_argument("--key-bits", type=int, default=3072,
                         help="RSA size of the key made for the benchmark (default: 3072, as chat-keygen)")
     parser.add_argument("--private-key", type=Path, metavar="PEM",
@@ -79,9 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     settings.uvloop = not args.no_uvloop and (args.uvloop or not args.quick) and _has_uvloop()
     for key, value in overrides.items():
         setattr(settings, key, value)
+    code = machine_info()["code"]
+    if args.server_rev:
+        settings.server_tree, commit = snapshot(args.server_rev, results_dir / "trees")
+        code = f"{commit} (snapshot of chat/ at {args.server_rev})"
     results: dict[str, Any] = {
         "started": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": machine_info(),
+        "machine": {**machine_info(), "code": code},
         "config": {"quick": args.quick, "key_bits": _key_bits(private), "uvloop_variant": settings.uvloop,
                    "experiments": args.experiments,
                    "scenarios": names, "settings": {k: v for k, v in vars(settings).items()

@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,35 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def snapshot(rev: str, directory: Path) -> tuple[Path, str]:
+    """A copy of ``chat/`` as of git revision ``rev`` (and of the current ``bench/``) to run
+    servers from, so that a run measures a known version while chat/ is being edited.
+    Returns the directory and the short commit id."""
+    commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=REPO, capture_output=True, text=True,
+                            timeout=10, check=True).stdout.strip()
+    tree = directory / commit
+    if not (tree / "chat").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "chat"], cwd=REPO, capture_output=True,
+                                 timeout=60, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True, timeout=60)
+    shutil.rmtree(tree / "bench", ignore_errors=True)
+    shutil.copytree(REPO / "bench", tree / "bench", ignore=shutil.ignore_patterns("__pycache__"))
+    return tree, commit
+
+
+def _code_version() -> str | None:
+    """The commit measured, marked dirty when chat/ has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "chat"], cwd=REPO, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{head}{' + uncommitted changes in chat/' if dirty else ''}" if head else None
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, memory, OS, Python and the versions of the packages that matter."""
     packages = {}
@@ -73,6 +103,7 @@ def machine_info() -> dict[str, Any]:
 
         packages["openssl"] = backend.openssl_version_text()
     return {
+        "code": _code_version(),
         "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "physical_cores": physical_cores(),
@@ -96,6 +127,8 @@ class ServerProcess:
     log_path: Path | None = None
     wrapper_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: Directory holding the ``chat`` package to run (default: this checkout).
+    tree: Path = REPO
     port: int = 0
     popen: subprocess.Popen[str] | None = None
     proc: Proc | None = None
@@ -106,10 +139,10 @@ class ServerProcess:
             command.append("--uvloop")
         command += [self.kind, *self.args]
         log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        path = os.pathsep.join(filter(None, [str(self.tree), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONPATH=path, **self.env)
         self.popen = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
+            command, cwd=self.tree, env=env, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1
         )
         if log is not subprocess.DEVNULL:
             log.close()

@@ -88,6 +88,7 @@ def render(results: dict[str, Any]) -> str:
     pk = m["packages"]
     out = [
         f"Machine: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, {m['memory_gib']} GiB, {m['os']}",
+        f"Server code: {m.get('code')}",
         f"Python {m['python']}; websockets {pk.get('websockets')}, cryptography {pk.get('cryptography')} "
         f"({pk.get('openssl')}), uvloop {pk.get('uvloop')}; RSA key {results['config']['key_bits']} bits"
         + ("; QUICK run (smoke sizes)" if results["config"]["quick"] else ""),

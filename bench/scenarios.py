@@ -86,6 +86,8 @@ class Settings:
     file_repeats: int = 5
     log_path: Path | None = None
     experiments: bool = False
+    #: Where the measured ``chat`` package lives (a snapshot with --server-rev).
+    server_tree: Path = REPO
     #: Longest wait, before each measurement, for other processes to leave the CPUs alone.
     quiet_timeout_s: float = 30.0
     #: A measurement during which other processes used more than ``max_other`` of a core
@@ -126,13 +128,13 @@ class Settings:
                 str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
                 "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *extra,
             ]
-            if "--db" in _chat_server_options():
+            if "--db" in _chat_server_options(self.server_tree):
                 args += ["--db", ":memory:"]  # nothing written to disk, nothing left behind
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
         wrapper = [arg for name in target.patches for arg in ("--patch", name)]
         return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,
-                             wrapper_args=wrapper, env=dict(target.env)).start()
+                             wrapper_args=wrapper, env=dict(target.env), tree=self.server_tree).start()
 
     def params(self, server: ServerProcess, **extra: Any) -> dict[str, Any]:
         return {
@@ -157,10 +159,10 @@ class Settings:
 
 
 @functools.cache
-def _chat_server_options() -> str:
+def _chat_server_options(tree: Path) -> str:
     """The chat server's --help text (options differ between versions of the server)."""
     run = subprocess.run([sys.executable, "-m", "chat.server", "--help"], capture_output=True, text=True,
-                         timeout=60, cwd=REPO)
+                         timeout=60, cwd=tree)
     return run.stdout
 
 
