@@ -36,6 +36,7 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--rate-limit", "rate_limit", float, "PER_SECOND", "requests per second per connection, 0 = off"),
     ("--rate-burst", "rate_burst", int, "N", "requests allowed in a burst"),
     ("--max-backlog", "max_backlog_bytes", int, "BYTES", "unread bytes queued per client, then cut off"),
+    ("--socket-send-buffer", "socket_send_buffer", int, "BYTES", "kernel send buffer per connection"),
     ("--max-connections", "max_connections", int, "N", "connections in all, 0 = unlimited"),
     ("--max-per-ip", "max_connections_per_ip", int, "N", "connections from one IP address, 0 = unlimited"),
     ("--max-groups-per-user", "max_groups_per_user", int, "N", "groups one user may be in"),

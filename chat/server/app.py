@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections import Counter
 from dataclasses import dataclass
 
@@ -29,6 +30,15 @@ log = logging.getLogger("chat.server")
 #: Plain HTTP GET of this path returns the server's public key (PEM), so that a client
 #: without it can show the fingerprint and ask its user (trust on first use).
 SERVER_KEY_PATH = "/server-key.pem"
+
+
+def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
+    """Cap what the kernel holds for a peer that does not read, so the server's own
+    backlog bound soon decides when to cut it off."""
+    sock = websocket.transport.get_extra_info("socket")
+    if size > 0 and sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 def _ip_of(websocket: ServerConnection) -> str:
@@ -57,6 +67,12 @@ class ServerConfig:
     #: Requests per second sustained per connection (0: unlimited), and the burst allowed.
     rate_limit: float = 10.0
     rate_burst: int = 30
+    #: Kernel send buffer per connection, bytes. 0 keeps the system's autotuning, which
+    #: is faster for file transfers but lets the kernel hold up to a few MiB (Linux:
+    #: net.ipv4.tcp_wmem) for a reader that stopped, before --max-backlog counts.
+    socket_send_buffer: int = 0
+    #: Connections the kernel may hold waiting to be accepted.
+    listen_backlog: int = 1024
     #: Connections in all and from one IP address (0: unlimited).
     max_connections: int = 20000
     max_connections_per_ip: int = 128
@@ -103,6 +119,7 @@ class ChatServer:
             await websocket.close(CLOSE_TRY_AGAIN_LATER, refusal)
             return
         ip = _ip_of(websocket)
+        _limit_send_buffer(websocket, self.config.socket_send_buffer)
         connection = ClientConnection(websocket, self)
         self.connections.add(connection)
         self._per_ip[ip] += 1
@@ -147,6 +164,8 @@ class ChatServer:
             ping_timeout=self.config.ping_timeout,
             close_timeout=self.config.close_timeout,
             open_timeout=self.config.handshake_timeout,
+            # A class logging in at once must not wait on SYN retries (asyncio's default is 100).
+            backlog=self.config.listen_backlog,
         )
         return self._server.sockets[0].getsockname()[1]
 

@@ -14,7 +14,7 @@ import itertools
 import logging
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
 
 from chat.protocol.envelope import Envelope, decode_request, encode_event
@@ -39,6 +39,9 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
+#: Below this many bytes waiting in the socket's buffer, an event is written directly.
+DIRECT_WRITE_LIMIT = 64 * 1024
+
 #: Requests exempt from the rate limit: file data, which flow control paces instead.
 UNMETERED = frozenset({"file_chunk", "file_ack"})
 
@@ -61,6 +64,8 @@ class ClientConnection:
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._logout_task: asyncio.Task[None] | None = None
+        #: The writer task is sending a queued record (direct writes must wait their turn).
+        self._writing = False
         self._closer: asyncio.Task[None] | None = None
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
@@ -72,6 +77,11 @@ class ClientConnection:
         if self._closing or self._channel is None:
             return
         record = self._channel.seal(payload)
+        if self._can_write_now():
+            # Nothing queued before it and the socket keeps up: write it straight away, as
+            # websockets' broadcast() does, instead of waking the writer task.
+            broadcast((self._ws,), record)
+            return
         if not bulk:
             self._backlog += len(record)
         if self._backlog > self._server.config.max_backlog_bytes:
@@ -83,6 +93,13 @@ class ClientConnection:
             )
             return
         self._queue.put_nowait((record, bulk))
+
+    def _can_write_now(self) -> bool:
+        return (
+            not self._writing
+            and self._queue.empty()
+            and self._ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
+        )
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -134,7 +151,9 @@ class ClientConnection:
                 hello = await self._ws.recv()
                 if isinstance(hello, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
-                await self._ws.send(machine.receive_client_hello(hello))
+                # The RSA unwrap runs in a thread: cryptography releases the GIL, so
+                # handshakes use every core and never stall the event loop.
+                await self._ws.send(await asyncio.to_thread(machine.receive_client_hello, hello))
                 finished = await self._ws.recv()
                 if isinstance(finished, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
@@ -298,7 +317,9 @@ class ClientConnection:
         try:
             while (item := await self._queue.get()) is not None:
                 record, bulk = item
-                await self._ws.send(record)
+                self._writing = True
+                await self._ws.send(record)  # waits while the peer is slow to read
+                self._writing = False
                 if not bulk:
                     self._backlog -= len(record)
             await self._ws.close(self._close_code, self._close_reason)
