@@ -6,16 +6,9 @@ import asyncio
 from pathlib import Path
 
 from e2e_harness import ServerProcess
+from session_helpers import login
 
-from chat.client.transport import ClientSession, open_session
-from chat.keys import load_public_key
-
-
-async def login(port: int, public_pem: Path, name: str) -> ClientSession:
-    session = await open_session("127.0.0.1", port, load_public_key(public_pem))
-    await session.send("login", name=name)
-    assert (await session.recv()).type == "welcome"
-    return session
+from chat.client.transport import ClientSession
 
 
 async def next_of(session: ClientSession, kind: str) -> dict[str, object]:

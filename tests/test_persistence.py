@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import session_helpers
 from e2e_harness import ServerProcess
 
 from chat.client.transport import ClientError, ClientSession, Disconnected, open_session
@@ -63,12 +64,7 @@ class Server:
 
 async def reply(session: ClientSession, kind: str, **fields: object) -> Envelope:
     """Send a request and return its reply, skipping only NOTIFICATIONS."""
-    rid = await session.send(kind, **fields)
-    while True:
-        event = await asyncio.wait_for(session.recv(), 5)
-        if event.get("re") == rid:
-            return event
-        assert event.type in NOTIFICATIONS, f"unexpected {event} while waiting for the reply to {kind}"
+    return await session_helpers.reply(session, kind, skip=NOTIFICATIONS, **fields)
 
 
 @pytest.fixture

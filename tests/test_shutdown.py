@@ -10,17 +10,10 @@ from pathlib import Path
 
 import pytest
 from e2e_harness import ServerProcess
+from session_helpers import login, reply
 
-from chat.client.transport import ClientSession, Disconnected, open_session
-from chat.keys import load_public_key
+from chat.client.transport import ClientSession, Disconnected
 from chat.protocol.envelope import Envelope
-
-
-async def login(port: int, public_pem: Path, name: str) -> ClientSession:
-    session = await open_session("127.0.0.1", port, load_public_key(public_pem))
-    await session.send("login", name=name)
-    assert (await session.recv()).type == "welcome"
-    return session
 
 
 async def events_until_closed(session: ClientSession) -> tuple[list[Envelope], Disconnected]:
@@ -30,14 +23,6 @@ async def events_until_closed(session: ClientSession) -> tuple[list[Envelope], D
             seen.append(await asyncio.wait_for(session.recv(), 6))
         except Disconnected as closed:
             return seen, closed
-
-
-async def reply(session: ClientSession, kind: str, **fields: object) -> Envelope:
-    rid = await session.send(kind, **fields)
-    while True:
-        event = await asyncio.wait_for(session.recv(), 5)
-        if event.get("re") == rid:
-            return event
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
