@@ -2,7 +2,9 @@
 --patch NAME``) so their gain can be measured before anyone edits ``chat/``.
 
 These are measurement aids, not production code: each mirrors one suggestion in
-BENCHMARKS.md as closely as a patch from outside allows.
+BENCHMARKS.md as closely as a patch from outside allows. They were measured against the
+server before commit 7c3c172, which adopted both; on a server that has them they change
+nothing that matters (``--experiments`` then mostly measures ``MALLOC_TOP_PAD_``).
 
 - ``direct-write``: ``ClientConnection.deliver`` writes a sealed record straight to the
   WebSocket (the primitives ``websockets.broadcast()`` uses: no ``await ws.send``, no

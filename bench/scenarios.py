@@ -94,13 +94,16 @@ class Settings:
     #: is repeated, up to ``attempts`` times in all; the least disturbed one is kept.
     attempts: int = 3
     max_other: float = 0.25
+    #: Interval over which "the server is idle again" is judged between measurements.
+    idle_interval_s: float = 0.25
 
     @classmethod
     def make(cls, results_dir: Path, private_key: Path, public_key: Path, quick: bool, **kw: Any) -> Settings:
         settings = cls(results_dir, private_key, public_key, quick=quick, **kw)
         if quick:
             settings.fanouts = [10]
-            settings.warmup_s, settings.measure_s = 0.2, 0.6
+            settings.warmup_s, settings.measure_s = 0.1, 0.5
+            settings.idle_interval_s = 0.1
             settings.private_pairs, settings.private_rate = 10, 200.0
             settings.handshake_concurrency = 4
             settings.rsa_seconds = 0.3
@@ -212,7 +215,7 @@ def _measure_row(
         best["attempts"] = attempt
         if row["other_util"] <= settings.max_other:
             break
-        server.wait_idle(timeout=60)
+        server.wait_idle(interval=settings.idle_interval_s, timeout=60)
     assert best is not None
     return {**best, **profile}
 
@@ -248,7 +251,7 @@ def broadcast(settings: Settings) -> dict[str, Any]:
                     for i, n in enumerate(per_proc)
                 ]
                 recv_all(workers, timeout=300)
-                server.wait_idle()
+                server.wait_idle(interval=settings.idle_interval_s)
             for target in settings.targets("broadcast"):
                 server, workers = live[target.label]
                 base = {"target": target.label, "clients": clients, "phase": "saturated"}
@@ -257,7 +260,7 @@ def broadcast(settings: Settings) -> dict[str, Any]:
                 row = _measure_row(settings, server, workers, closed, _broadcast_row(clients), base, name)
                 saturated[target.label] = row
                 rows.append(row)
-                server.wait_idle(timeout=60)
+                server.wait_idle(interval=settings.idle_interval_s, timeout=60)
             rate = 0.5 * min(r["broadcasts_per_s"] for r in saturated.values())
             rate = max(rate, 1.0)
             for target in settings.targets("broadcast"):
@@ -267,7 +270,7 @@ def broadcast(settings: Settings) -> dict[str, Any]:
                 paced = {"mode": "rate", "rate": rate / len(workers)}
                 row = _measure_row(settings, server, workers, paced, _broadcast_row(clients), base)
                 rows.append(row)
-                server.wait_idle(timeout=60)
+                server.wait_idle(interval=settings.idle_interval_s, timeout=60)
         finally:
             for server, workers in live.values():
                 stop_all(workers)
@@ -315,7 +318,7 @@ def private(settings: Settings) -> dict[str, Any]:
         try:
             workers.append(Worker("private", settings.params(server, proc=0, pairs=settings.private_pairs)))
             recv_all(workers, timeout=300)
-            server.wait_idle()
+            server.wait_idle(interval=settings.idle_interval_s)
             base = {"target": target.label, "pairs": settings.private_pairs,
                     "offered_per_s": settings.private_rate}
             name = "private" if target is CHAT else None
@@ -440,9 +443,10 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
         connect_s = time.perf_counter() - start
         load = window.stop().summary()
         total = sum(r["connected"] for r in connected)
-        drain_s = server.wait_idle(threshold=0.02, interval=0.5, timeout=settings.capacity_time_limit_s)
+        settle = 2 * settings.idle_interval_s
+        drain_s = server.wait_idle(threshold=0.02, interval=settle, timeout=settings.capacity_time_limit_s)
         cpu_used = server.cpu() - cpu0
-        time.sleep(0.5)
+        time.sleep(settle)
         rss_after = server.rss()
         for worker in workers:
             worker.send("check")
@@ -523,7 +527,7 @@ def _file_attempt(
         sender = Worker("file_sender", params)
         workers.append(sender)
         sender.recv(timeout=60)
-        server.wait_idle()
+        server.wait_idle(interval=settings.idle_interval_s)
         wait_quiet(_procs(server, workers), timeout=settings.quiet_timeout_s)
         rss_before = server.rss()
         peak_ok = server.reset_peak_rss()
