@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     entry = _entry(args.kind)
+    if args.kind == "chat":
+        # The server picks uvloop by itself when installed; the benchmark decides instead.
+        rest = ["--event-loop", "uvloop" if args.uvloop else "asyncio", *rest]
     if args.patch:
         from bench import experiments
 

@@ -77,9 +77,10 @@ class ClientConnection:
         if self._closing or self._channel is None:
             return
         record = self._channel.seal(payload)
-        if self._can_write_now():
+        if not bulk and self._can_write_now():
             # Nothing queued before it and the socket keeps up: write it straight away, as
-            # websockets' broadcast() does, instead of waking the writer task.
+            # websockets' broadcast() does, instead of waking the writer task. (File data
+            # goes through the writer, whose flow control it needs and loses nothing by.)
             broadcast((self._ws,), record)
             return
         if not bulk:
