@@ -65,6 +65,11 @@ class LoginThrottle:
         failures = self._failures[(kind, value)]
         while failures and failures[0] <= now - self._window:
             failures.popleft()
+        if not failures:
+            # Forget names and addresses with nothing recent, so guessing many names
+            # does not grow this table without bound.
+            del self._failures[(kind, value)]
+            return deque()
         return failures
 
     def blocked(self, name_key: str, address: str) -> bool:
@@ -77,4 +82,5 @@ class LoginThrottle:
     def failed(self, name_key: str, address: str) -> None:
         now = time.monotonic()
         for kind, value in (("name", name_key), ("address", address)):
-            self._recent(kind, value, now).append(now)
+            self._recent(kind, value, now)
+            self._failures[(kind, value)].append(now)
