@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -108,6 +110,10 @@ class ChatServer:
                 config.offer_timeout,
             ),
         )
+        #: Threads for the handshake's RSA unwrap (cryptography releases the GIL), one per
+        #: core: a small dedicated pool hands work over with less overhead than
+        #: asyncio.to_thread and keeps password hashing from queueing behind handshakes.
+        self.crypto_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="handshake")
         self.connections: set[ClientConnection] = set()
         self._per_ip: Counter[str] = Counter()
         self._server: Server | None = None
@@ -181,6 +187,7 @@ class ChatServer:
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
         await self.services.storage.close()
+        self.crypto_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 
     async def run_until_stopped(self) -> None:

@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
+from collections import deque
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from chat.protocol.envelope import Envelope, decode_request, encode_event
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
@@ -40,10 +43,26 @@ CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 #: Below this many bytes waiting in the socket's buffer, an event is written directly.
-DIRECT_WRITE_LIMIT = 64 * 1024
+DIRECT_LIMIT = 64 * 1024
 
 #: Requests exempt from the rate limit: file data, which flow control paces instead.
 UNMETERED = frozenset({"file_chunk", "file_ack"})
+
+
+_SHORT_FRAME_HEADERS = [bytes((0x82, n)) for n in range(126)]
+_MEDIUM_FRAME_HEADER = struct.Struct("!BBH")
+_LONG_FRAME_HEADER = struct.Struct("!BBQ")
+
+
+def binary_frame(payload: bytes) -> bytes:
+    """A final, unmasked binary WebSocket frame (RFC 6455 section 5.2): what a server
+    sends, so no mask and no extensions (compression is off)."""
+    size = len(payload)
+    if size < 126:
+        return _SHORT_FRAME_HEADERS[size] + payload
+    if size < 1 << 16:
+        return _MEDIUM_FRAME_HEADER.pack(0x82, 126, size) + payload
+    return _LONG_FRAME_HEADER.pack(0x82, 127, size) + payload
 
 
 class ClientConnection:
@@ -55,8 +74,14 @@ class ClientConnection:
         self._ws = websocket
         self._server = server
         self._channel: SecureChannel | None = None
-        # Sealed records waiting for the writer, each marked bulk (file data) or not.
-        self._queue: asyncio.Queue[tuple[bytes, bool] | None] = asyncio.Queue()
+        self._transport = websocket.transport
+        # Sealed records waiting to be written, in order, each marked bulk (file data) or
+        # not; None asks the writer to close the WebSocket.
+        self._pending: deque[tuple[bytes, bool] | None] = deque()
+        #: The task writing ``_pending``; it exists only while something waits, so an idle
+        #: connection holds no task (memory) and a fresh one costs none to set up.
+        self._writer: asyncio.Task[None] | None = None
+        self._close_queued = False
         self._backlog = 0
         self._closing = False
         self._close_code = CLOSE_NORMAL
@@ -64,8 +89,6 @@ class ClientConnection:
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._logout_task: asyncio.Task[None] | None = None
-        #: The writer task is sending a queued record (direct writes must wait their turn).
-        self._writing = False
         self._closer: asyncio.Task[None] | None = None
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
@@ -77,11 +100,11 @@ class ClientConnection:
         if self._closing or self._channel is None:
             return
         record = self._channel.seal(payload)
-        if not bulk and self._can_write_now():
-            # Nothing queued before it and the socket keeps up: write it straight away, as
-            # websockets' broadcast() does, instead of waking the writer task. (File data
+        if not bulk and self._writer is None and self._transport.get_write_buffer_size() < DIRECT_LIMIT:
+            # Nothing waits before it and the socket keeps up: write it straight away, as
+            # websockets' broadcast() does, instead of waking a writer task. (File data
             # goes through the writer, whose flow control it needs and loses nothing by.)
-            broadcast((self._ws,), record)
+            self._write_now(record)
             return
         if not bulk:
             self._backlog += len(record)
@@ -93,14 +116,26 @@ class ClientConnection:
                 self._ws.close(CLOSE_POLICY, "too much unread data")
             )
             return
-        self._queue.put_nowait((record, bulk))
+        self._enqueue((record, bulk))
 
-    def _can_write_now(self) -> bool:
-        return (
-            not self._writing
-            and self._queue.empty()
-            and self._ws.transport.get_write_buffer_size() < DIRECT_WRITE_LIMIT
-        )
+    def _write_now(self, record: bytes) -> None:
+        """Write ``record`` as one binary frame without waiting, as websockets'
+        ``broadcast()`` does, but with the frame built by :func:`binary_frame`: this is
+        the hot path of every delivery, and websockets' general frame writer costs more
+        than the encryption."""
+        if self._ws.protocol.state is State.OPEN:  # closing: no more data frames
+            self._transport.write(binary_frame(record))
+
+    def _enqueue(self, item: tuple[bytes, bool] | None) -> None:
+        self._pending.append(item)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_pending())
+
+    def _queue_close(self) -> None:
+        """Close the WebSocket once what is queued before this has been written."""
+        if not self._close_queued:
+            self._close_queued = True
+            self._enqueue(None)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -111,7 +146,6 @@ class ClientConnection:
             if channel is None:
                 return
             self._channel = channel
-            writer = asyncio.create_task(self._write_loop())
             config = self._server.config
             loop = asyncio.get_running_loop()
             self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
@@ -122,7 +156,7 @@ class ClientConnection:
             finally:
                 self._login_timer.cancel()
                 await (self._logout_task or self._logout())
-                await self._shutdown_writer(writer)
+                await self._shutdown_writer()
         finally:
             log.info(
                 "connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code
@@ -135,7 +169,7 @@ class ClientConnection:
             return
         self._closing = True
         self._close_code, self._close_reason = code, reason
-        self._queue.put_nowait(None)
+        self._queue_close()
         self._logout_now()
 
     def _logout_now(self) -> None:
@@ -154,7 +188,10 @@ class ClientConnection:
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
                 # The RSA unwrap runs in a thread: cryptography releases the GIL, so
                 # handshakes use every core and never stall the event loop.
-                await self._ws.send(await asyncio.to_thread(machine.receive_client_hello, hello))
+                server_hello = await asyncio.get_running_loop().run_in_executor(
+                    self._server.crypto_pool, machine.receive_client_hello, hello
+                )
+                self._write_now(server_hello)
                 finished = await self._ws.recv()
                 if isinstance(finished, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
@@ -307,32 +344,41 @@ class ClientConnection:
         """Close without flushing what is queued (bad input, or a reader too slow)."""
         self._closing = True
         self._close_code, self._close_reason = code, reason
-        while not self._queue.empty():
-            self._queue.get_nowait()
+        self._pending.clear()
         self._backlog = 0
-        self._queue.put_nowait(None)
+        self._close_queued = False
+        self._queue_close()
         self._logout_now()
 
-    async def _write_loop(self) -> None:
-        """Send queued records in order; on the end marker, close the WebSocket."""
+    async def _write_pending(self) -> None:
+        """Send queued records in order; on the end marker, close the WebSocket. Ends
+        when nothing is left, so the next record may be written directly again."""
+        pending = self._pending
         try:
-            while (item := await self._queue.get()) is not None:
+            while pending:
+                item = pending.popleft()
+                if item is None:
+                    await self._ws.close(self._close_code, self._close_reason)
+                    return
                 record, bulk = item
-                self._writing = True
                 await self._ws.send(record)  # waits while the peer is slow to read
-                self._writing = False
                 if not bulk:
                     self._backlog -= len(record)
-            await self._ws.close(self._close_code, self._close_reason)
         except ConnectionClosed:
             pass
+        finally:
+            self._writer = None
 
-    async def _shutdown_writer(self, writer: asyncio.Task[None]) -> None:
+    async def _shutdown_writer(self) -> None:
+        """Flush what is queued and close, bounded by the close timeout."""
         self._closing = True
-        self._queue.put_nowait(None)
+        self._queue_close()
+        writer = self._writer
+        if writer is None:
+            return
         try:
             async with asyncio.timeout(self._server.config.close_timeout):
                 await writer
         except TimeoutError:
             writer.cancel()
-            self._ws.transport.abort()
+            self._transport.abort()
