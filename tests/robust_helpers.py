@@ -219,6 +219,14 @@ class Peer:
 
         return await self.wait_for(match, f"{kind} {fields}", timeout)
 
+    async def wait_presence(self, kind: str, name: str, timeout: float = TIMEOUT) -> Envelope:
+        """The first unconsumed ``user_joined`` / ``user_exited`` (``kind``) naming ``name``
+        (the server may list several names in one event; the event is consumed)."""
+        assert kind in ("user_joined", "user_exited"), kind
+        return await self.wait_for(
+            lambda e: e.type == kind and name in e.get("names", []), f"{kind} naming {name}", timeout
+        )
+
     async def request(self, kind: str, timeout: float = TIMEOUT, **fields: Any) -> Envelope:
         rid = await self.send(kind, **fields)
         return await self.wait_for(lambda e: e.get("re") == rid, f"the reply to {kind}", timeout)

@@ -32,9 +32,14 @@ def complete(roster: Roster, text: str) -> list[str]:
 
 
 def test_roster_follows_presence_and_groups(roster: Roster) -> None:
-    roster.apply(event("user_joined", name="nana"))
-    roster.apply(event("user_exited", name="JOJO"))
+    roster.apply(event("user_joined", names=["nana"]))
+    roster.apply(event("user_exited", names=["JOJO"]))
     assert roster.online == ["sophia", "Jack", "nana"]
+    # Combined announcements: every name applies, in order.
+    roster.apply(event("user_joined", names=["zed", "Amy", "bob"]))
+    roster.apply(event("user_exited", names=["ZED", "jack"]))
+    assert roster.online == ["sophia", "nana", "Amy", "bob"]
+    assert [c for c in complete(roster, "/msg ") if c in ("Amy", "bob", "zed", "Jack")] == ["Amy", "bob"]
     roster.apply(event("group_created", group="team"))
     roster.apply(event("group_joined", group="haha"))
     assert roster.my_groups == ["team", "haha"]

@@ -29,8 +29,11 @@ def ev(kind: str, **fields: Any) -> Envelope:
 
 EVENT_LINES: list[tuple[Envelope, list[str]]] = [
     (ev("welcome", name="sophia"), ["[Welcome sophia]"]),
-    (ev("user_joined", name="jojo"), ["[jojo joined]"]),
-    (ev("user_exited", name="jojo"), ["[jojo exited]"]),
+    (ev("user_joined", names=["jojo"]), ["[jojo joined]"]),
+    (ev("user_exited", names=["jojo"]), ["[jojo exited]"]),
+    # The server may combine announcements: one line per name, in order.
+    (ev("user_joined", names=["a", "b"]), ["[a joined]", "[b joined]"]),
+    (ev("user_exited", names=["zed", "Amy", "bob"]), ["[zed exited]", "[Amy exited]", "[bob exited]"]),
     (ev("user_list", users=["sophia", "jojo"]), ["sophia, jojo"]),
     (ev("user_list", users=["sophia"]), ["sophia"]),
     (ev("broadcast", sender="nana", text="hi"), ["[Broadcast from nana]: hi"]),

@@ -37,6 +37,7 @@ from chat.protocol.limits import (
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
     MAX_PASSWORD_CHARS,
+    MAX_PRESENCE_NAMES,
     MAX_TEXT_CHARS,
 )
 
@@ -129,7 +130,7 @@ def strategy(kind: Kind) -> st.SearchStrategy[Any]:
     if isinstance(kind, Bool):
         return st.booleans()
     if isinstance(kind, List):
-        return st.lists(strategy(kind.item), max_size=min(kind.max_items, 4))
+        return st.lists(strategy(kind.item), min_size=kind.min_items, max_size=min(kind.max_items, 4))
     if isinstance(kind, Objects):
         return st.lists(st.fixed_dictionaries({k: strategy(v) for k, v in kind.schema.items()}), max_size=3)
     raise AssertionError(f"unknown field kind {kind!r}")
@@ -184,6 +185,7 @@ def test_limits_at_the_boundary_are_accepted() -> None:
     decode_request(encode_request("group_create", group="g", members=["m"] * MAX_LIST_ITEMS))
     decode_request(encode_request("login", name="a", password="p" * MAX_PASSWORD_CHARS))
     decode_event(encode_event("error", code="bad_request", detail="d" * MAX_DETAIL_CHARS))
+    decode_event(encode_event("user_joined", names=["😀" * MAX_NAME_CHARS] * MAX_PRESENCE_NAMES))
 
 
 def test_header_limit_on_decode() -> None:
@@ -285,6 +287,9 @@ MALFORMED_EVENTS: dict[str, bytes] = {
     ),
     "objects entry not an object": header({"type": "group_members", "groups": ["g"]}),
     "name in a list too long": header({"type": "user_list", "users": ["a", "n" * (MAX_NAME_CHARS + 1)]}),
+    "presence naming nobody": header({"type": "user_joined", "names": []}),
+    "presence naming too many": header({"type": "user_exited", "names": ["a"] * (MAX_PRESENCE_NAMES + 1)}),
+    "presence with the old single name": header({"type": "user_joined", "name": "a"}),
 }
 
 

@@ -210,7 +210,7 @@ async def test_two_reference_clients_chat_through_the_real_server(
     try:
         assert await alice.login("alice") == {"type": "welcome", "name": "alice", "re": 1}
         assert await bob.login("bob") == {"type": "welcome", "name": "bob", "re": 1}
-        assert await alice.recv() == {"type": "user_joined", "name": "bob"}
+        assert await alice.recv() == {"type": "user_joined", "names": ["bob"]}
 
         # Private message.
         reply = await alice.request({"type": "private", "to": "bob", "text": "hi bob"})
@@ -242,7 +242,7 @@ async def test_two_reference_clients_chat_through_the_real_server(
 
         # Quit: ok, the server closes, the other user is told.
         assert await alice.request({"type": "quit"}) == {"type": "ok", "re": 5}
-        assert await bob.recv() == {"type": "user_exited", "name": "alice"}
+        assert await bob.recv() == {"type": "user_exited", "names": ["alice"]}
         await alice.websocket.wait_closed()
         assert alice.websocket.close_code == 1000
         assert alice.pending == [] and bob.pending == []
@@ -277,7 +277,7 @@ async def test_real_server_ends_the_session_on_a_tampered_record(
         await bob.websocket.send(bytes(record))
         await bob.websocket.wait_closed()
         assert bob.websocket.close_code == 1008
-        assert await alice.recv() == {"type": "user_exited", "name": "bob"}
+        assert await alice.recv() == {"type": "user_exited", "names": ["bob"]}
     finally:
         await alice.close()
         await bob.close()

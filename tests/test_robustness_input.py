@@ -266,11 +266,11 @@ async def test_text_frames_are_refused_at_every_stage(
 
     session = await RawSession.established(server.port, public_key)
     await session.login("mallory")
-    await watcher.wait_type("user_joined", name="mallory")
+    await watcher.wait_presence("user_joined", "mallory")
     await session.ws.send('{"type": "broadcast", "text": "hi"}')
     code, _ = await session.closed_by_server()
     assert code == 1003, code
-    await watcher.wait_type("user_exited", name="mallory")
+    await watcher.wait_presence("user_exited", "mallory")
     assert watcher.notifications("broadcast") == []
 
     await watcher.close()
@@ -328,11 +328,11 @@ async def test_garbage_bytes_before_during_and_after_the_handshake(
 
         session = await RawSession.established(server.port, public_key)
         await session.login("mallory")
-        await watcher.wait_type("user_joined", name="mallory")
+        await watcher.wait_presence("user_joined", "mallory")
         await session.ws.send(payload)
         code, _ = await session.closed_by_server()
         assert code == 1008, f"after login, {label}: {code}"
-        await watcher.wait_type("user_exited", name="mallory")
+        await watcher.wait_presence("user_exited", "mallory")
 
     await watcher.sync()
     await watcher.close()
@@ -397,7 +397,7 @@ async def test_tampered_records_end_the_session(server: ServerProcess, public_ke
         name = f"victim{len(watcher.events)}"
         session = await RawSession.established(server.port, public_key)
         await session.login(name)
-        await watcher.wait_type("user_joined", name=name)
+        await watcher.wait_presence("user_joined", name)
         # A record the server sent, to reflect back to it: the reply to a list request.
         await session.ws.send(session.seal(encode_request("list", rid=50)))
         from_server = await session.recv_frame()
@@ -414,7 +414,7 @@ async def test_tampered_records_end_the_session(server: ServerProcess, public_ke
                 await session.ws.send(record)
         code, reason = await session.closed_by_server()
         assert code == 1008, f"{label}: close code {code} ({reason!r}), expected 1008"
-        await watcher.wait_type("user_exited", name=name)
+        await watcher.wait_presence("user_exited", name)
         await watcher.sync()
         texts = [e["text"] for e in watcher.notifications("broadcast") if e["sender"] == name]
         assert texts == [f"{label}: first"], f"{label}: the watcher got {texts}"
@@ -443,12 +443,12 @@ async def test_oversize_frames_are_refused_with_1009(
     for label in ("whole", "fragmented"):
         session = await RawSession.established(server.port, public_key)
         await session.login("bigmouth")
-        await watcher.wait_type("user_joined", name="bigmouth")
+        await watcher.wait_presence("user_joined", "bigmouth")
         with contextlib.suppress(ConnectionClosed):
             await session.ws.send(oversize if label == "whole" else fragments())
         code, _ = await session.closed_by_server()
         assert code == 1009, f"{label}: {code}"
-        await watcher.wait_type("user_exited", name="bigmouth")
+        await watcher.wait_presence("user_exited", "bigmouth")
 
     await watcher.close()
     await assert_fresh_pair_chats(server, public_key)

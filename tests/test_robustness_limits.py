@@ -85,7 +85,7 @@ async def test_rate_limit_warns_then_disconnects_and_loses_nothing(
     assert handled >= warned_after + BURST - 1, f"cut off {handled - warned_after} after the warning"
     assert handled < sent, "every message was handled: no cut-off"
 
-    await reader.wait_type("user_exited", name="flooder")
+    await reader.wait_presence("user_exited", "flooder")
     await reader.sync()
     got = [e["text"] for e in reader.notifications("broadcast") if e["sender"] == "flooder"]
     assert got == [f"flood {k}" for k in range(handled)], (
@@ -148,14 +148,14 @@ async def test_connection_caps_refuse_with_1013(
             code, reason = await _refused(server.port)
             assert code == 1013 and reason, (code, reason)
         await holders[0].close()
-        await holders[1].wait_type("user_exited", name="holder0")
+        await holders[1].wait_presence("user_exited", "holder0")
         await asyncio.sleep(0.2)
         holders[0] = await Peer.join(server.port, public_key, "holder3")
         code, reason = await _refused(server.port)
         assert code == 1013 and reason, (code, reason)
         for peer in holders[:2]:
             await peer.close()
-        await holders[2].wait_type("user_exited", name="holder1")
+        await holders[2].wait_presence("user_exited", "holder1")
         await asyncio.sleep(0.2)
         await assert_fresh_pair_chats(server, public_key)
         await holders[2].close()
@@ -204,13 +204,13 @@ async def test_keepalive_drops_a_peer_that_stops_answering_pings(
         watcher = await Peer.join(server.port, public_key, "watcher")
         idle = await Peer.join(server.port, public_key, "idle")
         zombie = await Peer.join(server.port, public_key, "zombie")
-        await watcher.wait_type("user_joined", name="zombie")
+        await watcher.wait_presence("user_joined", "zombie")
         start = time.monotonic()
         zombie.session.ws.transport.pause_reading()
         try:
-            await watcher.wait_type("user_exited", name="zombie", timeout=4.0)
+            await watcher.wait_presence("user_exited", "zombie", timeout=4.0)
         except AssertionError:
-            await watcher.wait_type("user_exited", name="zombie", timeout=10.0)
+            await watcher.wait_presence("user_exited", "zombie", timeout=10.0)
             raise AssertionError(
                 f"a peer that stopped answering pings was announced as exited only after "
                 f"{time.monotonic() - start:.1f}s (ping interval 0.5s, ping timeout 0.5s)"

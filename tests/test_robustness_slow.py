@@ -105,7 +105,7 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_get_everything(
         assert peak[0] - baseline < RSS_BOUND, f"server RSS grew by {(peak[0] - baseline) >> 20} MiB"
         cut = [line for line in server.err.lines if "sloth" in line]
         try:
-            await asyncio.gather(*(p.wait_type("user_exited", name="sloth", timeout=8) for p in chatters))
+            await asyncio.gather(*(p.wait_presence("user_exited", "sloth", timeout=8) for p in chatters))
         except AssertionError as exc:
             raise AssertionError(
                 f"the slow reader was not disconnected: {exc}\nserver log about it: {cut}"

@@ -13,7 +13,10 @@ the notifications in the same relative order: the server's handling order.
 of them, and their owner) and then only reads. It is therefore a recipient of every
 routed notification: ``user_joined``, ``user_exited``, ``broadcast``, ``group_message``,
 ``member_joined`` and ``member_left``. Its stream is the timeline T: the server's
-handling order of everything routed. Replaying T gives, before and after each entry, who
+handling order of everything routed. A ``user_joined`` or ``user_exited`` may name several
+users (the server combines announcements made close together, and may cut them
+differently for each recipient), so T, and every stream below, counts it as one step per
+name, in order. Replaying T gives, before and after each entry, who
 is online (which *connection* of each name: the n-th login of a name is its n-th
 ``user_joined`` in T; a name reconnects only after the observer saw its ``user_exited``)
 and who is in each group.
@@ -74,6 +77,7 @@ STEPS = 50
 GROUPS = [f"g{k}" for k in range(8)]
 OBSERVER = "observer"
 ROUTED = ("user_joined", "user_exited", "broadcast", "group_message", "member_joined", "member_left")
+PRESENCE = ("user_joined", "user_exited")
 #: Weights of the actions an actor picks from at each step.
 ACTIONS = {
     "broadcast": 6, "private": 30, "group_message": 30, "group_join": 14, "group_leave": 9,
@@ -128,7 +132,8 @@ class Conn:
                 event = decode_event(channel.open(record))
                 self.events.append(event)
                 if event.type == "user_exited" and "re" not in event.fields:
-                    self.exits[event["name"]] += 1
+                    for name in event["names"]:
+                        self.exits[name] += 1
                 rid = event.get("re")
                 if rid is not None and (rid not in self.sent or self.sent[rid].reply is not None):
                     self.stray_replies.append(event)
@@ -245,6 +250,16 @@ def _ident(event: Envelope) -> tuple[Any, ...]:
     return (event.type, *sorted(event.fields.items()))
 
 
+def _steps(event: Envelope) -> list[Envelope]:
+    """A routed event as steps of the timeline: a ``user_joined`` / ``user_exited`` naming
+    several users (the server combines announcements made close together, and may cut
+    them differently for each recipient) is one step per name, in order, each with a
+    single ``name``; anything else is one step."""
+    if event.type in PRESENCE:
+        return [Envelope(event.type, {"name": name}) for name in event["names"]]
+    return [event]
+
+
 class Checker:
     """Replays the observer's timeline and checks every connection against it."""
 
@@ -252,7 +267,7 @@ class Checker:
         self.observer = observer
         self.conns = {c.key: c for c in conns}
         self.problems: dict[str, list[str]] = defaultdict(list)
-        self.timeline = [e for e in observer.events if "re" not in e.fields]
+        self.timeline = [step for e in observer.events if "re" not in e.fields for step in _steps(e)]
         self.expected: dict[Key, list[int]] = defaultdict(list)
         #: name -> [(gen, index of its user_joined, index of its user_exited or len(T))]
         self.lives: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
@@ -326,7 +341,12 @@ class Checker:
     def check_streams(self) -> None:
         """A(c) == E(c), or a prefix of it for a dropped connection."""
         for key, conn in self.conns.items():
-            got = [(n, e) for n, e in enumerate(conn.events) if e.type in ROUTED and "re" not in e.fields]
+            got = [
+                (n, step)
+                for n, e in enumerate(conn.events)
+                if e.type in ROUTED and "re" not in e.fields
+                for step in _steps(e)
+            ]
             want = self.expected.get(key, [])
             aligned = []
             for k, (n, event) in enumerate(got):

@@ -140,6 +140,15 @@ def _error_line(event: Envelope) -> str:
     return f"Error: {code}: {detail}" if detail else f"Error: {code}"
 
 
+def _presence(template: str) -> Callable[[Envelope], list[str]]:
+    """A ``user_joined`` / ``user_exited`` event: one line per name, in order."""
+
+    def render_names(event: Envelope) -> list[str]:
+        return [template.format(name=name) for name in event.get("names") or []]
+
+    return render_names
+
+
 def _line(template: str) -> Callable[[Envelope], list[str]]:
     """An event shown as one line: ``template`` formatted with the event's fields."""
 
@@ -159,8 +168,8 @@ class _Fields(dict[str, Any]):
 _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "ok": lambda event: [],
     "welcome": _line("[Welcome {name}]"),
-    "user_joined": _line("[{name} joined]"),
-    "user_exited": _line("[{name} exited]"),
+    "user_joined": _presence("[{name} joined]"),
+    "user_exited": _presence("[{name} exited]"),
     "user_list": lambda event: [", ".join(event.get("users") or [])],
     "broadcast": _line("[Broadcast from {sender}]: {text}"),
     "private": _private,

@@ -39,9 +39,11 @@ class Roster:
         elif kind == "user_list":
             self._online = {name.casefold(): name for name in event["users"]}
         elif kind == "user_joined":
-            self._online[event["name"].casefold()] = event["name"]
+            for name in event["names"]:
+                self._online[name.casefold()] = name
         elif kind == "user_exited":
-            self._online.pop(event["name"].casefold(), None)
+            for name in event["names"]:
+                self._online.pop(name.casefold(), None)
         elif kind == "group_list":
             self._groups = {name.casefold(): name for name in event["groups"]}
         elif kind == "group_members":

@@ -33,6 +33,7 @@ from chat.protocol.limits import (
     MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
     MAX_PASSWORD_CHARS,
+    MAX_PRESENCE_NAMES,
     MAX_TEXT_CHARS,
 )
 
@@ -92,10 +93,13 @@ class Bool:
 class List:
     item: Str
     max_items: int = MAX_LIST_ITEMS
+    min_items: int = 0
 
     def check(self, name: str, value: Any) -> None:
-        if type(value) is not list or len(value) > self.max_items:
-            raise EnvelopeError(f"field '{name}' must be a list of at most {self.max_items}", name)
+        if type(value) is not list or not self.min_items <= len(value) <= self.max_items:
+            raise EnvelopeError(
+                f"field '{name}' must be a list of {self.min_items}..{self.max_items} items", name
+            )
         for item in value:
             self.item.check(name, item)
 
@@ -132,6 +136,8 @@ class Schema:
 NAME = Str(MAX_NAME_CHARS, 1)
 TEXT = Str(MAX_TEXT_CHARS, 1)
 NAMES = List(NAME)
+#: Who joined or exited, in the order the server saw it (never empty).
+PRESENCE_NAMES = List(NAME, MAX_PRESENCE_NAMES, min_items=1)
 TRANSFER_ID = Str(32, 1, r"[0-9a-f]{1,32}")
 SHA256_HEX = Str(64, 64, r"[0-9a-f]{64}")
 FILE_SIZE = Int(0, (1 << 53) - 1)
@@ -187,8 +193,8 @@ EVENTS: dict[str, Schema] = {
     ),
     "notice": Schema({"code": Str(64, 1, r"[a-z_]+")}, {"detail": DETAIL}),
     "welcome": Schema({"name": NAME}),
-    "user_joined": Schema({"name": NAME}),
-    "user_exited": Schema({"name": NAME}),
+    "user_joined": Schema({"names": PRESENCE_NAMES}),
+    "user_exited": Schema({"names": PRESENCE_NAMES}),
     "user_list": Schema({"users": NAMES}),
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
     "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP}),

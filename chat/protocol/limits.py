@@ -18,6 +18,8 @@ MAX_TEXT_CHARS = 4096
 MAX_NAME_CHARS = 32
 #: Entries in a list field (for example the members named in group_create).
 MAX_LIST_ITEMS = 1024
+#: Names in one presence event (``user_joined`` / ``user_exited``).
+MAX_PRESENCE_NAMES = 256
 #: Bytes of file data carried by one file_chunk envelope.
 MAX_CHUNK_BYTES = 256 * 1024
 #: Characters in a file name as offered by the sender.

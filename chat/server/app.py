@@ -24,6 +24,7 @@ from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Clie
 from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
 from chat.server.hub import LocalHub
+from chat.server.presence import PresenceFeed
 from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
@@ -109,6 +110,7 @@ class ChatServer:
                 config.max_file_size, config.transfer_window, config.max_transfers_per_user,
                 config.offer_timeout,
             ),
+            presence=PresenceFeed(),
         )
         #: Threads for the handshake's RSA unwrap (cryptography releases the GIL), one per
         #: core: a small dedicated pool hands work over with less overhead than

@@ -28,6 +28,7 @@ from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context
 from chat.server.names import key, username_problem
+from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ class ClientConnection:
         self._login_timer: asyncio.TimerHandle | None = None
         self._logout_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        #: Logins and exits are announced through this feed; ``presence_seen`` is how far
+        #: into it this connection has been sent (UNSUBSCRIBED until logged in).
+        self._presence = server.services.presence
+        self.presence_seen = UNSUBSCRIBED
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
         self.peer = f"{self.ip}:{peer[1]}" if peer else "?"
@@ -99,6 +104,10 @@ class ClientConnection:
     def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
         if self._closing or self._channel is None:
             return
+        if self.presence_seen != self._presence.end:
+            # Announcements not yet sent go first: a join is seen before anything the
+            # user who joined causes to arrive here.
+            self._presence.catch_up(self)
         record = self._channel.seal(payload)
         if not bulk and self._writer is None and self._transport.get_write_buffer_size() < DIRECT_LIMIT:
             # Nothing waits before it and the socket keeps up: write it straight away, as
@@ -310,11 +319,13 @@ class ClientConnection:
             self._error(rid, "username_taken", name=name)
             return
         self.name = name
+        # Announced to everyone online; subscribed after its own join, so not told of it.
+        self._presence.joined(name)
+        self._presence.subscribe(self)
         if self._login_timer is not None:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
         self._reply(rid, "welcome", name=name)
-        await services.hub.send_all(encode_event("user_joined", name=name), exclude=name)
         for message in await services.storage.take_offline(key(name)):
             late = {"sender": message.sender, "text": message.text, "sent_at": int(message.sent_at)}
             self.deliver(encode_event("private", **late))
@@ -330,7 +341,8 @@ class ClientConnection:
         await services.transfers.disconnected(self._context(name, None))
         await services.hub.release(name, self)
         log.info("exit conn=%d user=%s", self.id, name)
-        await services.hub.send_all(encode_event("user_exited", name=name), exclude=name)
+        self._presence.unsubscribe(self)
+        self._presence.exited(name)
 
     def _reply(self, rid: int | None, kind: str, **fields: object) -> None:
         if rid is not None:

@@ -19,6 +19,7 @@ from chat.server.names import key
 
 if TYPE_CHECKING:
     from chat.server.accounts import Accounts
+    from chat.server.presence import PresenceFeed
     from chat.server.storage import Storage
     from chat.server.transfers import TransferRelay
 
@@ -32,6 +33,8 @@ class Services:
     storage: Storage
     accounts: Accounts
     transfers: TransferRelay
+    #: Announces logins and exits to everyone online, in batches.
+    presence: PresenceFeed
 
 
 @dataclass
