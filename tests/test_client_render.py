@@ -36,6 +36,8 @@ EVENT_LINES: list[tuple[Envelope, list[str]]] = [
     (ev("user_exited", names=["zed", "Amy", "bob"]), ["[zed exited]", "[Amy exited]", "[bob exited]"]),
     (ev("user_list", users=["sophia", "jojo"]), ["sophia, jojo"]),
     (ev("user_list", users=["sophia"]), ["sophia"]),
+    (ev("user_list", users=["sophia", "jojo"], more=9998), ["sophia, jojo and 9,998 more"]),
+    (ev("error", code="internal_error"), ["[The server could not handle that request.]"]),
     (ev("broadcast", sender="nana", text="hi"), ["[Broadcast from nana]: hi"]),
     (ev("broadcast", sender="nana", text="  two  spaces "), ["[Broadcast from nana]:   two  spaces "]),
     (ev("broadcast", sender="nana", text="{name} {0}"), ["[Broadcast from nana]: {name} {0}"]),

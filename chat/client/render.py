@@ -127,6 +127,8 @@ def _error_line(event: Envelope) -> str:
         return f"Password too short: use at least {event.get('limit')} characters."
     if code == "bad_request":
         return f"Bad request: {detail}" if detail else "Bad request."
+    if code == "internal_error":
+        return "[The server could not handle that request.]"
     # File transfer errors; the transfer that caused them shows them with the file's name
     # (file_offer_error_line), these are for any that arrive without that context.
     if code == "file_too_large":
@@ -158,6 +160,12 @@ def _line(template: str) -> Callable[[Envelope], list[str]]:
     return render_one
 
 
+def _more(event: Envelope) -> str:
+    """The tail of a /list line when the server named only the first users online."""
+    more = event.get("more")
+    return f" and {more:,} more" if more else ""
+
+
 class _Fields(dict[str, Any]):
     """Missing fields format as empty strings instead of raising."""
 
@@ -170,7 +178,7 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "welcome": _line("[Welcome {name}]"),
     "user_joined": _presence("[{name} joined]"),
     "user_exited": _presence("[{name} exited]"),
-    "user_list": lambda event: [", ".join(event.get("users") or [])],
+    "user_list": lambda event: [", ".join(event.get("users") or []) + _more(event)],
     "broadcast": _line("[Broadcast from {sender}]: {text}"),
     "private": _private,
     "private_sent": _line("Private message to {to}: {text}"),

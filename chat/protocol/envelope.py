@@ -195,7 +195,7 @@ EVENTS: dict[str, Schema] = {
     "welcome": Schema({"name": NAME}),
     "user_joined": Schema({"names": PRESENCE_NAMES}),
     "user_exited": Schema({"names": PRESENCE_NAMES}),
-    "user_list": Schema({"users": NAMES}),
+    "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62)}),
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
     "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP}),
     "private_queued": Schema({"to": NAME, "text": TEXT}),

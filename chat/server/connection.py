@@ -293,6 +293,10 @@ class ClientConnection:
             await HANDLERS[envelope.type](ctx, envelope)
         except RequestError as exc:
             self._error(rid, exc.code, **exc.fields)
+        except Exception:
+            # A bug, not bad input: this request fails, the session and the server go on.
+            log.exception("request failed conn=%d user=%s type=%s", self.id, self.name, envelope.type)
+            self._error(rid, "internal_error")
         if ctx.quitting:
             # Released before the reply, so the name is free once the client sees ``ok``.
             await self._logout()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chat.protocol.envelope import Envelope, encode_event
+from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
@@ -125,8 +126,29 @@ async def private(ctx: Context, env: Envelope) -> None:
     ctx.reply("private_sent", to=target, text=env["text"])
 
 
+#: Bytes of names one ``user_list`` reply carries at most: with the field names and the
+#: rest of the header, the reply stays well inside MAX_HEADER_BYTES.
+LIST_NAME_BYTES = MAX_HEADER_BYTES // 2
+
+
+def first_names(names: list[str]) -> list[str]:
+    """The leading names that fit one envelope: at most MAX_LIST_ITEMS of them and
+    LIST_NAME_BYTES of JSON, so /list works with any number of users online."""
+    budget = LIST_NAME_BYTES
+    for count, name in enumerate(names[:MAX_LIST_ITEMS]):
+        budget -= len(name.encode("utf-8")) * 2 + 3  # quotes, comma; escapes at most double
+        if budget < 0:
+            return names[:count]
+    return names[:MAX_LIST_ITEMS]
+
+
 async def list_users(ctx: Context, env: Envelope) -> None:
-    ctx.reply("user_list", users=await ctx.hub.online())
+    users = await ctx.hub.online()
+    shown = first_names(users)
+    if len(shown) < len(users):
+        ctx.reply("user_list", users=shown, more=len(users) - len(shown))
+    else:
+        ctx.reply("user_list", users=shown)
 
 
 async def group_create(ctx: Context, env: Envelope) -> None:
