@@ -38,8 +38,10 @@ SERVER_KEY_PATH = "/server-key.pem"
 def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
     """Cap what the kernel holds for a peer that does not read, so the server's own
     backlog bound soon decides when to cut it off."""
+    if size <= 0:
+        return
     sock = websocket.transport.get_extra_info("socket")
-    if size > 0 and sock is not None:
+    if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 

@@ -388,6 +388,8 @@ class ClientConnection:
     async def _shutdown_writer(self) -> None:
         """Flush what is queued and close, bounded by the close timeout."""
         self._closing = True
+        if self._writer is None and self._ws.protocol.state is State.CLOSED:
+            return  # the peer closed and nothing waits: no writer task just to find that out
         self._queue_close()
         writer = self._writer
         if writer is None:
