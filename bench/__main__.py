@@ -37,8 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-uvloop", action="store_true", help="skip the chat-server-on-uvloop variant")
     parser.add_argument("--uvloop", action="store_true",
                         help="include the uvloop variant in --quick runs too")
-    parser.add_argument("--experiments", action="store_true",
-                        help="also measure the experimental server changes of bench/experiments.py")
     parser.add_argument("--profile", action="store_true",
                         help="sample the chat server with py-spy (into RESULTS_DIR/profiles/)")
     parser.add_argument("--server-rev", metavar="REV",
@@ -49,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use this server key (public.pem beside it) instead of making one")
     parser.add_argument("--capacity-clients", type=int, help="idle clients in scenario 4 (default 10000)")
     parser.add_argument("--file-mib", type=int, help="file size in MiB in scenario 5 (default 256)")
+    parser.add_argument("--handshake-concurrency", type=int, metavar="N",
+                        help="handshake loops per generator process in scenario 3 (default 16)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench-results",
                         help="where JSON, logs and profiles go (default: bench-results/)")
     parser.add_argument("--output", type=Path,
@@ -75,9 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["capacity_clients"] = args.capacity_clients
     if args.file_mib:
         overrides["file_size"] = args.file_mib * 2**20
+    if args.handshake_concurrency:
+        overrides["handshake_concurrency"] = args.handshake_concurrency
     settings = Settings.make(results_dir, private, public, quick=args.quick,
-                             log_path=results_dir / f"servers-{stamp}.log", profile=args.profile,
-                             experiments=args.experiments)
+                             log_path=results_dir / f"servers-{stamp}.log", profile=args.profile)
     settings.uvloop = not args.no_uvloop and (args.uvloop or not args.quick) and _has_uvloop()
     for key, value in overrides.items():
         setattr(settings, key, value)
@@ -89,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         "started": dt.datetime.now().isoformat(timespec="seconds"),
         "machine": {**machine_info(), "code": code},
         "config": {"quick": args.quick, "key_bits": _key_bits(private), "uvloop_variant": settings.uvloop,
-                   "experiments": args.experiments,
                    "scenarios": names, "settings": {k: v for k, v in vars(settings).items()
                                                     if isinstance(v, int | float | bool | list)}},
         "scenarios": {},

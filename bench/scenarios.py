@@ -36,25 +36,11 @@ class Target:
     label: str
     kind: str
     uvloop: bool = False
-    #: Experimental changes (bench/experiments.py) and environment, for --experiments.
-    patches: tuple[str, ...] = ()
-    env: tuple[tuple[str, str], ...] = ()
-    #: Scenarios an experiment is relevant to (empty: all).
-    only: tuple[str, ...] = ()
 
 
 CHAT = Target("chat", "chat")
 CHAT_UVLOOP = Target("chat+uvloop", "chat", uvloop=True)
 BASELINE = Target("baseline", "baseline")
-#: glibc keeps this much free memory at the top of the heap instead of returning it at once.
-MALLOC_PAD = (("MALLOC_TOP_PAD_", str(16 * 2**20)),)
-EXPERIMENTS = [
-    Target("exp:direct-write", "chat", patches=("direct-write",),
-           only=("broadcast", "private", "capacity", "file")),
-    Target("exp:rsa-thread", "chat", patches=("rsa-thread",), only=("handshake",)),
-    Target("exp:malloc-pad", "chat", env=MALLOC_PAD, only=("file",)),
-    Target("exp:all+uvloop", "chat", uvloop=True, patches=("direct-write", "rsa-thread"), env=MALLOC_PAD),
-]
 
 
 @dataclass
@@ -85,7 +71,6 @@ class Settings:
     #: Transfers per target (the median is reported).
     file_repeats: int = 5
     log_path: Path | None = None
-    experiments: bool = False
     #: Where the measured ``chat`` package lives (a snapshot with --server-rev).
     server_tree: Path = REPO
     #: Longest wait, before each measurement, for other processes to leave the CPUs alone.
@@ -118,8 +103,6 @@ class Settings:
         chosen = [CHAT]
         if self.uvloop:
             chosen.append(CHAT_UVLOOP)
-        if self.experiments:
-            chosen += [t for t in EXPERIMENTS if not t.only or scenario in t.only]
         if baseline:
             chosen.append(BASELINE)
         return chosen
@@ -135,9 +118,8 @@ class Settings:
                 args += ["--db", ":memory:"]  # nothing written to disk, nothing left behind
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
-        wrapper = [arg for name in target.patches for arg in ("--patch", name)]
         return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,
-                             wrapper_args=wrapper, env=dict(target.env), tree=self.server_tree).start()
+                             tree=self.server_tree).start()
 
     def params(self, server: ServerProcess, **extra: Any) -> dict[str, Any]:
         return {
@@ -411,8 +393,6 @@ def capacity(settings: Settings) -> dict[str, Any]:
     variants = [(CHAT, True), (CHAT, False)]
     if settings.uvloop:
         variants.append((CHAT_UVLOOP, False))
-    if settings.experiments:
-        variants += [(t, True) for t in EXPERIMENTS if not t.only or "capacity" in t.only]
     variants.append((BASELINE, False))
     return {"rows": [_capacity_run(settings, target, login) for target, login in variants]}
 

@@ -47,8 +47,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
     parser.add_argument("--cprofile", metavar="PATH", help="write a cProfile dump (pstats) to PATH")
     parser.add_argument("--pyinstrument", metavar="PATH", help="write a pyinstrument text report to PATH")
-    parser.add_argument("--patch", action="append", default=[], metavar="NAME",
-                        help="apply an experimental server change from bench/experiments.py")
     parser.add_argument("kind", choices=["chat", "baseline"])
     args, rest = parser.parse_known_args(argv)
     raise_nofile_limit()
@@ -60,10 +58,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.kind == "chat":
         # The server picks uvloop by itself when installed; the benchmark decides instead.
         rest = ["--event-loop", "uvloop" if args.uvloop else "asyncio", *rest]
-    if args.patch:
-        from bench import experiments
-
-        experiments.apply(args.patch)
     if args.cprofile:
         import cProfile
 
