@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="use this server key (public.pem beside it) instead of making one")
     parser.add_argument("--capacity-clients", type=int, help="idle clients in scenario 4 (default 10000)")
     parser.add_argument("--file-mib", type=int, help="file size in MiB in scenario 5 (default 256)")
+    parser.add_argument("--fanouts", metavar="N,N", help="client counts in scenario 1 (default 10,100,1000)")
     parser.add_argument("--handshake-concurrency", type=int, metavar="N",
                         help="handshake loops per generator process in scenario 3 (default 16)")
     parser.add_argument("--results-dir", type=Path, default=REPO / "bench-results",
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["capacity_clients"] = args.capacity_clients
     if args.file_mib:
         overrides["file_size"] = args.file_mib * 2**20
+    if args.fanouts:
+        overrides["fanouts"] = [int(n) for n in args.fanouts.split(",")]
     if args.handshake_concurrency:
         overrides["handshake_concurrency"] = args.handshake_concurrency
     settings = Settings.make(results_dir, private, public, quick=args.quick,

@@ -108,6 +108,11 @@ def render(results: dict[str, Any]) -> str:
         out.append("CPU per delivery relative to the baseline: " + ", ".join(
             f"{r['target']} {r['clients']} clients {r['phase']}: {r['cpu_per_delivery_ratio']}x"
             for r in s["broadcast"]["ratios"]))
+        runs = [r for r in s["broadcast"]["rows"] if r.get("rounds", 1) > 1]
+        if runs:
+            out.append("Fixed rate: the median of rounds with CPU us/deliv " + "; ".join(
+                f"{r['target']} {r['clients']}: " + " ".join(map(str, r["server_cpu_us_per_delivery_runs"]))
+                for r in runs))
     if "private" in s:
         out += ["", "2. Private messages"]
         out.append(table(
