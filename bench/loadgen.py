@@ -159,7 +159,8 @@ async def _broadcast_phase(
         client = senders[i % len(senders)]
         text = make_text(time.time_ns(), me, seq)
         if isinstance(client, chatclient.ChatConnection):
-            client.send("broadcast", text=text)
+            # Without a rid, as the baseline's senders: no ok comes back (PROTOCOL.md 6).
+            client.send("broadcast", text=text, rid=False)
         else:
             client.send(text.encode())
 

@@ -26,7 +26,7 @@ from chat.protocol.handshake import ServerHandshake, encode_handshake_error
 from chat.protocol.limits import MAX_DETAIL_CHARS
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
-from chat.server.handlers import HANDLERS, Context
+from chat.server.handlers import HANDLERS, Context, encode_reply
 from chat.server.names import key, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
@@ -349,9 +349,9 @@ class ClientConnection:
         self._presence.exited(name)
 
     def _reply(self, rid: int | None, kind: str, **fields: object) -> None:
-        if rid is not None:
-            fields["re"] = rid
-        self.deliver(encode_event(kind, **fields))
+        reply = encode_reply(rid, kind, **fields)
+        if reply is not None:
+            self.deliver(reply)
 
     def _error(self, rid: int | None, code: str, **fields: object) -> None:
         self._reply(rid, "error", code=code, **fields)

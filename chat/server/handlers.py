@@ -38,6 +38,15 @@ class Services:
     presence: PresenceFeed
 
 
+def encode_reply(rid: int | None, kind: str, **fields: Any) -> bytes | None:
+    """The reply to a request numbered ``rid``. A request without a ``rid`` is not
+    acknowledged: its ``ok`` is not sent (PROTOCOL.md section 6), which spares a sender
+    that does not wait for answers (a bot posting to everyone) one record per request."""
+    if rid is None:
+        return None if kind == "ok" else encode_event(kind, **fields)
+    return encode_event(kind, re=rid, **fields)
+
+
 @dataclass
 class Context:
     user: str
@@ -78,9 +87,9 @@ class Context:
         self.groups.apply(change)
 
     def reply(self, kind: str, **fields: Any) -> None:
-        if self.rid is not None:
-            fields["re"] = self.rid
-        self.outbox.deliver(encode_event(kind, **fields))
+        reply = encode_reply(self.rid, kind, **fields)
+        if reply is not None:
+            self.outbox.deliver(reply)
 
     async def notify(self, names: Iterable[str], kind: str, **fields: Any) -> None:
         await self.hub.send(names, encode_event(kind, **fields))
