@@ -1,9 +1,10 @@
 """One client's WebSocket connection: the asyncio shell around the protocol core.
 
 It runs the handshake, then reads records, opens and decodes them, and hands each request
-to its handler. Outgoing events are sealed in order as they are delivered and queued for
-a writer task, so routing to a slow reader never blocks anyone else; the queue is bounded
-in bytes, and a connection that overflows it is dropped.
+to its handler. Outgoing events are sealed in order as they are delivered. While the
+socket keeps up, a record is written at once as one frame; otherwise it waits in a queue
+that a writer task (started only then) drains, so routing to a slow reader never blocks
+anyone else. The queue is bounded in bytes, and a connection that overflows it is dropped.
 """
 
 from __future__ import annotations
