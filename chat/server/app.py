@@ -191,6 +191,7 @@ class ChatServer:
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
         await self.services.storage.close()
+        self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
 

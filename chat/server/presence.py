@@ -155,6 +155,12 @@ class PresenceFeed:
         else:
             self._flush_handle = loop.call_later(wait, self.flush)
 
+    def close(self) -> None:
+        """Stop flushing (the server is shutting down)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+
     def flush(self) -> None:
         """Send every subscriber what it has not been sent, then drop those entries."""
         if self._flush_handle is not None:
