@@ -20,7 +20,7 @@ from websockets.http11 import Request, Response
 from chat.keys import public_pem
 from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.accounts import Accounts
-from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection
+from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection, WriteBatch
 from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
 from chat.server.hub import LocalHub
@@ -118,6 +118,7 @@ class ChatServer:
         #: core: a small dedicated pool hands work over with less overhead than
         #: asyncio.to_thread and keeps password hashing from queueing behind handshakes.
         self.crypto_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="handshake")
+        self.write_batch = WriteBatch()
         self.connections: set[ClientConnection] = set()
         self._per_ip: Counter[str] = Counter()
         self._server: Server | None = None

@@ -67,6 +67,25 @@ def binary_frame(payload: bytes) -> bytes:
     return _LONG_FRAME_HEADER.pack(0x82, 127, size) + payload
 
 
+class WriteBatch:
+    """The connections with frames waiting to be sent at the end of this event-loop
+    iteration. Several broadcasts handled in one iteration (one read can carry many) then
+    cost each recipient one ``send()`` system call, not one per broadcast."""
+
+    def __init__(self) -> None:
+        self._waiting: list[ClientConnection] = []
+
+    def add(self, connection: ClientConnection) -> None:
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._waiting.append(connection)
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for connection in waiting:
+            connection.flush_frames()
+
+
 class ClientConnection:
     """Implements the hub's Outbox for one logged-in user."""
 
@@ -77,6 +96,8 @@ class ClientConnection:
         self._server = server
         self._channel: SecureChannel | None = None
         self._transport = websocket.transport
+        #: Frames written during this event-loop iteration, sent together at its end.
+        self._frames: list[bytes] | None = None
         # Sealed records waiting to be written, in order, each marked bulk (file data) or
         # not; None asks the writer to close the WebSocket.
         self._pending: deque[tuple[bytes, bool] | None] = deque()
@@ -130,13 +151,25 @@ class ClientConnection:
 
     def _write_now(self, record: bytes) -> None:
         """Write ``record`` as one binary frame without waiting, as websockets'
-        ``broadcast()`` does, but with the frame built by :func:`binary_frame`: this is
-        the hot path of every delivery, and websockets' general frame writer costs more
-        than the encryption."""
-        if self._ws.protocol.state is State.OPEN:  # closing: no more data frames
-            self._transport.write(binary_frame(record))
+        ``broadcast()`` does, but with the frame built by :func:`binary_frame` (the hot
+        path of every delivery: websockets' general frame writer costs more than the
+        encryption). Frames for this connection from the same event-loop iteration go
+        out together in one ``send()`` at its end (:class:`WriteBatch`)."""
+        frames = self._frames
+        if frames is None:
+            self._frames = [binary_frame(record)]
+            self._server.write_batch.add(self)
+        else:
+            frames.append(binary_frame(record))
+
+    def flush_frames(self) -> None:
+        """Write the frames gathered by :meth:`_write_now`, if any."""
+        frames, self._frames = self._frames, None
+        if frames and self._ws.protocol.state is State.OPEN:  # closing: no more data frames
+            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def _enqueue(self, item: tuple[bytes, bool] | None) -> None:
+        self.flush_frames()  # what was written before goes first
         self._pending.append(item)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
@@ -362,6 +395,7 @@ class ClientConnection:
         self._closing = True
         self._close_code, self._close_reason = code, reason
         self._pending.clear()
+        self._frames = None
         self._backlog = 0
         self._close_queued = False
         self._queue_close()
