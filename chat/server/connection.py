@@ -47,6 +47,10 @@ CLOSE_TRY_AGAIN_LATER = 1013
 #: Below this many bytes waiting in the socket's buffer, an event is written directly.
 DIRECT_LIMIT = 64 * 1024
 
+#: Bytes of frames gathered for the end of an event-loop iteration before they are sent
+#: at once anyway.
+MAX_BATCH_BYTES = 256 * 1024
+
 #: Requests exempt from the rate limit: file data, which flow control paces instead.
 UNMETERED = frozenset({"file_chunk", "file_ack"})
 
@@ -74,14 +78,24 @@ class WriteBatch:
 
     def __init__(self) -> None:
         self._waiting: list[ClientConnection] = []
+        self._bytes = 0
 
-    def add(self, connection: ClientConnection) -> None:
+    def add(self, connection: ClientConnection, size: int) -> None:
         if not self._waiting:
             asyncio.get_running_loop().call_soon(self.flush)
         self._waiting.append(connection)
+        self.count(size)
+
+    def count(self, size: int) -> None:
+        """Bound what waits: one iteration announcing a batch of logins to 10,000 users
+        would otherwise hold every copy at once."""
+        self._bytes += size
+        if self._bytes > MAX_BATCH_BYTES:
+            self.flush()
 
     def flush(self) -> None:
         waiting, self._waiting = self._waiting, []
+        self._bytes = 0
         for connection in waiting:
             connection.flush_frames()
 
@@ -155,12 +169,14 @@ class ClientConnection:
         path of every delivery: websockets' general frame writer costs more than the
         encryption). Frames for this connection from the same event-loop iteration go
         out together in one ``send()`` at its end (:class:`WriteBatch`)."""
-        frames = self._frames
-        if frames is None:
-            self._frames = [binary_frame(record)]
-            self._server.write_batch.add(self)
+        frame = binary_frame(record)
+        batch = self._server.write_batch
+        if self._frames is None:
+            self._frames = [frame]
+            batch.add(self, len(frame))
         else:
-            frames.append(binary_frame(record))
+            self._frames.append(frame)
+            batch.count(len(frame))
 
     def flush_frames(self) -> None:
         """Write the frames gathered by :meth:`_write_now`, if any."""
