@@ -49,7 +49,7 @@ DIRECT_LIMIT = 64 * 1024
 
 #: Bytes of frames gathered for the end of an event-loop iteration before they are sent
 #: at once anyway.
-MAX_BATCH_BYTES = 256 * 1024
+MAX_BATCH_BYTES = 1024 * 1024
 
 #: Requests exempt from the rate limit: file data, which flow control paces instead.
 UNMETERED = frozenset({"file_chunk", "file_ack"})
