@@ -250,7 +250,8 @@ class ClientConnection:
                 server_hello = await asyncio.get_running_loop().run_in_executor(
                     self._server.crypto_pool, machine.receive_client_hello, hello
                 )
-                self._write_now(server_hello)
+                # Straight out: nothing else can be waiting for this connection yet.
+                self._transport.write(binary_frame(server_hello))
                 finished = await self._ws.recv()
                 if isinstance(finished, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
