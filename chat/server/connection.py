@@ -72,19 +72,19 @@ def binary_frame(payload: bytes) -> bytes:
 
 
 class WriteBatch:
-    """The connections with frames waiting to be sent at the end of this event-loop
-    iteration. Several broadcasts handled in one iteration (one read can carry many) then
-    cost each recipient one ``send()`` system call, not one per broadcast."""
+    """The connections written to in this event-loop iteration, whose further frames wait
+    for its end. Several broadcasts handled in one iteration (one read can carry many)
+    then cost each recipient two ``send()`` system calls, not one per broadcast, while a
+    lone event is still written at once."""
 
     def __init__(self) -> None:
         self._waiting: list[ClientConnection] = []
         self._bytes = 0
 
-    def add(self, connection: ClientConnection, size: int) -> None:
+    def add(self, connection: ClientConnection) -> None:
         if not self._waiting:
             asyncio.get_running_loop().call_soon(self.flush)
         self._waiting.append(connection)
-        self.count(size)
 
     def count(self, size: int) -> None:
         """Bound what waits: one iteration announcing a batch of logins to 10,000 users
@@ -167,22 +167,29 @@ class ClientConnection:
         """Write ``record`` as one binary frame without waiting, as websockets'
         ``broadcast()`` does, but with the frame built by :func:`binary_frame` (the hot
         path of every delivery: websockets' general frame writer costs more than the
-        encryption). Frames for this connection from the same event-loop iteration go
-        out together in one ``send()`` at its end (:class:`WriteBatch`)."""
+        encryption). The first frame in an event-loop iteration goes out at once; any
+        more for this connection in the same iteration go out together in one ``send()``
+        at its end (:class:`WriteBatch`)."""
         frame = binary_frame(record)
-        batch = self._server.write_batch
         if self._frames is None:
-            self._frames = [frame]
-            batch.add(self, len(frame))
+            self._send(frame)
+            self._frames = []
+            self._server.write_batch.add(self)
         else:
             self._frames.append(frame)
-            batch.count(len(frame))
+            self._server.write_batch.count(len(frame))
 
     def flush_frames(self) -> None:
         """Write the frames gathered by :meth:`_write_now`, if any."""
         frames, self._frames = self._frames, None
-        if frames and self._ws.protocol.state is State.OPEN:  # closing: no more data frames
-            self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if frames:
+            self._send(frames[0] if len(frames) == 1 else b"".join(frames))
+
+    def _send(self, data: bytes) -> None:
+        """Hand frames to the transport, unless the connection is closing: no data frames
+        after a close frame, and uvloop raises on a write to a closed transport."""
+        if self._ws.protocol.state is State.OPEN and not self._transport.is_closing():
+            self._transport.write(data)
 
     def _enqueue(self, item: tuple[bytes, bool] | None) -> None:
         self.flush_frames()  # what was written before goes first
@@ -251,7 +258,7 @@ class ClientConnection:
                     self._server.crypto_pool, machine.receive_client_hello, hello
                 )
                 # Straight out: nothing else can be waiting for this connection yet.
-                self._transport.write(binary_frame(server_hello))
+                self._send(binary_frame(server_hello))
                 finished = await self._ws.recv()
                 if isinstance(finished, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
