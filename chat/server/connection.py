@@ -72,10 +72,10 @@ def binary_frame(payload: bytes) -> bytes:
 
 
 class WriteBatch:
-    """The connections written to in this event-loop iteration, whose further frames wait
-    for its end. Several broadcasts handled in one iteration (one read can carry many)
-    then cost each recipient two ``send()`` system calls, not one per broadcast, while a
-    lone event is still written at once."""
+    """The connections with frames waiting to be sent at the end of this event-loop
+    iteration. Several broadcasts handled in one iteration (one read can carry many) then
+    cost each recipient one ``send()`` system call, not one per broadcast. The wait is one
+    iteration of the loop: microseconds when it is idle."""
 
     def __init__(self) -> None:
         self._waiting: list[ClientConnection] = []
@@ -167,17 +167,15 @@ class ClientConnection:
         """Write ``record`` as one binary frame without waiting, as websockets'
         ``broadcast()`` does, but with the frame built by :func:`binary_frame` (the hot
         path of every delivery: websockets' general frame writer costs more than the
-        encryption). The first frame in an event-loop iteration goes out at once; any
-        more for this connection in the same iteration go out together in one ``send()``
-        at its end (:class:`WriteBatch`)."""
+        encryption). Frames for this connection from the same event-loop iteration go
+        out together in one ``send()`` at its end (:class:`WriteBatch`)."""
         frame = binary_frame(record)
         if self._frames is None:
-            self._send(frame)
-            self._frames = []
+            self._frames = [frame]
             self._server.write_batch.add(self)
         else:
             self._frames.append(frame)
-            self._server.write_batch.count(len(frame))
+        self._server.write_batch.count(len(frame))
 
     def flush_frames(self) -> None:
         """Write the frames gathered by :meth:`_write_now`, if any."""
