@@ -79,67 +79,60 @@ def _username_invalid(event: Envelope) -> str:
     return f"[Invalid username '{event.get('name', '')}'{reason}.]"
 
 
-def _error_line(event: Envelope) -> str:
-    code = event.get("code", "")
-    group = event.get("group", "")
-    detail = event.get("detail")
-    if code == "not_logged_in":
-        return "You must log in first."
-    if code == "already_logged_in":
-        return "You are already logged in."
-    if code == "username_taken":
-        return f"[Username '{event.get('name', '')}' is already in use. Please enter another name.]"
-    if code == "username_invalid":
-        return _username_invalid(event)
-    if code == "user_not_online":
-        return _user_not_online(event)
-    if code == "no_such_group":
-        return f"Group '{group}' does not exist."
-    if code == "group_exists":
-        return f"Group '{group}' already exists."
-    if code == "invalid_group_name":
-        return f"Invalid group name '{group}': {GROUP_NAME_RULE}."
-    if code == "not_member":
-        return _member_error(event, "not a member of")
-    if code == "already_member":
-        return _member_error(event, "already a member of")
-    if code == "not_owner":
-        return f"Only the owner of {group} can do that."
-    if code == "kicked":
-        return f"[You cannot join {group}: you were removed by its owner.]"
-    if code == "cannot_kick_self":
-        return f"You cannot remove yourself from {group}; use /leave {group}."
-    if code == "too_many_groups":
-        if event.get("user"):
-            return f"User '{event.get('user')}' is in too many groups (limit {event.get('limit')})."
-        return f"The server has too many groups (limit {event.get('limit')})."
-    if code == "password_required":
-        return ""  # the client asks for the password instead
-    if code == "wrong_password":
-        return "[Wrong password.]"
-    if code == "too_many_attempts":
-        return f"[Too many wrong passwords for '{event.get('name', '')}'; try again later.]"
-    if code == "already_registered":
-        return f"[Name '{event.get('name', '')}' is already registered.]"
-    if code == "not_registered":
-        return f"[Name '{event.get('name', '')}' is not registered; use /register first.]"
-    if code == "weak_password":
-        return f"Password too short: use at least {event.get('limit')} characters."
-    if code == "bad_request":
-        return f"Bad request: {detail}" if detail else "Bad request."
-    if code == "internal_error":
-        return "[The server could not handle that request.]"
+def _too_many_groups(event: Envelope) -> str:
+    if event.get("user"):
+        return "User '{user}' is in too many groups (limit {limit}).".format_map(_Fields(event.fields))
+    return "The server has too many groups (limit {limit}).".format_map(_Fields(event.fields))
+
+
+def _with_detail(template: str, bare: str) -> Callable[[Envelope], str]:
+    """``template`` when the error carries a ``detail``, else ``bare``."""
+    return lambda event: template.format_map(_Fields(event.fields)) if event.get("detail") else bare
+
+
+#: Error lines by code: a template formatted with the error's fields (missing ones are
+#: empty), or a function of the whole event where the line depends on what is present.
+_ERRORS: dict[str, str | Callable[[Envelope], str]] = {
+    "not_logged_in": "You must log in first.",
+    "already_logged_in": "You are already logged in.",
+    "username_taken": "[Username '{name}' is already in use. Please enter another name.]",
+    "username_invalid": _username_invalid,
+    "user_not_online": _user_not_online,
+    "no_such_group": "Group '{group}' does not exist.",
+    "group_exists": "Group '{group}' already exists.",
+    "invalid_group_name": "Invalid group name '{group}': " + GROUP_NAME_RULE + ".",
+    "not_member": lambda event: _member_error(event, "not a member of"),
+    "already_member": lambda event: _member_error(event, "already a member of"),
+    "not_owner": "Only the owner of {group} can do that.",
+    "kicked": "[You cannot join {group}: you were removed by its owner.]",
+    "cannot_kick_self": "You cannot remove yourself from {group}; use /leave {group}.",
+    "too_many_groups": _too_many_groups,
+    "password_required": "",  # the client asks for the password instead
+    "wrong_password": "[Wrong password.]",
+    "too_many_attempts": "[Too many wrong passwords for '{name}'; try again later.]",
+    "already_registered": "[Name '{name}' is already registered.]",
+    "not_registered": "[Name '{name}' is not registered; use /register first.]",
+    "weak_password": "Password too short: use at least {limit} characters.",
+    "bad_request": _with_detail("Bad request: {detail}", "Bad request."),
+    "internal_error": "[The server could not handle that request.]",
     # File transfer errors; the transfer that caused them shows them with the file's name
     # (file_offer_error_line), these are for any that arrive without that context.
-    if code == "file_too_large":
-        return f"File is too large: the server accepts at most {event.get('limit')} bytes."
-    if code == "no_recipients":
-        return f"No other member of group {group} is online."
-    if code == "too_many_transfers":
-        return f"Too many file transfers at once (limit {event.get('limit')}); wait for one to finish."
-    if code == "bad_transfer":
-        return f"File transfer error: {detail}." if detail else "File transfer error."
-    return f"Error: {code}: {detail}" if detail else f"Error: {code}"
+    "file_too_large": "File is too large: the server accepts at most {limit} bytes.",
+    "no_recipients": "No other member of group {group} is online.",
+    "too_many_transfers": "Too many file transfers at once (limit {limit}); wait for one to finish.",
+    "bad_transfer": _with_detail("File transfer error: {detail}.", "File transfer error."),
+}
+
+
+def _error_line(event: Envelope) -> str:
+    code = event.get("code", "")
+    line = _ERRORS.get(code)
+    if line is None:
+        detail = event.get("detail")
+        return f"Error: {code}: {detail}" if detail else f"Error: {code}"
+    if isinstance(line, str):
+        return line.format_map(_Fields(event.fields))
+    return line(event)
 
 
 def _presence(template: str) -> Callable[[Envelope], list[str]]:

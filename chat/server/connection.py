@@ -112,6 +112,7 @@ class ClientConnection:
         self._transport = websocket.transport
         #: Frames written during this event-loop iteration, sent together at its end.
         self._frames: list[bytes] | None = None
+        self._batch = server.write_batch
         # Sealed records waiting to be written, in order, each marked bulk (file data) or
         # not; None asks the writer to close the WebSocket.
         self._pending: deque[tuple[bytes, bool] | None] = deque()
@@ -172,10 +173,10 @@ class ClientConnection:
         frame = binary_frame(record)
         if self._frames is None:
             self._frames = [frame]
-            self._server.write_batch.add(self)
+            self._batch.add(self)
         else:
             self._frames.append(frame)
-        self._server.write_batch.count(len(frame))
+        self._batch.count(len(frame))
 
     def flush_frames(self) -> None:
         """Write the frames gathered by :meth:`_write_now`, if any."""
