@@ -121,6 +121,8 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "no_recipients": "No other member of group {group} is online.",
     "too_many_transfers": "Too many file transfers at once (limit {limit}); wait for one to finish.",
     "bad_transfer": _with_detail("File transfer error: {detail}.", "File transfer error."),
+    "server_busy": "[The server is busy; try again in a moment.]",
+    "too_many_registrations": "[Too many new accounts from your network; try again later.]",
 }
 
 

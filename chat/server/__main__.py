@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import logging
 import socket
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from chat.keys import (
     load_private_key,
     write_key_pair,
 )
+from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer, ServerConfig
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
@@ -51,6 +53,17 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
     ("--offer-timeout", "offer_timeout", float, "SECONDS", "time recipients have to answer a file offer"),
     ("--max-transfers-per-user", "max_transfers_per_user", int, "N", "transfers one user may run at once"),
+    ("--max-login-attempts", "max_login_attempts", int, "N",
+     "password attempts per name from one address in 10 minutes"),
+    ("--max-login-attempts-per-ip", "max_login_attempts_per_ip", int, "N",
+     "password attempts from one address prefix (IPv4 /24, IPv6 /64) in 10 minutes"),
+    ("--login-delay-cap", "login_delay_cap", float, "SECONDS",
+     "longest delay before checking a password for a name under attack"),
+    ("--failed-login-alert", "failed_login_alert", int, "N",
+     "failed logins in 10 minutes server-wide before a warning is logged"),
+    ("--password-queue", "password_queue", int, "N", "password checks waiting for a core, then server_busy"),
+    ("--max-registrations-per-ip", "max_registrations_per_ip", int, "N",
+     "accounts registered from one address prefix per hour"),
 ]
 
 
@@ -78,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: INFO); message contents are never logged",
+    )
+    parser.add_argument(
+        "--add-account", metavar="NAME",
+        help="create the registered account NAME in the database and exit; the password is "
+        "asked twice on a terminal, otherwise read from the first line of stdin",
     )
     for option, field, kind, metavar, text in LIMIT_OPTIONS:
         parser.add_argument(
@@ -153,8 +171,19 @@ def keep_heap_padded() -> None:
         pass  # not glibc
 
 
+def add_account_command(db_path: str, name: str) -> int:
+    try:
+        print(add_account(db_path, name))
+    except (AddAccountError, OSError, sqlite3.Error, EOFError) as exc:
+        print(f"chat-server: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.add_account is not None:
+        return add_account_command(args.db_path, args.add_account)
     keep_heap_padded()
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

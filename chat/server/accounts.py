@@ -1,35 +1,83 @@
-"""Registered names (SPEC section 6): who may log in as whom, /register and /passwd.
+"""Registered names (README "Accounts"): who may log in as whom, /register and /passwd.
 
-Unregistered names work as before; a registered name needs its password. A wrong password
-is answered only after a delay, and repeated failures per name or per address are refused
-for a while, so guessing is slow.
+Unregistered names work as before; a registered name needs its password. Every password
+check (login and /passwd) first reserves an attempt in the LoginThrottle, then waits the
+per-name delay, then runs with at most one check per name at a time in the bounded
+PasswordWork pool. A wrong password is answered only after ``wrong_password_delay``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
 
 from chat.protocol.envelope import Envelope
 from chat.server.errors import RequestError
 from chat.server.handlers import Context
+from chat.server.login_throttle import LoginThrottle, SlidingCounts, address_prefix
 from chat.server.names import key
 from chat.server.passwords import (
     MIN_PASSWORD_CHARS,
-    LoginThrottle,
-    hash_password_async,
-    verify_password_async,
+    PasswordWork,
+    ServerBusy,
+    check_password,
+    hash_password,
 )
 from chat.server.storage import Storage
 
+log = logging.getLogger(__name__)
+
 #: Seconds before a wrong password is answered.
 WRONG_PASSWORD_DELAY = 1.0
+REGISTRATION_WINDOW = 3600.0
+
+
+class NameLocks:
+    """One asyncio.Lock per name while anyone uses it; forgotten when nobody does."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name_key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name_key, (asyncio.Lock(), 0))
+        self._locks[name_key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name_key]
+            if users == 1:
+                del self._locks[name_key]
+            else:
+                self._locks[name_key] = (lock, users - 1)
 
 
 class Accounts:
-    def __init__(self, storage: Storage, wrong_password_delay: float = WRONG_PASSWORD_DELAY) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        wrong_password_delay: float = WRONG_PASSWORD_DELAY,
+        *,
+        throttle: LoginThrottle | None = None,
+        work: PasswordWork | None = None,
+        registrations_per_ip: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._storage = storage
-        self._throttle = LoginThrottle()
+        self._throttle = throttle or LoginThrottle()
+        self._work = work or PasswordWork()
         self._delay = wrong_password_delay
+        self._names = NameLocks()
+        self._registrations = SlidingCounts(REGISTRATION_WINDOW, max(1, registrations_per_ip))
+        self._registrations_per_ip = registrations_per_ip
+        self._clock = clock
 
     async def is_registered(self, name: str) -> str | None:
         """The name as registered, or None."""
@@ -41,23 +89,63 @@ class Accounts:
         account = await self._storage.account(key(name))
         if account is None:
             return name
-        registered_name, stored_hash = account
+        registered_name, _ = account
         if password is None:
             raise RequestError("password_required", name=registered_name)
-        if self._throttle.blocked(key(name), address):
-            raise RequestError("too_many_attempts", name=registered_name)
-        if not await verify_password_async(password, stored_hash):
-            self._throttle.failed(key(name), address)
-            await asyncio.sleep(self._delay)
-            raise RequestError("wrong_password", name=registered_name)
+        await self._check(key(name), registered_name, password, address)
         return registered_name
+
+    async def _check(self, name_key: str, shown: str, password: str, address: str) -> None:
+        """Reserve, delay, verify (upgrading an outdated hash); RequestError if refused."""
+        reservation = self._throttle.reserve(name_key, address)
+        if reservation is None:
+            raise RequestError("too_many_attempts", name=shown)
+        try:
+            await asyncio.sleep(reservation.delay)
+            async with self._names.hold(name_key):
+                # Read again under the lock: a check just before may have re-hashed it.
+                account = await self._storage.account(name_key)
+                if account is None:
+                    self._throttle.refund(reservation)
+                    raise RequestError("not_registered", name=shown)
+                matched, new_hash = await self._work.run(check_password, password, account[1])
+                if matched and new_hash is not None:
+                    await self._storage.set_password(name_key, new_hash)
+                    log.info("password hash upgraded to the current parameters")
+        except ServerBusy:
+            self._throttle.refund(reservation)
+            raise RequestError("server_busy") from None
+        if not matched:
+            await asyncio.sleep(self._delay)
+            raise RequestError("wrong_password", name=shown)
+        self._throttle.refund(reservation)
+
+    async def _hash(self, password: str) -> str:
+        try:
+            return await self._work.run(hash_password, password)
+        except ServerBusy:
+            raise RequestError("server_busy") from None
 
     async def register(self, ctx: Context, env: Envelope) -> None:
         password = _checked(env["password"])
-        created = await self._storage.create_account(
-            key(ctx.user), ctx.user, await hash_password_async(password)
-        )
+        prefix = address_prefix(_address(ctx))
+        now = self._clock()
+        if await self._storage.account(key(ctx.user)) is not None:
+            raise RequestError("already_registered", name=ctx.user)
+        if self._registrations.count(prefix, now) >= self._registrations_per_ip:
+            raise RequestError(
+                "too_many_registrations", limit=self._registrations_per_ip,
+                seconds=int(REGISTRATION_WINDOW),
+            )
+        # Counted before the slow hash, so simultaneous requests cannot all slip through.
+        self._registrations.add(prefix, now)
+        try:
+            created = await self._storage.create_account(key(ctx.user), ctx.user, await self._hash(password))
+        except BaseException:
+            self._registrations.remove(prefix, now)
+            raise
         if not created:
+            self._registrations.remove(prefix, now)
             raise RequestError("already_registered", name=ctx.user)
         ctx.reply("registered", name=ctx.user)
 
@@ -66,11 +154,14 @@ class Accounts:
         if account is None:
             raise RequestError("not_registered", name=ctx.user)
         new_password = _checked(env["new_password"])
-        if not await verify_password_async(env["old_password"], account[1]):
-            await asyncio.sleep(self._delay)
-            raise RequestError("wrong_password", name=ctx.user)
-        await self._storage.set_password(key(ctx.user), await hash_password_async(new_password))
+        await self._check(key(ctx.user), account[0], env["old_password"], _address(ctx))
+        await self._storage.set_password(key(ctx.user), await self._hash(new_password))
         ctx.reply("password_changed")
+
+
+def _address(ctx: Context) -> str:
+    """The requesting connection's IP address ("?" if unknown)."""
+    return str(getattr(ctx.outbox, "ip", "?"))
 
 
 def _checked(password: str) -> str:

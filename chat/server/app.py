@@ -24,6 +24,8 @@ from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, Clie
 from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
 from chat.server.hub import LocalHub
+from chat.server.login_throttle import LoginThrottle
+from chat.server.passwords import PasswordWork
 from chat.server.presence import PresenceFeed
 from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
@@ -94,6 +96,19 @@ class ServerConfig:
     #: Keepalive ping interval and timeout, in seconds.
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
+    #: Password attempts per (name, address) and per address prefix (IPv4 /24, IPv6 /64)
+    #: in 10 minutes, counted before the check and refunded when it succeeds.
+    max_login_attempts: int = 5
+    max_login_attempts_per_ip: int = 20
+    #: Cap, in seconds, of the growing delay before checking a password for a name that
+    #: has recent failures from anywhere (never a refusal: the owner still gets in).
+    login_delay_cap: float = 30.0
+    #: Failed logins server-wide in 10 minutes beyond which a warning is logged.
+    failed_login_alert: int = 1000
+    #: Password checks that may wait for a free core before requests get server_busy.
+    password_queue: int = 64
+    #: Accounts registered per address prefix per hour.
+    max_registrations_per_ip: int = 5
 
 
 class ChatServer:
@@ -107,7 +122,15 @@ class ChatServer:
             hub=LocalHub(),
             groups=GroupRegistry(config.max_groups_per_user, config.max_groups),
             storage=storage,
-            accounts=Accounts(storage, config.wrong_password_delay),
+            accounts=Accounts(
+                storage, config.wrong_password_delay,
+                throttle=LoginThrottle(
+                    config.max_login_attempts, config.max_login_attempts_per_ip,
+                    config.failed_login_alert, config.login_delay_cap,
+                ),
+                work=PasswordWork(max_waiting=config.password_queue),
+                registrations_per_ip=config.max_registrations_per_ip,
+            ),
             transfers=TransferRelay(
                 config.max_file_size, config.transfer_window, config.max_transfers_per_user,
                 config.offer_timeout,
