@@ -122,7 +122,8 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "too_many_transfers": "Too many file transfers at once (limit {limit}); wait for one to finish.",
     "bad_transfer": _with_detail("File transfer error: {detail}.", "File transfer error."),
     "server_busy": "[The server is busy; try again in a moment.]",
-    "too_many_registrations": "[Too many new accounts from your network; try again later.]",
+    "too_many_registrations": "[Too many new accounts from your network (at most {limit} an hour); "
+    "try again later.]",
 }
 
 

@@ -133,10 +133,8 @@ class Accounts:
         if await self._storage.account(key(ctx.user)) is not None:
             raise RequestError("already_registered", name=ctx.user)
         if self._registrations.count(prefix, now) >= self._registrations_per_ip:
-            raise RequestError(
-                "too_many_registrations", limit=self._registrations_per_ip,
-                seconds=int(REGISTRATION_WINDOW),
-            )
+            # limit: accounts per hour from this network.
+            raise RequestError("too_many_registrations", limit=self._registrations_per_ip)
         # Counted before the slow hash, so simultaneous requests cannot all slip through.
         self._registrations.add(prefix, now)
         try:
