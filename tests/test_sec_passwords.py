@@ -9,6 +9,8 @@ import base64
 import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -204,3 +206,78 @@ async def test_registrations_per_network_are_limited(key_pair: tuple[Path, Path]
         assert (await other_net.request("register", password=PASSWORD)).type == "registered"
         await other_net.close()
         await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_password_checks_beyond_the_queue_get_server_busy(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With no queue (--password-queue 0) only one check per core runs; simultaneous
+    logins beyond that are answered server_busy at once, and are not counted as attempts."""
+    public_key = load_public_key(key_pair[1])
+    options = (*FAST, "--password-queue", "0", "--max-registrations-per-ip", "100")
+    async with running_server(key_pair[0], tmp_path / "server", *options) as server:
+        names = [f"user{n}" for n in range(12)]
+        for name in names:
+            await register(server.port, public_key, name)
+        sessions = await asyncio.gather(
+            *(session_from(server.port, public_key, f"127.0.{n + 1}.1") for n in range(len(names)))
+        )
+        rids = await asyncio.gather(
+            *(s.send("login", name=name, password=PASSWORD) for s, name in zip(sessions, names, strict=True))
+        )
+        replies = await asyncio.gather(*(s.reply(rid, 10) for s, rid in zip(sessions, rids, strict=True)))
+        outcome = Counter(r.type if r.type == "welcome" else r["code"] for r in replies)
+        assert set(outcome) <= {"welcome", "server_busy"}, outcome
+        assert outcome["server_busy"] >= 1 and outcome["welcome"] >= 1, outcome
+        for session, name, first in zip(sessions, names, replies, strict=True):
+            if first.type != "welcome":
+                for _ in range(10):  # more than the per-pair budget: busy answers cost nothing
+                    code = await login_code(session, name, PASSWORD)
+                    if code == "welcome":
+                        break
+                    assert code == "server_busy"
+                assert code == "welcome"
+            await session.close()
+        await assert_fresh_pair_chats(server, public_key)
+
+
+def add_account(directory: Path, name: str, stdin: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", "chat.server", "--add-account", name, "--db", "accounts.db"],
+        input=stdin, capture_output=True, text=True, cwd=directory, env=env, timeout=30, check=False,
+    )
+
+
+async def test_operator_adds_an_account_from_the_command_line(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    directory = tmp_path / "server"
+    directory.mkdir()
+    created = add_account(directory, "Operator", PASSWORD + "\nignored second line\n")
+    assert (created.returncode, created.stdout, created.stderr) == (
+        0, "Account 'Operator' created in accounts.db.\n", ""
+    )
+    again = add_account(directory, "OPERATOR", "another password\n")
+    assert again.returncode == 1 and again.stdout == ""
+    assert again.stderr == "chat-server: error: 'OPERATOR' is already registered in accounts.db\n"
+    bad_name = add_account(directory, "two words", PASSWORD + "\n")
+    assert bad_name.returncode == 1 and "invalid username 'two words'" in bad_name.stderr
+    short = add_account(directory, "shorty", "short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    empty = add_account(directory, "nobody", "")
+    assert empty.returncode == 1 and "no password" in empty.stderr
+
+    public_key = load_public_key(key_pair[1])
+    async with running_server(key_pair[0], directory, *FAST, "--db", "accounts.db") as server:
+        session = await session_from(server.port, public_key)
+        missing = await session.request("login", name="operator")
+        assert (missing.type, missing["code"], missing["name"]) == ("error", "password_required", "Operator")
+        assert await login_code(session, "operator", "another password") == "wrong_password"
+        welcome = await session.request("login", name="operator", password=PASSWORD)
+        assert (welcome.type, welcome["name"]) == ("welcome", "Operator")
+        await session.close()
+        for name in ("shorty", "nobody", "two words"):
+            with sqlite3.connect(directory / "accounts.db") as db:
+                assert db.execute("SELECT 1 FROM account WHERE name = ?", (name,)).fetchone() is None
