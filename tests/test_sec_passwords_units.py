@@ -13,6 +13,8 @@ import pytest
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from chat.client.render import render
+from chat.protocol.envelope import decode_event, encode_event
 from chat.server.login_throttle import LoginThrottle, address_prefix
 from chat.server.passwords import (
     PasswordWork,
@@ -168,3 +170,11 @@ async def test_password_work_refuses_beyond_its_queue_at_once() -> None:
     finally:
         release.set()
         work.close()
+
+
+def test_the_client_renders_the_new_errors() -> None:
+    busy = encode_event("error", code="server_busy")
+    assert render(decode_event(busy)) == ["[The server is busy; try again in a moment.]"]
+    too_many = decode_event(encode_event("error", code="too_many_registrations", limit=5))
+    line = "[Too many new accounts from your network (at most 5 an hour); try again later.]"
+    assert render(too_many) == [line]
