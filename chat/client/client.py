@@ -452,6 +452,9 @@ class ChatClient:
             reply = await self._login_reply(session, fields)
             if reply.type == "welcome":
                 return reply
+            if reply.get("code") == "server_busy" and loop.time() < give_up:
+                await asyncio.sleep(RELOGIN_RETRY)  # too many password checks at once
+                continue
             if reply.get("code") == "username_taken" and loop.time() < give_up:
                 if not told:
                     self._out.show(
