@@ -49,8 +49,13 @@ async def test_wrong_server_key(server: ServerProcess, tmp_path: Path) -> None:
     code, err, out = await run_client(server.port, other_public, tmp_path)
     assert code == 4
     assert len(err) == 1
-    assert err[0].startswith(f"The server's key does not match {other_public} (fingerprint SHA256:")
-    assert err[0].endswith("): refusing to connect.")
+    port = server.port
+    assert err[0].startswith(
+        f"The server at ws://127.0.0.1:{port} answered that it does not hold {other_public} "
+        "(fingerprint SHA256:"
+    )
+    assert "(an unauthenticated answer): refusing to connect." in err[0]
+    assert "changed" not in err[0].split("refusing")[0], "an unauthenticated answer proves no key change"
     assert out == ""
 
 

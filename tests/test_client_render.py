@@ -287,10 +287,25 @@ def test_progress_line() -> None:
 
 
 def test_names_and_reasons_from_others_cannot_forge_lines_or_drive_the_terminal() -> None:
-    assert printable("a\nb\x1b[2Jc\u202etxt") == "a?b?[2Jc?txt"
+    assert printable("a\nb\x1b[2Jc\u202etxt") == "a\u240ab\u241b[2Jc<U+202E>txt"
     line = file_refused_line("x\nYou received file 'evil' from bob.", "mallory", "because\r\x07")
-    assert line == "Refused file 'x?You received file 'evil' from bob.' from mallory: because??."
+    assert line == (
+        "Refused file 'x\u240aYou received file 'evil' from bob.' from mallory: because\u240d\u2407."
+    )
     assert "\x1b" not in file_aborted_line("\x1b]0;title\x07", "m", "\x1b[31mred")
     assert file_result_line("a", "bob", False, [], [{"name": "bob", "detail": "no\nway"}]) == (
-        "File a could not be sent to bob: no?way."
+        "File a could not be sent to bob: no\u240away."
     )
+
+
+def test_printable_shows_every_unsafe_character_visibly_and_keeps_text() -> None:
+    """Review H3: C0, DEL, C1, bidi and other format characters, line and paragraph
+    separators become visible stand-ins; letters, emoji (with their joiners) stay."""
+    assert printable("\x00\x07\x08\t\n\r\x1b\x1f\x7f") == "␀␇␈␉␊␍␛␟␡"
+    assert printable("\x9b31m\x85") == "<U+009B>31m<U+0085>"
+    assert printable("\u2028\u2029\u200b\u00ad\u2066\u202e\ufeff\U000e0041") == (
+        "<U+2028><U+2029><U+200B><U+00AD><U+2066><U+202E><U+FEFF><U+E0041>"
+    )
+    kept = "José 北京 Привет مرحبا 👩\u200d💻 né"
+    assert printable(kept) == kept
+    assert printable("[Broadcast from sophia]: hello") == "[Broadcast from sophia]: hello"

@@ -1,5 +1,7 @@
 """Where the client's lines go: plain lines on stdout in line mode (exactly the lines of
-SPEC section 4, nothing else), styled lines above the input line on a terminal."""
+README's command table, nothing else), styled lines above the input line on a terminal.
+Both pass each line through ``printable``, the one place where text from other users is
+made harmless for a terminal: whatever a peer sends, one line out is one line shown."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import sys
 import time
 from typing import Protocol
 
+from chat.client.render import printable
 from chat.client.style import STYLE, SYSTEM, styled
 
 
@@ -20,14 +23,15 @@ class PlainOutput:
     ``patch_stdout`` may swap it)."""
 
     def show(self, line: str, kind: str = SYSTEM) -> None:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(printable(line) + "\n")
         sys.stdout.flush()
 
 
 class TerminalOutput:
     """A terminal: prompt_toolkit prints the line above the prompt (erasing the input
     line, printing, then drawing it again as it was), in colour unless disabled.
-    prompt_toolkit also replaces ESC in the text, so a message cannot drive the terminal."""
+    Every line goes through ``printable`` first: prompt_toolkit alone lets newlines,
+    backspaces, BEL and C1 controls through."""
 
     def __init__(self, *, colour: bool, timestamps: bool) -> None:
         self.colour = colour
@@ -37,5 +41,5 @@ class TerminalOutput:
         from prompt_toolkit import print_formatted_text
 
         stamp = time.time() if self.timestamps else None
-        text = styled(line, kind, colour=self.colour, timestamp=stamp)
+        text = styled(printable(line), kind, colour=self.colour, timestamp=stamp)
         print_formatted_text(text, style=STYLE if self.colour else None, flush=True)

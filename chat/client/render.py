@@ -6,12 +6,12 @@ it yields a generic line or nothing, so a newer server cannot crash an older cli
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 from chat.protocol.envelope import Envelope
+from chat.safe_text import printable
 
 GROUP_NAME_RULE = "use 1-32 letters, digits, '_', '-' or '.'"
 
@@ -216,15 +216,6 @@ def render(event: Envelope) -> list[str]:
 # --- file transfer lines ----------------------------------------------------------------
 # The transfer code knows which file an event is about; these turn what it knows into the
 # exact lines of SPEC section 4 (and clear ones for everything the SPEC leaves open).
-
-
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters shown as ``?``: a file name or a reason comes from
-    another user and must not forge lines or drive the terminal (escape sequences)."""
-    return _UNPRINTABLE.sub("?", text)
 
 
 def _reason(detail: str) -> str:

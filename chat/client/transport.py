@@ -24,6 +24,7 @@ from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFai
 from chat.protocol.handshake import ClientHandshake, encode_handshake_error
 from chat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from chat.protocol.records import SecureChannel
+from chat.safe_text import printable
 
 EXIT_CANNOT_CONNECT = 3
 EXIT_BAD_SERVER_KEY = 4
@@ -39,6 +40,9 @@ class ClientError(Exception):
     """A failure to show the user as one line, then exit with ``exit_code``."""
 
     def __init__(self, message: str, exit_code: int) -> None:
+        # Messages may quote the server's words (a close reason, a handshake error):
+        # shown on a terminal, so made harmless first.
+        message = printable(message)
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
@@ -87,15 +91,22 @@ def _connect_reason(exc: BaseException, timeout: float) -> str:
 
 
 def _handshake_error(exc: HandshakeFailed, uri: str, key: rsa.RSAPublicKey, key_label: str) -> ClientError:
+    """The user's line for a failed handshake. A HandshakeError from the server arrives
+    before any key is confirmed, so anyone on the network could have sent it: it is
+    reported as what the server said, never as proof that the server's key changed."""
     code = exc.code
-    if code in (
-        HandshakeErrorCode.UNKNOWN_SERVER_KEY,
-        HandshakeErrorCode.DECRYPT_FAILED,
-        HandshakeErrorCode.CONFIRMATION_FAILED,
-    ):
+    expected = f"{key_label} (fingerprint {fingerprint(key)})"
+    if code is HandshakeErrorCode.UNKNOWN_SERVER_KEY:
         return ClientError(
-            f"The server's key does not match {key_label} (fingerprint {fingerprint(key)}): "
-            "refusing to connect.",
+            f"The server at {uri} answered that it does not hold {expected} (an unauthenticated "
+            "answer): refusing to connect. If its key really changed, get the new public key "
+            "from the server's operator.",
+            EXIT_BAD_SERVER_KEY,
+        )
+    if code in (HandshakeErrorCode.DECRYPT_FAILED, HandshakeErrorCode.CONFIRMATION_FAILED):
+        return ClientError(
+            f"The handshake with {uri} failed: messages were altered in transit, or the server "
+            f"does not hold {expected}: refusing to connect.",
             EXIT_BAD_SERVER_KEY,
         )
     if code is HandshakeErrorCode.VERSION_MISMATCH:

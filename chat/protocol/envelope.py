@@ -254,7 +254,7 @@ class Envelope:
 def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[str, Kind]) -> None:
     schema = table.get(envelope.type)
     if schema is None:
-        raise EnvelopeError(f"unknown envelope type '{envelope.type}'", "type")
+        raise EnvelopeError(f"unknown envelope type '{_quoted(envelope.type)}'", "type")
     for name, kind in schema.required.items():
         if name not in envelope.fields:
             raise EnvelopeError(f"field '{name}' is missing", name)
@@ -264,12 +264,21 @@ def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[s
             continue
         kind = schema.optional.get(name) or common.get(name)
         if kind is None:
-            raise EnvelopeError(f"unknown field '{name}' for type '{envelope.type}'", name)
+            raise EnvelopeError(f"unknown field '{_quoted(name)}' for type '{envelope.type}'", _quoted(name))
         kind.check(name, value)
     if envelope.body and not schema.body:
         raise EnvelopeError(f"type '{envelope.type}' carries no body", "body")
     if len(envelope.body) > MAX_CHUNK_BYTES:
         raise EnvelopeError(f"body larger than {MAX_CHUNK_BYTES} bytes", "body")
+
+
+#: Characters of a peer's field or type name quoted in an error.
+MAX_QUOTED_CHARS = 64
+
+
+def _quoted(name: str) -> str:
+    """A name taken from the peer, cut short to quote in an error (and a log)."""
+    return name if len(name) <= MAX_QUOTED_CHARS else name[:MAX_QUOTED_CHARS] + "..."
 
 
 def _reject_constant(value: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from chat.safe_text import printable
+
 
 class ProtocolError(Exception):
     """Base class for every error the protocol core raises on bad input."""
@@ -57,4 +59,6 @@ class EnvelopeError(ProtocolError):
 
 
 def _printable(text: str) -> str:
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    """Lone surrogates escaped, and every control or format character shown visibly: the
+    message goes back to the peer as a ``detail`` and into the server's log."""
+    return printable(text.encode("utf-8", "backslashreplace").decode("utf-8"))

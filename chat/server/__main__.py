@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
-import logging
 import socket
 import sqlite3
 import sys
@@ -23,6 +22,7 @@ from chat.keys import (
     load_private_key,
     write_key_pair,
 )
+from chat.server import logs
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer, ServerConfig
 
@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.add_account is not None:
         return add_account_command(args.db_path, args.add_account)
     keep_heap_padded()
-    logging.basicConfig(
-        level=args.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("websockets").setLevel(logging.DEBUG if args.log_level == "DEBUG" else logging.WARNING)
+    logs.configure(args.log_level)
     try:
         key = load_or_create_key(args.private_pem)
     except (KeyFileError, OSError) as exc:
