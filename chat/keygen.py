@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             if path.exists():
                 return _fail(_exists_message(path))
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
         return _fail(f"cannot create directory {directory}: {exc.strerror or exc}")
 

@@ -89,7 +89,7 @@ def write_key_pair(
 
     Raises FileExistsError if either exists and ``overwrite`` is false.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # a new key directory is private
     private_path = directory / PRIVATE_NAME
     public_path = directory / PUBLIC_NAME
     if not overwrite:

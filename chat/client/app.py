@@ -32,6 +32,7 @@ from chat.client.transport import ClientError, open_session
 from chat.client.trust import (
     DEFAULT_PUBLIC_PEM,
     TrustedKey,
+    check_against_pin,
     key_file,
     load_key_file,
     trust_on_first_use,
@@ -272,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = key_file(args.public_pem)
         trusted = load_key_file(path, args.fingerprint, PROG) if path is not None else None
+        if trusted is not None and args.public_pem is None:
+            trusted = check_against_pin(trusted, args.server_host, args.port, KnownServers())
         return asyncio.run(run(args, trusted, terminal=terminal))
     except ClientError as exc:
         print(exc.message, file=sys.stderr)

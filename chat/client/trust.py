@@ -1,9 +1,9 @@
-"""Which server key the client trusts (SPEC section 7).
+"""Which server key the client trusts (README, "Connect a client").
 
-A PUBLIC_PEM given on the command line, else ``keys/public.pem`` if it exists, is the
-server's key. Otherwise trust on first use: the client fetches the key the server
-presents (unauthenticated, PROTOCOL.md section 1.1) and compares it with the key pinned
-for host:port in ``known_servers``, like SSH's known_hosts:
+A PUBLIC_PEM given on the command line, else ``keys/public.pem`` if it exists (and agrees
+with the key pinned for host:port, if any), is the server's key. Otherwise trust on first
+use: the client fetches the key the server presents (unauthenticated, PROTOCOL.md section
+1.1) and compares it with the key pinned for host:port in ``known_servers``, like SSH's known_hosts:
 
 * pinned and the same: use it;
 * pinned and different: refuse (someone may be impersonating the server);
@@ -70,6 +70,24 @@ def load_key_file(path: Path, expected: str | None, prog: str) -> TrustedKey:
             EXIT_BAD_SERVER_KEY,
         )
     return TrustedKey(key, str(path))
+
+
+def check_against_pin(trusted: TrustedKey, host: str, port: int, known: KnownServers) -> TrustedKey:
+    """An implicit ``keys/public.pem`` (found in the working directory, not named by the
+    user) never silently overrides the key pinned for host:port: a shared folder or an
+    unpacked archive could have planted it (review L3). A key file the user names on the
+    command line is the user's choice and is not checked here."""
+    pinned = known.lookup(host, port)
+    if pinned is None or fingerprint(pinned) == fingerprint(trusted.key):
+        return trusted
+    raise ClientError(
+        f"WARNING: {trusted.label} in the working directory has the fingerprint "
+        f"{fingerprint(trusted.key)}, but the key remembered for {server_id(host, port)} has "
+        f"{fingerprint(pinned)}: refusing to connect. If the server's key really changed, "
+        f"delete its line from {known.path}, or name the key file on the command line "
+        f"({trusted.label}) to use it anyway.",
+        EXIT_BAD_SERVER_KEY,
+    )
 
 
 async def trust_on_first_use(

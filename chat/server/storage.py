@@ -12,7 +12,10 @@ there after a crash. The schema is versioned with ``PRAGMA user_version``; each 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +71,15 @@ MIGRATIONS: list[str] = [
 ]
 
 
+def _tighten(path: str) -> None:
+    """Make the database and its WAL files readable by their owner only (POSIX)."""
+    for name in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+
+
 @dataclass
 class StoredGroup:
     name: str
@@ -107,8 +119,23 @@ class Storage:
         await self._run(self._open)
 
     def _open(self) -> None:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
+        private = self.path != ":memory:" and hasattr(os, "umask")
+        # The database holds password hashes, offline messages and history: private to the
+        # server's user (review L4). SQLite gives the -wal and -shm files the database
+        # file's mode, so a new database is created under a umask of 077 and an existing
+        # one with looser permissions is tightened.
+        old_umask = os.umask(0o077) if private else None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if private:
+            _tighten(self.path)
+        self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
