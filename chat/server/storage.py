@@ -80,6 +80,10 @@ def _tighten(path: str) -> None:
                 os.chmod(name, mode & 0o700)
 
 
+#: A group's history is pruned to ``history_limit`` once every this many of its inserts.
+PRUNE_EVERY = 64
+
+
 @dataclass
 class StoredGroup:
     name: str
@@ -105,6 +109,8 @@ class Storage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None
         self._group_seq = 0
+        #: Inserts per group since start, which decide when a group's history is pruned.
+        self._inserts: dict[str, int] = {}
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -251,6 +257,7 @@ class Storage:
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
             db.execute("DELETE FROM group_message WHERE group_key = ?", (group_key,))
+            self._inserts.pop(group_key, None)
 
         await self._run(self._transaction, delete)
 
@@ -282,13 +289,16 @@ class Storage:
         """Record a group message, keeping only the newest ``history_limit`` per group."""
 
         def insert(db: sqlite3.Connection) -> None:
-            cursor = db.execute(
+            db.execute(
                 "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?,?,?,?)",
                 (group_key, sender, text, time.time()),
             )
-            newest = cursor.lastrowid or 0
-            # Prune now and then rather than on every insert.
-            if newest % 64 == 0:
+            # Prune this group every PRUNE_EVERY of its own inserts (and at its first since
+            # start): at most history_limit + PRUNE_EVERY - 1 rows per group, however the
+            # inserts of all groups interleave (review M12: a global id modulo could be dodged).
+            count = self._inserts.get(group_key, 0)
+            self._inserts[group_key] = count + 1
+            if count % PRUNE_EVERY == 0:
                 db.execute(
                     "DELETE FROM group_message WHERE group_key = ? AND id <= ("
                     " SELECT id FROM group_message WHERE group_key = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
