@@ -118,8 +118,15 @@ class Settings:
                 str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
                 "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *extra,
             ]
-            if "--db" in _chat_server_options(self.server_tree):
+            known = _chat_server_options(self.server_tree)
+            if "--db" in known:
                 args += ["--db", ":memory:"]  # nothing written to disk, nothing left behind
+            # The load comes from one address: lift the per-address and handshake limits
+            # (servers before they existed do not know these options).
+            for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
+                                  ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000")):
+                if option in known:
+                    args += [option, value]
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
         return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,6 +29,10 @@ from chat.protocol.handshake import ClientHandshake
 from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 
+#: Server options that lift the per-address limits on opening connections and handshakes,
+#: for tests whose many clients all come from 127.0.0.1 (with ``--max-per-ip 0``).
+NO_ADDRESS_LIMITS = ("--max-upgrading-per-ip", "0", "--handshakes-per-ip", "0")
+
 #: Time to wait for something that should happen at once.
 TIMEOUT = 5.0
 _fresh = itertools.count(1)
@@ -44,6 +49,16 @@ async def running_server(private_pem: Path, cwd: Path, *extra: str) -> AsyncIter
         problems = await process.stop()
     if problems:
         pytest.fail("; ".join(problems) + "\n" + process.report())
+
+
+async def opened_from(port: int, source: str) -> RawSession:
+    """An upgraded WebSocket (no chat handshake yet) whose source address is ``source``
+    (any 127.x works on loopback), so one test can play several client addresses."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    return await RawSession.open(port, sock=sock)
 
 
 def server_ps(server: ServerProcess) -> psutil.Process:

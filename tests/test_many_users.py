@@ -20,7 +20,8 @@ USERS = MAX_LIST_ITEMS + 26
 
 
 async def test_list_with_more_users_online_than_one_reply_names(key_pair: tuple[Path, Path]) -> None:
-    config = ServerConfig(host=HOST, port=0, db_path=":memory:", rate_limit=0, max_connections_per_ip=0)
+    config = ServerConfig(host=HOST, port=0, db_path=":memory:", rate_limit=0, max_connections_per_ip=0,
+                          max_upgrading_per_ip=0, handshakes_per_ip=0)
     server = ChatServer(load_private_key(key_pair[0]), config)
     port = await server.start()
     public_key = load_public_key(key_pair[1])

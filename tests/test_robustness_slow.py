@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_harness import HOST
-from robust_helpers import Peer, assert_fresh_pair_chats, running_server, server_ps
+from robust_helpers import NO_ADDRESS_LIMITS, Peer, assert_fresh_pair_chats, running_server, server_ps
 
 from chat.keys import load_public_key
 
@@ -57,7 +57,7 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_get_everything(
     # The kernel's send buffer is capped: with autotuning it can absorb megabytes for a
     # reader that stopped (net.ipv4.tcp_wmem), more than this test sends, before the
     # server's own --max-backlog bound is reached.
-    extra = ["--max-backlog", str(MAX_BACKLOG), "--rate-limit", "0", "--max-per-ip", "0",
+    extra = ["--max-backlog", str(MAX_BACKLOG), "--rate-limit", "0", "--max-per-ip", "0", *NO_ADDRESS_LIMITS,
              "--socket-send-buffer", str(256 * 1024)]  # fmt: skip
     async with running_server(key_pair[0], tmp_path / "server", *extra) as server:
         process = server_ps(server)

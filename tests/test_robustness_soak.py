@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from robust_helpers import RawSession, assert_fresh_pair_chats, running_server
+from robust_helpers import NO_ADDRESS_LIMITS, RawSession, assert_fresh_pair_chats, running_server
 from websockets.exceptions import ConnectionClosed
 
 from chat.keys import load_public_key
@@ -522,7 +522,7 @@ async def test_soak_two_hundred_clients_exact_delivery(key_pair: tuple[Path, Pat
     reconnects under the same name), then every message is checked against the oracle
     of the module docstring."""
     public_key = load_public_key(key_pair[1])
-    extra = ["--rate-limit", "0", "--max-per-ip", "0", "--max-backlog", str(256 << 20)]
+    extra = ["--rate-limit", "0", "--max-per-ip", "0", *NO_ADDRESS_LIMITS, "--max-backlog", str(256 << 20)]
     async with running_server(key_pair[0], tmp_path / "server", *extra) as server:
         started = time.monotonic()
         observer = await _connect(server.port, public_key, OBSERVER, 1, asyncio.Semaphore(1))

@@ -22,7 +22,7 @@ from chat.keys import (
     load_private_key,
     write_key_pair,
 )
-from chat.server import logs
+from chat.server import logs, process_limits
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer, ServerConfig
 
@@ -64,6 +64,16 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--password-queue", "password_queue", int, "N", "password checks waiting for a core, then server_busy"),
     ("--max-registrations-per-ip", "max_registrations_per_ip", int, "N",
      "accounts registered from one address prefix per hour"),
+    ("--max-upgrading-per-ip", "max_upgrading_per_ip", int, "N",
+     "connections from one address still in their HTTP upgrade, 0 = unlimited"),
+    ("--upgrade-timeout", "upgrade_timeout", float, "SECONDS", "time to finish the HTTP upgrade"),
+    ("--handshakes-per-ip", "handshakes_per_ip", float, "PER_SECOND",
+     "handshakes (RSA decryptions) per second from one address, after a burst, 0 = unlimited"),
+    ("--handshakes-per-second", "handshakes_per_second", float, "PER_SECOND",
+     "handshakes per second in all, 0 = unlimited"),
+    ("--handshake-queue", "handshake_queue", int, "N", "handshakes waiting for a core, then SERVER_BUSY"),
+    ("--pings-per-second", "pings_per_second", float, "PER_SECOND",
+     "WebSocket pings a peer may send per second, after a burst of 20"),
 ]
 
 
@@ -134,6 +144,7 @@ def connect_hint(host: str, port: int, public_pem: Path) -> str:
 
 
 async def serve(server: ChatServer, public_pem: Path) -> None:
+    process_limits.quiet_accept_errors(asyncio.get_running_loop())
     port = await server.start()
     config = server.config
     print(f"WebSocket server started and listening on ws://{config.host}:{port}", flush=True)
@@ -192,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat-server: error: {exc}", file=sys.stderr)
         return 2
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
-    limits = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
-    config = ServerConfig(host=args.host, port=args.port, db_path=args.db_path, **limits)
+    chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
+    config = ServerConfig(host=args.host, port=args.port, db_path=args.db_path, **chosen)
+    config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
             runner.run(serve(ChatServer(key, config), public_pem))

@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import socket
-from collections import Counter
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -18,8 +18,15 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chat.keys import public_pem
-from chat.protocol.limits import MAX_FRAME_BYTES
+from chat.protocol.limits import MAX_HANDSHAKE_BYTES
 from chat.server.accounts import Accounts
+from chat.server.admission import (
+    Admission,
+    AdmissionLimits,
+    GuardedConnection,
+    KeyedBuckets,
+    guarded_connection_class,
+)
 from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection, WriteBatch
 from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
@@ -31,6 +38,10 @@ from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
 log = logging.getLogger("chat.server")
+
+#: Frames websockets buffers for a connection before it stops reading its socket: the
+#: chat reads each one at once, so more would only let a peer park memory here.
+MAX_QUEUED_FRAMES = 4
 
 #: Plain HTTP GET of this path returns the server's public key (PEM), so that a client
 #: without it can show the fingerprint and ask its user (trust on first use).
@@ -46,11 +57,6 @@ def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-
-def _ip_of(websocket: ServerConnection) -> str:
-    address = websocket.remote_address
-    return str(address[0]) if address else "?"
 
 
 @dataclass
@@ -80,9 +86,20 @@ class ServerConfig:
     socket_send_buffer: int = 0
     #: Connections the kernel may hold waiting to be accepted.
     listen_backlog: int = 1024
-    #: Connections in all and from one IP address (0: unlimited).
+    #: Connections in all and from one IP address (0: unlimited), counted from accept.
     max_connections: int = 20000
     max_connections_per_ip: int = 128
+    #: Connections from one address still in their HTTP upgrade, and the time they have.
+    max_upgrading_per_ip: int = 16
+    upgrade_timeout: float = 5.0
+    #: Handshakes (RSA decryptions) per second from one address and in all, and how many
+    #: may wait for a core; past these a ClientHello is answered SERVER_BUSY.
+    handshakes_per_ip: float = 20.0
+    handshakes_per_second: float = 1000.0
+    handshake_queue: int = 64
+    #: WebSocket pings a peer may send per second, and in a burst.
+    pings_per_second: float = 2.0
+    ping_burst: int = 20
     #: Groups one user may be a member of, and groups on the server.
     max_groups_per_user: int = 100
     max_groups: int = 10000
@@ -143,27 +160,46 @@ class ChatServer:
         self.crypto_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="handshake")
         self.write_batch = WriteBatch()
         self.connections: set[ClientConnection] = set()
-        self._per_ip: Counter[str] = Counter()
+        self.admission = Admission(
+            AdmissionLimits(
+                config.max_connections, config.max_connections_per_ip, config.max_upgrading_per_ip,
+                config.pings_per_second, config.ping_burst,
+            )
+        )
+        # A burst as large as the connections one address may hold: a class behind one
+        # NAT logging in at once.
+        self._handshakes_per_ip = KeyedBuckets(
+            config.handshakes_per_ip, max(config.handshakes_per_ip, config.max_connections_per_ip)
+        )
+        self._handshakes_total = KeyedBuckets(config.handshakes_per_second, config.handshakes_per_second)
+        #: ClientHellos whose RSA decryption is queued or running.
+        self.pending_handshakes = 0
         self._server: Server | None = None
 
     async def _handler(self, websocket: ServerConnection) -> None:
-        refusal = self._over_capacity(websocket)
-        if refusal is not None:
-            log.warning("refused connection peer=%s: %s", websocket.remote_address, refusal)
-            await websocket.close(CLOSE_TRY_AGAIN_LATER, refusal)
-            return
-        ip = _ip_of(websocket)
+        """One upgraded WebSocket. Connections were counted (and over-limit ones closed)
+        when accepted, before the upgrade (admission.py)."""
+        if isinstance(websocket, GuardedConnection):
+            if websocket.refusal is not None:
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, websocket.refusal)
+                return
+            websocket.upgraded()
         _limit_send_buffer(websocket, self.config.socket_send_buffer)
         connection = ClientConnection(websocket, self)
         self.connections.add(connection)
-        self._per_ip[ip] += 1
         try:
             await connection.serve()
         finally:
             self.connections.discard(connection)
-            self._per_ip[ip] -= 1
-            if self._per_ip[ip] <= 0:
-                del self._per_ip[ip]
+
+    def handshake_allowed(self, ip: str) -> bool:
+        """Whether a ClientHello from ``ip`` may queue an RSA decryption now: within the
+        per-address and server-wide handshake rates, and the queue of decryptions not
+        full (review M1). Otherwise the peer gets SERVER_BUSY at once."""
+        now = time.monotonic()
+        if self.pending_handshakes >= self.config.handshake_queue:
+            return False
+        return self._handshakes_per_ip.take(ip, now) and self._handshakes_total.take("", now)
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """Serve the public key on GET SERVER_KEY_PATH; everything else goes on to the
@@ -173,14 +209,6 @@ class ChatServer:
         body = public_pem(self.private_key.public_key())
         headers = Headers({"Content-Type": "application/x-pem-file", "Content-Length": str(len(body))})
         return Response(200, "OK", headers, body)
-
-    def _over_capacity(self, websocket: ServerConnection) -> str | None:
-        config = self.config
-        if 0 < config.max_connections <= len(self.connections):
-            return "server is full"
-        if 0 < config.max_connections_per_ip <= self._per_ip[_ip_of(websocket)]:
-            return "too many connections from your address"
-        return None
 
     async def start(self) -> int:
         """Open the database, then start listening; returns the bound port (for port 0)."""
@@ -192,12 +220,16 @@ class ChatServer:
             self.config.host,
             self.config.port,
             process_request=self._process_request,
-            max_size=MAX_FRAME_BYTES,
+            create_connection=guarded_connection_class(self.admission),
+            # Until its handshake is done a peer may send handshake messages only: 2 KiB
+            # frames (raised to MAX_FRAME_BYTES after it), and few of them are buffered.
+            max_size=MAX_HANDSHAKE_BYTES,
+            max_queue=MAX_QUEUED_FRAMES,
             compression=None,
             ping_interval=self.config.ping_interval,
             ping_timeout=self.config.ping_timeout,
             close_timeout=self.config.close_timeout,
-            open_timeout=self.config.handshake_timeout,
+            open_timeout=min(self.config.upgrade_timeout, self.config.handshake_timeout),
             # A class logging in at once must not wait on SYN retries (asyncio's default is 100).
             backlog=self.config.listen_backlog,
         )

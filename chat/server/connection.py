@@ -24,7 +24,7 @@ from websockets.protocol import State
 from chat.protocol.envelope import Envelope, decode_request, encode_event
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
 from chat.protocol.handshake import ServerHandshake, encode_handshake_error
-from chat.protocol.limits import MAX_DETAIL_CHARS
+from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context, encode_reply
@@ -205,7 +205,7 @@ class ClientConnection:
     # --- lifecycle ------------------------------------------------------------------
 
     async def serve(self) -> None:
-        log.info("connection opened conn=%d peer=%s", self.id, self.peer)
+        log.debug("connection opened conn=%d peer=%s", self.id, self.peer)
         try:
             channel = await self._handshake()
             if channel is None:
@@ -223,7 +223,7 @@ class ClientConnection:
                 await (self._logout_task or self._logout())
                 await self._shutdown_writer()
         finally:
-            log.info(
+            log.debug(
                 "connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code
             )
 
@@ -251,11 +251,7 @@ class ClientConnection:
                 hello = await self._ws.recv()
                 if isinstance(hello, str):
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
-                # The RSA unwrap runs in a thread: cryptography releases the GIL, so
-                # handshakes use every core and never stall the event loop.
-                server_hello = await asyncio.get_running_loop().run_in_executor(
-                    self._server.crypto_pool, machine.receive_client_hello, hello
-                )
+                server_hello = await self._unwrap(machine, hello)
                 # Straight out: nothing else can be waiting for this connection yet.
                 self._send(binary_frame(server_hello))
                 finished = await self._ws.recv()
@@ -263,11 +259,12 @@ class ClientConnection:
                     raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
                 keys = machine.receive_client_finished(finished)
         except HandshakeFailed as exc:
-            log.info("handshake failed conn=%d peer=%s code=%s", self.id, self.peer, exc.code.name)
+            # DEBUG: anyone can cause these at will, and a flood must not flood the log.
+            log.debug("handshake failed conn=%d peer=%s code=%s", self.id, self.peer, exc.code.name)
             await self._refuse(encode_handshake_error(exc.code, str(exc)), str(exc))
             return None
         except TimeoutError:
-            log.info("handshake timed out conn=%d peer=%s", self.id, self.peer)
+            log.debug("handshake timed out conn=%d peer=%s", self.id, self.peer)
             await self._refuse(
                 encode_handshake_error(HandshakeErrorCode.TIMEOUT, "handshake timed out"), "timeout"
             )
@@ -275,7 +272,25 @@ class ClientConnection:
         except ConnectionClosed:
             return None
         log.debug("handshake done conn=%d", self.id)
+        # Records may now be as large as an envelope needs (2 KiB until here).
+        self._ws.protocol.max_message_size = MAX_FRAME_BYTES
         return SecureChannel(keys)
+
+    async def _unwrap(self, machine: ServerHandshake, hello: bytes) -> bytes:
+        """The RSA unwrap of a ClientHello, in a thread (cryptography releases the GIL, so
+        handshakes use every core and never stall the event loop), if this address and
+        the server are within their handshake rates and the queue has room; otherwise
+        SERVER_BUSY before any RSA work (review M1)."""
+        server = self._server
+        if not server.handshake_allowed(self.ip):
+            raise HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
+        server.pending_handshakes += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                server.crypto_pool, machine.receive_client_hello, hello
+            )
+        finally:
+            server.pending_handshakes -= 1
 
     async def _refuse(self, message: bytes, reason: str) -> None:
         with contextlib.suppress(ConnectionClosed):

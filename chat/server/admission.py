@@ -1,0 +1,192 @@
+"""What a peer may make the server spend before it has proven anything (review findings
+H5, M1, M2, M3): counted from the moment a TCP connection is accepted, before the HTTP
+upgrade, the handshake's RSA decryption or a login.
+
+* :class:`Admission` counts connections per address and in total, and connections of an
+  address still in their HTTP upgrade; over a bound the socket is closed at once.
+* :class:`KeyedBuckets` are token buckets by key (an address, an address prefix), so
+  handshakes per address and in all are rate-limited before the RSA work is queued.
+* :func:`guarded_connection_class` makes the websockets ``ServerConnection`` subclass that
+  applies :class:`Admission` at accept time and meters control frames (pings), which
+  websockets answers by itself, unseen by the chat code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, OrderedDict
+from dataclasses import dataclass
+
+from websockets.asyncio.server import ServerConnection
+from websockets.frames import Opcode
+
+log = logging.getLogger("chat.server")
+
+#: Close code for a peer that broke a limit (RFC 6455: policy violation).
+CLOSE_POLICY = 1008
+
+
+def peer_ip(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    return str(peer[0]) if peer else "?"
+
+
+@dataclass
+class AdmissionLimits:
+    #: Connections in all and from one address (0: unlimited).
+    max_total: int = 20000
+    max_per_ip: int = 128
+    #: Connections from one address that have not finished the HTTP upgrade yet.
+    max_upgrading_per_ip: int = 16
+    #: Refused connections from one address, and in all, that are still told why (an
+    #: upgrade, then close 1013 with the reason); past these they are simply closed.
+    max_told_per_ip: int = 4
+    max_told: int = 64
+    #: Control frames (pings) a connection may send: a burst, then this many per second.
+    pings_per_second: float = 2.0
+    ping_burst: int = 20
+
+
+class Admission:
+    """Connections counted from accept until the socket closes."""
+
+    def __init__(self, limits: AdmissionLimits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.per_ip: Counter[str] = Counter()
+        self.upgrading: Counter[str] = Counter()
+        self.refused = 0
+        self.told: Counter[str] = Counter()
+        self._last_refusal_log = 0.0
+
+    def tell(self, ip: str) -> bool:
+        """Whether a refused connection from ``ip`` may stay open to be told why (bounded,
+        so refusals cost little); ``untell`` when it closes."""
+        if self.told[ip] >= self.limits.max_told_per_ip or self.told.total() >= self.limits.max_told:
+            return False
+        self.told[ip] += 1
+        return True
+
+    def untell(self, ip: str) -> None:
+        _decrement(self.told, ip)
+
+    def admit(self, ip: str) -> str | None:
+        """Count a new connection from ``ip``; the reason it is refused (not counted)."""
+        limits = self.limits
+        if 0 < limits.max_total <= self.total:
+            return self._refuse(ip, "server is full")
+        if 0 < limits.max_per_ip <= self.per_ip[ip]:
+            return self._refuse(ip, "too many connections from your address")
+        if 0 < limits.max_upgrading_per_ip <= self.upgrading[ip]:
+            return self._refuse(ip, "too many connections opening from your address")
+        self.total += 1
+        self.per_ip[ip] += 1
+        self.upgrading[ip] += 1
+        return None
+
+    def upgraded(self, ip: str) -> None:
+        """The connection finished its HTTP upgrade (the chat handler runs)."""
+        _decrement(self.upgrading, ip)
+
+    def release(self, ip: str, *, upgrading: bool) -> None:
+        self.total -= 1
+        _decrement(self.per_ip, ip)
+        if upgrading:
+            _decrement(self.upgrading, ip)
+
+    def _refuse(self, ip: str, reason: str) -> str:
+        """Refusals are logged at most once every 10 s, with a count: a flood must not
+        turn into a flood of log lines."""
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= 10.0:
+            log.warning("refusing connections: %s (last from %s; %d so far)", reason, ip, self.refused)
+            self._last_refusal_log = now
+        return reason
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+class KeyedBuckets:
+    """A token bucket per key (``rate`` per second, ``burst`` at most), with at most
+    ``max_keys`` keys kept (idle ones are full again anyway, so the oldest are dropped)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens of ``key``'s bucket; False (nothing spent) if too few."""
+        if self.rate <= 0:
+            return True
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= cost
+        self._buckets[key] = (tokens - cost if allowed else tokens, now)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
+class GuardedConnection(ServerConnection):
+    """A ``ServerConnection`` counted by :class:`Admission` from accept to close, and
+    cut off when it sends pings faster than allowed."""
+
+    admission: Admission
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.peer_ip = peer_ip(transport)
+        self.upgrading = True
+        self._pings = 0.0
+        self._ping_clock = self.loop.time()
+        #: Why this connection is refused, if it is (the chat handler then closes it
+        #: with 1013 and this reason).
+        self.refusal = self.admission.admit(self.peer_ip)
+        self.counted = self.refusal is None
+        if self.refusal is not None and not self.admission.tell(self.peer_ip):
+            self.refusal = None  # not told: just closed
+            transport.abort()
+
+    def upgraded(self) -> None:
+        if self.counted and self.upgrading:
+            self.upgrading = False
+            self.admission.upgraded(self.peer_ip)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.refusal is not None:
+            self.refusal = None
+            self.admission.untell(self.peer_ip)
+        if self.counted:
+            self.counted = False
+            self.admission.release(self.peer_ip, upgrading=self.upgrading)
+        super().connection_lost(exc)
+
+    def process_event(self, event: object) -> None:
+        if getattr(event, "opcode", None) is Opcode.PING and not self._ping_allowed():
+            log.info("too many pings: closing peer=%s", self.peer_ip)
+            self.protocol.fail(CLOSE_POLICY, "too many pings")
+            self.send_data()
+            return
+        super().process_event(event)  # type: ignore[arg-type]
+
+    def _ping_allowed(self) -> bool:
+        limits = self.admission.limits
+        now = self.loop.time()
+        self._pings = max(0.0, self._pings - (now - self._ping_clock) * limits.pings_per_second) + 1
+        self._ping_clock = now
+        return self._pings <= limits.ping_burst
+
+
+def guarded_connection_class(admission: Admission) -> type[GuardedConnection]:
+    """A ``GuardedConnection`` class bound to ``admission`` (websockets creates the
+    connection objects itself, from the class it is given)."""
+    return type("ChatServerConnection", (GuardedConnection,), {"admission": admission})

@@ -1,0 +1,163 @@
+"""Review findings H5, M1, M2, M3 (pings): what a peer can make the server spend before it
+has proven anything is bounded from the moment its connection is accepted.
+
+Each attack runs from its own loopback address (127.0.0.3) against a real server with
+its default limits, while ordinary users on 127.0.0.1 and 127.0.0.2 keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from e2e_harness import HOST
+from robust_helpers import (
+    assert_fresh_pair_chats,
+    opened_from,
+    running_server,
+    server_ps,
+)
+from websockets.exceptions import ConnectionClosed
+
+from chat.keys import load_public_key
+from chat.protocol.errors import HandshakeErrorCode
+from chat.protocol.handshake import ClientHandshake
+from chat.protocol.limits import MAX_HANDSHAKE_BYTES
+
+ATTACKER = "127.0.0.3"
+
+
+@pytest.fixture
+def public_key(key_pair: tuple[Path, Path]) -> rsa.RSAPublicKey:
+    return load_public_key(key_pair[1])
+
+
+async def _tcp_from(port: int) -> asyncio.StreamWriter:
+    _, writer = await asyncio.open_connection(HOST, port, local_addr=(ATTACKER, 0))
+    return writer
+
+
+async def test_slowloris_is_bounded_at_accept(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """H5: 600 TCP connections from one address that never finish the HTTP upgrade (half
+    of them send a partial request line). The server keeps only the few its per-address
+    bounds allow (16 upgrading, 4 more being told why they are refused), not 600, and
+    users elsewhere connect and chat."""
+    async with running_server(key_pair[0], tmp_path / "server") as server:
+        process = server_ps(server)
+        baseline = process.num_fds()
+        writers = []
+        for i in range(600):
+            with contextlib.suppress(OSError):
+                writer = await _tcp_from(server.port)
+                if i % 2:
+                    writer.write(b"GET / HTTP/1.1\r\n")
+                writers.append(writer)
+        await asyncio.sleep(0.5)
+        held = process.num_fds() - baseline
+        assert held <= 16 + 4 + 4, f"{held} descriptors held for one address's half-open connections"
+        await assert_fresh_pair_chats(server, public_key)
+        for writer in writers:
+            writer.close()
+
+
+async def test_frames_before_the_handshake_are_small(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M2: before the handshake a frame may be 2 KiB. 100 connections each announcing a
+    1 MiB frame and sending part of it are closed at once with 1009; the server's memory
+    does not grow by the ~100 MiB they used to park."""
+    async with running_server(key_pair[0], tmp_path / "server") as server:
+        process = server_ps(server)
+        rss = process.memory_info().rss
+        sessions = [await opened_from(server.port, ATTACKER) for _ in range(100)]
+        header = bytes([0x82, 0xFF]) + (1 << 20).to_bytes(8, "big") + os.urandom(4)  # masked, 1 MiB
+        for session in sessions:
+            session.ws.transport.write(header + os.urandom(64 * 1024))
+        codes = await asyncio.gather(*(session.closed_by_server() for session in sessions))
+        assert {code for code, _ in codes} == {1009}, codes
+        growth = (process.memory_info().rss - rss) / (1 << 20)
+        assert growth < 30, f"RSS grew by {growth:.0f} MiB"
+        small = await opened_from(server.port, "127.0.0.2")
+        with contextlib.suppress(ConnectionClosed):
+            await small.ws.send(bytes(MAX_HANDSHAKE_BYTES + 1))
+        assert (await small.closed_by_server())[0] == 1009
+        await assert_fresh_pair_chats(server, public_key)
+
+
+async def _flood(port: int, public_key: rsa.RSAPublicKey, until: float, seen: dict[str, int]) -> None:
+    """Send ClientHellos with random wrapped secrets (each costs the server an RSA
+    decryption) as fast as the answers come."""
+    while time.monotonic() < until:
+        try:
+            session = await opened_from(port, ATTACKER)
+        except (TimeoutError, OSError, ConnectionClosed, Exception):
+            seen["refused"] += 1
+            await asyncio.sleep(0.01)
+            continue
+        hello = ClientHandshake(public_key).client_hello()
+        try:
+            await session.ws.send(hello[:103] + os.urandom(len(hello) - 103))
+            answer = await session.recv_frame()
+            refused = isinstance(answer, bytes) and answer[:1] == b"\x0f"
+            seen[HandshakeErrorCode(answer[1]).name if refused else "other"] += 1
+        except (TimeoutError, ConnectionClosed):
+            seen["closed"] += 1
+        finally:
+            session.abort()
+
+
+async def test_handshake_flood_leaves_logins_fast(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M1: one address forces handshakes as fast as it can (32 loops); a user elsewhere
+    still connects, handshakes and logs in in well under a second, and the flooder is
+    answered SERVER_BUSY before any RSA work once over its rate."""
+    async with running_server(key_pair[0], tmp_path / "server") as server:
+        seen: dict[str, int] = {"refused": 0, "closed": 0, "other": 0}
+        seen.update({code.name: 0 for code in HandshakeErrorCode})
+        until = time.monotonic() + 6
+        flood = [asyncio.create_task(_flood(server.port, public_key, until, seen)) for _ in range(32)]
+        await asyncio.sleep(1.5)  # the flood's burst is spent
+        times = []
+        for i in range(8):
+            start = time.monotonic()
+            session = await opened_from(server.port, "127.0.0.2")
+            await session.handshake(public_key)
+            await session.login(f"user{i}")
+            times.append(time.monotonic() - start)
+            await session.close()
+            await asyncio.sleep(0.3)
+        await asyncio.gather(*flood)
+        times.sort()
+        assert times[len(times) // 2] < 0.5 and times[-1] < 1.0, times
+        print(f"handshake flood: logins {[round(t * 1000) for t in times]} ms; flooder got {seen}")
+        assert seen["SERVER_BUSY"] > 0, seen
+        assert seen["DECRYPT_FAILED"] < 20 * 6 + 128 + 10, f"the flood got too many RSA decryptions: {seen}"
+        await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_ping_flood_is_cut_off(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M3: WebSocket pings, answered by the server without the chat code seeing them, are
+    metered: a burst of 20, then 2 per second; a flood is closed with 1008."""
+    async with running_server(key_pair[0], tmp_path / "server") as server:
+        session = await opened_from(server.port, ATTACKER)
+        sent = 0
+        with contextlib.suppress(ConnectionClosed):
+            for sent in range(1, 2001):
+                await session.ws.ping()
+                if sent % 50 == 0:
+                    await asyncio.sleep(0)
+        code, reason = await session.closed_by_server()
+        assert (code, reason) == (1008, "too many pings"), (code, reason, sent)
+        await assert_fresh_pair_chats(server, public_key)
+
+
