@@ -177,6 +177,14 @@ async def test_offline_private_message_is_delivered_once_at_next_login(server: S
     late = await asyncio.wait_for(bob.recv(), 5)
     assert (late.type, late["sender"], late["text"]) == ("private", "alice", "see you tomorrow")
     assert before - 60 <= late["sent_at"] <= before + 1
+    page = await asyncio.wait_for(bob.recv(), 5)
+    assert (page.type, page["upto"], page["more"]) == ("offline_page", late["id"], 0)
+    await reply(bob, "quit")  # not acknowledged: kept, and delivered again
+    bob = await server.login("bob", "bob's secret")
+    again = await asyncio.wait_for(bob.recv(), 5)
+    assert (again.type, again["id"], again["text"]) == ("private", late["id"], "see you tomorrow")
+    assert (await asyncio.wait_for(bob.recv(), 5)).type == "offline_page"
+    assert (await reply(bob, "offline_ack", upto=late["id"])).type == "ok"
     await reply(bob, "quit")
     bob = await server.login("bob", "bob's secret")
     listed = await reply(bob, "list")  # the reply comes first: nothing was queued again

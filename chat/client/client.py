@@ -138,6 +138,9 @@ class ChatClient:
         #: Lines typed while the connection was down, sent in order once it is back.
         self._held: deque[Parsed] = deque()
         self._chores: set[asyncio.Task[None]] = set()
+        #: Set once every stored message announced at login was shown and acknowledged.
+        self._offline_done = asyncio.Event()
+        self._offline_done.set()
 
     def _new_transfers(self) -> TransferManager:
         return TransferManager(
@@ -198,6 +201,8 @@ class ChatClient:
             if self._transfers.dispatch(event):
                 continue
             self._present(event)
+            if event.type == "offline_page":
+                await self._acknowledge_offline(event)
 
     def _note(self, event: Envelope) -> None:
         """Keep track of who is online, the groups, and the password to log back in with."""
@@ -205,6 +210,12 @@ class ChatClient:
             self._roster.apply(event)
         if event.type in ("registered", "password_changed") and self._offered_password is not None:
             self._login_password, self._offered_password = self._offered_password, None
+
+    async def _acknowledge_offline(self, page: Envelope) -> None:
+        """Stored messages were shown: the server may delete them and send the next page."""
+        await self._session.send("offline_ack", upto=page["upto"])
+        if not page["more"]:
+            self._offline_done.set()
 
     def _present(self, event: Envelope) -> None:
         kind = kind_of(event.type)
@@ -294,6 +305,8 @@ class ChatClient:
                     return False
                 reply = await self._session.request("login", name=name, password=password)
             if reply.type == "welcome":
+                if reply.get("offline"):
+                    self._offline_done.clear()
                 self._name, self._login_password = reply.get("name", name), password
                 self._lines.show_identity(self._name, True)
                 self._spawn(self._after_login())
@@ -374,6 +387,9 @@ class ChatClient:
                 unsent = len(self._held)
                 self._out.show(f"Not connected: {unsent} line(s) typed meanwhile were not sent.", ERROR)
             return
+        # Stored messages are deleted only once acknowledged: wait for the last page.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._offline_done.wait(), QUIT_TIMEOUT)
         await self._session.wait_idle()
         # What was sent includes files: wait for every transfer to end (new offers are
         # declined meanwhile), and for the replies to their last requests.

@@ -115,6 +115,10 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "weak_password": "Password too short: use at least {limit} characters.",
     "bad_request": _with_detail("Bad request: {detail}", "Bad request."),
     "internal_error": "[The server could not handle that request.]",
+    "mailbox_full": "[{user}'s mailbox is full; the message was not stored.]",
+    "mailbox_share_full": (
+        "[You have left {user} as many messages as one sender may; the message was not stored.]"
+    ),
     # File transfer errors; the transfer that caused them shows them with the file's name
     # (file_offer_error_line), these are for any that arrive without that context.
     "file_too_large": "File is too large: the server accepts at most {limit} bytes.",
@@ -171,6 +175,7 @@ class _Fields(dict[str, Any]):
 
 _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "ok": lambda event: [],
+    "offline_page": lambda event: [],  # acknowledged by the client, not shown
     "welcome": _line("[Welcome {name}]"),
     "user_joined": _presence("[{name} joined]"),
     "user_exited": _presence("[{name} exited]"),

@@ -148,6 +148,8 @@ PASSWORD = Str(MAX_PASSWORD_CHARS)
 TIMESTAMP = Int(0, (1 << 53) - 1)
 MAX_HISTORY = 1000
 HISTORY = Objects({"sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_HISTORY)
+#: A stored message's id.
+MESSAGE_ID = Int(0, (1 << 53) - 1)
 #: Byte offsets and sizes; JSON-safe integers.
 OFFSET = Int(0, (1 << 53) - 1)
 
@@ -171,6 +173,7 @@ REQUESTS: dict[str, Schema] = {
     "register": Schema({"password": PASSWORD}),
     "change_password": Schema({"old_password": PASSWORD, "new_password": PASSWORD}),
     "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY)}),
+    "offline_ack": Schema({"upto": MESSAGE_ID}),
     # File transfer (PROTOCOL.md section 7).
     "file_offer": Schema({"name": FILE_NAME, "size": OFFSET}, {"to": NAME, "group": NAME}),
     "file_accept": Schema({"id": TRANSFER_ID}),
@@ -192,12 +195,13 @@ EVENTS: dict[str, Schema] = {
          "detail": DETAIL, "limit": Int(0, 1 << 62)},
     ),
     "notice": Schema({"code": Str(64, 1, r"[a-z_]+")}, {"detail": DETAIL}),
-    "welcome": Schema({"name": NAME}),
+    "welcome": Schema({"name": NAME}, {"offline": Int(1, 1 << 62)}),
     "user_joined": Schema({"names": PRESENCE_NAMES}),
     "user_exited": Schema({"names": PRESENCE_NAMES}),
     "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62)}),
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
-    "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP}),
+    "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID}),
+    "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),
     "private_queued": Schema({"to": NAME, "text": TEXT}),
     "registered": Schema({"name": NAME}),
     "password_changed": Schema(),

@@ -32,6 +32,7 @@ from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
 from chat.server.hub import LocalHub
 from chat.server.login_throttle import LoginThrottle
+from chat.server.mailbox import Mailbox, MailboxLimits
 from chat.server.passwords import PasswordWork
 from chat.server.presence import PresenceFeed
 from chat.server.storage import Storage
@@ -86,6 +87,14 @@ class ServerConfig:
     socket_send_buffer: int = 0
     #: Connections the kernel may hold waiting to be accepted.
     listen_backlog: int = 1024
+    #: Private messages kept for one offline registered user (count, bytes of text), the
+    #: share of that one sender may fill, all offline messages on the server (bytes), and
+    #: days before a stored message expires.
+    offline_max_messages: int = 1000
+    offline_max_bytes: int = 4 << 20
+    offline_sender_share: float = 0.25
+    offline_server_bytes: int = 1 << 30
+    offline_days: float = 30.0
     #: Connections in all and from one IP address (0: unlimited), counted from accept.
     max_connections: int = 20000
     max_connections_per_ip: int = 128
@@ -153,6 +162,13 @@ class ChatServer:
                 config.offer_timeout,
             ),
             presence=PresenceFeed(),
+            mailbox=Mailbox(
+                storage,
+                MailboxLimits(
+                    config.offline_max_messages, config.offline_max_bytes, config.offline_sender_share,
+                    config.offline_server_bytes, config.offline_days,
+                ),
+            ),
         )
         #: Threads for the handshake's RSA unwrap (cryptography releases the GIL), one per
         #: core: a small dedicated pool hands work over with less overhead than
@@ -214,6 +230,7 @@ class ChatServer:
         """Open the database, then start listening; returns the bound port (for port 0)."""
         storage = self.services.storage
         await storage.open()
+        self.services.mailbox.start()
         self.services.groups.load(await storage.load_groups())
         self._server = await serve(
             self._handler,
@@ -246,6 +263,7 @@ class ChatServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
+        await self.services.mailbox.stop()
         await self.services.storage.close()
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)

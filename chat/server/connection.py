@@ -28,7 +28,7 @@ from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context, encode_reply
-from chat.server.names import key, username_problem
+from chat.server.names import username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
 
@@ -401,13 +401,12 @@ class ClientConnection:
         if self._login_timer is not None:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
-        self._reply(rid, "welcome", name=name)
-        for message in await services.storage.take_offline(key(name)):
-            late = {"sender": message.sender, "text": message.text, "sent_at": int(message.sent_at)}
-            self.deliver(encode_event("private", **late))
+        waiting = await services.mailbox.waiting(name)
+        self._reply(rid, "welcome", name=name, **({"offline": waiting} if waiting else {}))
+        await services.mailbox.send_page(name, self)
 
     def _context(self, user: str, rid: int | None) -> Context:
-        return Context(user, rid, self, self._server.services)
+        return Context(user, rid, self, self._server.services, address=self.ip)
 
     async def _logout(self) -> None:
         if self.name is None:
@@ -416,6 +415,7 @@ class ClientConnection:
         services = self._server.services
         await services.transfers.disconnected(self._context(name, None))
         await services.hub.release(name, self)
+        services.mailbox.forget(name)
         log.info("exit conn=%d user=%s", self.id, name)
         self._presence.unsubscribe(self)
         self._presence.exited(name)

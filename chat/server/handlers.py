@@ -16,10 +16,12 @@ from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
+from chat.server.mailbox import sender_key
 from chat.server.names import key
 
 if TYPE_CHECKING:
     from chat.server.accounts import Accounts
+    from chat.server.mailbox import Mailbox
     from chat.server.presence import PresenceFeed
     from chat.server.storage import Storage
     from chat.server.transfers import TransferRelay
@@ -36,6 +38,8 @@ class Services:
     transfers: TransferRelay
     #: Announces logins and exits to everyone online, in batches.
     presence: PresenceFeed
+    #: Private messages kept for offline registered users.
+    mailbox: Mailbox
 
 
 def encode_reply(rid: int | None, kind: str, **fields: Any) -> bytes | None:
@@ -55,6 +59,8 @@ class Context:
     services: Services
     #: Set by the quit handler: the connection closes once the reply is sent.
     quitting: bool = False
+    #: The peer's IP address.
+    address: str = ""
 
     @property
     def hub(self) -> Hub:
@@ -128,7 +134,9 @@ async def private(ctx: Context, env: Envelope) -> None:
         registered = await ctx.accounts.is_registered(env["to"])
         if registered is None:
             raise RequestError("user_not_online", users=[env["to"]])
-        await ctx.storage.queue_offline(key(registered), ctx.user, env["text"])
+        registered_sender = await ctx.accounts.is_registered(ctx.user) is not None
+        owner = sender_key(ctx.user, registered_sender, ctx.address)
+        await ctx.services.mailbox.leave(registered, ctx.user, owner, env["text"])
         ctx.reply("private_queued", to=registered, text=env["text"])
         return
     await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
@@ -259,6 +267,12 @@ def others_in(change: GroupChange, user: str) -> list[str]:
     return change.after.other_members(user) if change.after is not None else []
 
 
+async def offline_ack(ctx: Context, env: Envelope) -> None:
+    """Stored messages up to ``upto`` were shown: delete them, send the next page."""
+    await ctx.services.mailbox.acknowledge(ctx.user, env["upto"], ctx.outbox)
+    ctx.reply("ok")
+
+
 async def quit_chat(ctx: Context, env: Envelope) -> None:
     """The connection logs the user out, then replies ``ok`` and closes."""
     ctx.quitting = True
@@ -279,6 +293,7 @@ HANDLERS: dict[str, Handler] = {
     "group_kick": group_kick,
     "group_history": group_history,
     "quit": quit_chat,
+    "offline_ack": offline_ack,
 }
 
 

@@ -68,6 +68,15 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX history_by_group ON group_message(group_key, id);
     """,
+    # 2: offline messages know who left them (an account, or a guest's network) and their
+    # size, for the per-recipient, per-sender and server-wide quotas.
+    """
+    ALTER TABLE offline_message ADD COLUMN sender_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE offline_message ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE offline_message SET size = length(CAST(text AS BLOB));
+    CREATE INDEX offline_by_sender ON offline_message(recipient_key, sender_key);
+    CREATE INDEX offline_by_age ON offline_message(sent_at);
+    """,
 ]
 
 
@@ -98,6 +107,20 @@ class StoredMessage:
     sender: str
     text: str
     sent_at: float
+    #: The row's id, where the caller needs it (offline messages, acknowledged by id).
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class MailboxQuota:
+    """What may wait for one offline user: in all, from one sender (an account, or a
+    guest's network), and on the whole server."""
+
+    max_messages: int
+    max_bytes: int
+    sender_messages: int
+    sender_bytes: int
+    server_bytes: int
 
 
 class Storage:
@@ -109,6 +132,8 @@ class Storage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None
         self._group_seq = 0
+        #: Bytes of text of every offline message stored (the server-wide quota).
+        self._offline_bytes = 0
         #: Inserts per group since start, which decide when a group's history is pruned.
         self._inserts: dict[str, int] = {}
 
@@ -153,6 +178,7 @@ class Storage:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
         self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
+        self._offline_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM offline_message").fetchone()[0]
         self._db = db
 
     async def close(self) -> None:
@@ -263,27 +289,104 @@ class Storage:
 
     # --- messages ---------------------------------------------------------------------
 
-    async def queue_offline(self, recipient_key: str, sender: str, text: str) -> None:
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO offline_message (recipient_key, sender, text, sent_at) VALUES (?,?,?,?)",
-                (recipient_key, sender, text, time.time()),
-            )
+    async def queue_offline(
+        self, recipient_key: str, sender: str, sender_key: str, text: str, quota: MailboxQuota
+    ) -> str | None:
+        """Store a message for an offline user unless a quota says no; the refusal
+        (``"recipient"``, ``"sender"`` or ``"server"``) or None once stored. Checked and
+        written in one transaction, so concurrent senders cannot overshoot."""
+        size = len(text.encode("utf-8"))
 
-        await self._run(self._transaction, insert)
-
-    async def take_offline(self, recipient_key: str) -> list[StoredMessage]:
-        """Remove and return the user's queued messages, oldest first (exactly once)."""
-
-        def take(db: sqlite3.Connection) -> list[StoredMessage]:
-            rows = db.execute(
-                "SELECT sender, text, sent_at FROM offline_message WHERE recipient_key = ? ORDER BY id",
+        def insert(db: sqlite3.Connection) -> str | None:
+            count, used = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM offline_message WHERE recipient_key = ?",
                 (recipient_key,),
-            ).fetchall()
-            db.execute("DELETE FROM offline_message WHERE recipient_key = ?", (recipient_key,))
-            return [StoredMessage(*row) for row in rows]
+            ).fetchone()
+            if count + 1 > quota.max_messages or used + size > quota.max_bytes:
+                return "recipient"
+            mine_count, mine_used = db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM offline_message"
+                " WHERE recipient_key = ? AND sender_key = ?",
+                (recipient_key, sender_key),
+            ).fetchone()
+            if mine_count + 1 > quota.sender_messages or mine_used + size > quota.sender_bytes:
+                return "sender"
+            if self._offline_bytes + size > quota.server_bytes:
+                return "server"
+            db.execute(
+                "INSERT INTO offline_message (recipient_key, sender, text, sent_at, sender_key, size)"
+                " VALUES (?,?,?,?,?,?)",
+                (recipient_key, sender, text, time.time(), sender_key, size),
+            )
+            self._offline_bytes += size
+            return None
 
-        return await self._run(self._transaction, take)
+        return await self._run(self._transaction, insert)
+
+    async def offline_page(
+        self, recipient_key: str, after_id: int, max_messages: int, max_bytes: int
+    ) -> tuple[list[StoredMessage], int]:
+        """The oldest messages queued for the user after ``after_id`` that fit in
+        ``max_messages`` and ``max_bytes`` (at least one), and how many more wait."""
+
+        def query() -> tuple[list[StoredMessage], int]:
+            rows = self._conn().execute(
+                "SELECT id, sender, text, sent_at, size FROM offline_message"
+                " WHERE recipient_key = ? AND id > ? ORDER BY id LIMIT ?",
+                (recipient_key, after_id, max_messages + 1),
+            ).fetchall()
+            page: list[StoredMessage] = []
+            budget = max_bytes
+            for row_id, sender, text, sent_at, size in rows[:max_messages]:
+                if page and size > budget:
+                    break
+                budget -= size
+                page.append(StoredMessage(sender, text, sent_at, row_id))
+            if len(page) == len(rows):
+                return page, 0
+            (left,) = self._conn().execute(
+                "SELECT COUNT(*) FROM offline_message WHERE recipient_key = ? AND id > ?",
+                (recipient_key, page[-1].id),
+            ).fetchone()
+            return page, left
+
+        return await self._run(query)
+
+    async def offline_count(self, recipient_key: str) -> int:
+        def query() -> int:
+            return int(self._conn().execute(
+                "SELECT COUNT(*) FROM offline_message WHERE recipient_key = ?", (recipient_key,)
+            ).fetchone()[0])
+
+        return await self._run(query)
+
+    async def ack_offline(self, recipient_key: str, upto_id: int) -> None:
+        """Delete the user's messages up to ``upto_id``: they were delivered."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            (size,) = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM offline_message WHERE recipient_key = ? AND id <= ?",
+                (recipient_key, upto_id),
+            ).fetchone()
+            db.execute(
+                "DELETE FROM offline_message WHERE recipient_key = ? AND id <= ?", (recipient_key, upto_id)
+            )
+            self._offline_bytes -= size
+
+        await self._run(self._transaction, delete)
+
+    async def expire_offline(self, older_than: float) -> int:
+        """Delete messages stored before ``older_than`` (a Unix time); how many."""
+
+        def delete(db: sqlite3.Connection) -> int:
+            (size,) = db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM offline_message WHERE sent_at < ?", (older_than,)
+            ).fetchone()
+            cursor = db.execute("DELETE FROM offline_message WHERE sent_at < ?", (older_than,))
+            self._offline_bytes -= size
+            return cursor.rowcount
+
+        return await self._run(self._transaction, delete)
 
     async def append_history(self, group_key: str, sender: str, text: str) -> None:
         """Record a group message, keeping only the newest ``history_limit`` per group."""
