@@ -97,6 +97,7 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "already_logged_in": "You are already logged in.",
     "username_taken": "[Username '{name}' is already in use. Please enter another name.]",
     "username_invalid": _username_invalid,
+    "username_reserved": "[The name '{name}' is reserved. Please enter another name.]",
     "user_not_online": _user_not_online,
     "no_such_group": "Group '{group}' does not exist.",
     "group_exists": "Group '{group}' already exists.",

@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop if installed (auto, the default), or force one",
     )
     parser.add_argument(
+        "--reserve", metavar="NAME", action="append", default=[],
+        help="a name nobody may use (nor anything that looks like it), besides admin, server, "
+        "system and the like; repeat for more",
+    )
+    parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: INFO); message contents are never logged",
     )
@@ -212,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
     chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
-    config = ServerConfig(host=args.host, port=args.port, db_path=args.db_path, **chosen)
+    config = ServerConfig(
+        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve), **chosen
+    )
     config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:

@@ -39,7 +39,7 @@ class AdmissionLimits:
     max_total: int = 20000
     max_per_ip: int = 128
     #: Connections from one address that have not finished the HTTP upgrade yet.
-    max_upgrading_per_ip: int = 16
+    max_upgrading_per_ip: int = 64
     #: Refused connections from one address, and in all, that are still told why (an
     #: upgrade, then close 1013 with the reason); past these they are simply closed.
     max_told_per_ip: int = 4

@@ -95,11 +95,13 @@ class ServerConfig:
     offline_sender_share: float = 0.25
     offline_server_bytes: int = 1 << 30
     offline_days: float = 30.0
+    #: Names nobody may log in as, besides names.RESERVED_NAMES (compared by skeleton).
+    reserved_names: frozenset[str] = frozenset()
     #: Connections in all and from one IP address (0: unlimited), counted from accept.
     max_connections: int = 20000
     max_connections_per_ip: int = 128
     #: Connections from one address still in their HTTP upgrade, and the time they have.
-    max_upgrading_per_ip: int = 16
+    max_upgrading_per_ip: int = 64
     upgrade_timeout: float = 5.0
     #: Handshakes (RSA decryptions) per second from one address and in all, and how many
     #: may wait for a core; past these a ClientHello is answered SERVER_BUSY.

@@ -28,7 +28,7 @@ from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context, encode_reply
-from chat.server.names import username_problem
+from chat.server.names import display_form, reserved, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
 
@@ -382,7 +382,16 @@ class ClientConnection:
         if problem is not None:
             self._error(rid, "username_invalid", name=name, detail=problem)
             return
-        if await services.hub.lookup(name) is not None:
+        name = display_form(name)
+        if reserved(name, self._server.config.reserved_names):
+            self._error(rid, "username_reserved", name=name)
+            return
+        if (
+            await services.hub.lookup(name) is not None
+            or await services.hub.lookup_similar(name) is not None
+            or await services.storage.account_like(name) is not None
+        ):
+            # A look-alike of a name online or registered is as taken as the name itself.
             self._error(rid, "username_taken", name=name)
             return
         try:

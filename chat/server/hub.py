@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from chat.server.names import key
+from chat.server.names import key, skeleton
 
 
 class Outbox(Protocol):
@@ -38,6 +38,10 @@ class Hub(Protocol):
     async def lookup(self, name: str) -> str | None:
         """The online user's name as first written, or None if not online."""
 
+    async def lookup_similar(self, name: str) -> str | None:
+        """An online user whose name looks like ``name`` (names.skeleton) without being
+        it, or None."""
+
     async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
         """Deliver to each named user who is online; others are skipped."""
 
@@ -51,17 +55,22 @@ class LocalHub:
     def __init__(self) -> None:
         # key(name) -> (name as written, outbox); dicts keep insertion (login) order.
         self._online: dict[str, tuple[str, Outbox]] = {}
+        #: skeleton(name) -> key(name) of the online users.
+        self._looks: dict[str, str] = {}
 
     async def claim(self, name: str, outbox: Outbox) -> bool:
-        if key(name) in self._online:
+        if key(name) in self._online or self._looks.get(skeleton(name), key(name)) != key(name):
             return False
         self._online[key(name)] = (name, outbox)
+        self._looks.setdefault(skeleton(name), key(name))
         return True
 
     async def release(self, name: str, outbox: Outbox) -> None:
         entry = self._online.get(key(name))
         if entry is not None and entry[1] is outbox:
             del self._online[key(name)]
+            if self._looks.get(skeleton(name)) == key(name):
+                del self._looks[skeleton(name)]
 
     async def online(self) -> list[str]:
         return [name for name, _ in self._online.values()]
@@ -69,6 +78,12 @@ class LocalHub:
     async def lookup(self, name: str) -> str | None:
         entry = self._online.get(key(name))
         return entry[0] if entry else None
+
+    async def lookup_similar(self, name: str) -> str | None:
+        other = self._looks.get(skeleton(name))
+        if other is None or other == key(name):
+            return None
+        return self._online[other][0]
 
     async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
         for name in names:

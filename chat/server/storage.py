@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from chat.server.names import key, skeleton
+
 T = TypeVar("T")
 
 MIGRATIONS: list[str] = [
@@ -76,6 +78,12 @@ MIGRATIONS: list[str] = [
     UPDATE offline_message SET size = length(CAST(text AS BLOB));
     CREATE INDEX offline_by_sender ON offline_message(recipient_key, sender_key);
     CREATE INDEX offline_by_age ON offline_message(sent_at);
+    """,
+    # 3: what each registered name looks like (names.skeleton), so a look-alike name is
+    # refused like the name itself; filled in by _migrate for existing accounts.
+    """
+    ALTER TABLE account ADD COLUMN skeleton TEXT NOT NULL DEFAULT '';
+    CREATE INDEX account_by_skeleton ON account(skeleton);
     """,
 ]
 
@@ -178,6 +186,10 @@ class Storage:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
         self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
+        missing = db.execute("SELECT name_key, name FROM account WHERE skeleton = ''").fetchall()
+        db.executemany(
+            "UPDATE account SET skeleton = ? WHERE name_key = ?", [(skeleton(n), k) for k, n in missing]
+        )
         self._offline_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM offline_message").fetchone()[0]
         self._db = db
 
@@ -212,16 +224,33 @@ class Storage:
         return await self._run(query)
 
     async def create_account(self, name_key: str, name: str, password_hash: str) -> bool:
-        """False if the name is registered already."""
+        """False if the name, or a name that looks like it, is registered already."""
 
         def insert(db: sqlite3.Connection) -> bool:
+            look = skeleton(name)
+            if db.execute(
+                "SELECT 1 FROM account WHERE skeleton = ? AND name_key != ?", (look, name_key)
+            ).fetchone():
+                return False  # a look-alike of a registered name
             cursor = db.execute(
-                "INSERT OR IGNORE INTO account (name_key, name, password_hash, created_at) VALUES (?,?,?,?)",
-                (name_key, name, password_hash, time.time()),
+                "INSERT OR IGNORE INTO account (name_key, name, password_hash, created_at, skeleton)"
+                " VALUES (?,?,?,?,?)",
+                (name_key, name, password_hash, time.time(), look),
             )
             return cursor.rowcount == 1
 
         return await self._run(self._transaction, insert)
+
+    async def account_like(self, name: str) -> str | None:
+        """A registered name that looks like ``name`` (same skeleton) but is not it."""
+
+        def query() -> str | None:
+            row = self._conn().execute(
+                "SELECT name FROM account WHERE skeleton = ? AND name_key != ?", (skeleton(name), key(name))
+            ).fetchone()
+            return row[0] if row else None
+
+        return await self._run(query)
 
     async def set_password(self, name_key: str, password_hash: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -237,10 +266,10 @@ class Storage:
         def query() -> list[StoredGroup]:
             db = self._conn()
             groups: dict[str, StoredGroup] = {}
-            for key, name, owner in db.execute(
+            for group_key, name, owner in db.execute(
                 "SELECT name_key, name, owner_key FROM chat_group ORDER BY created_seq"
             ):
-                groups[key] = StoredGroup(name, owner)
+                groups[group_key] = StoredGroup(name, owner)
             for group_key, user_key, user_name in db.execute(
                 "SELECT group_key, user_key, user_name FROM group_member ORDER BY group_key, position"
             ):
