@@ -133,7 +133,7 @@ async def test_offline_message_arrives_once_marked_late(chat: Chat) -> None:
     }
     await bob.close()
     bob = await login_with_password(chat, "bob", "bob's password")
-    await bob.sync("alice, bob")
+    await bob.sync("alice, bob\u2713")  # bob is registered: marked
     await bob.assert_no_line(late)
 
 

@@ -62,6 +62,17 @@ class Server:
         return session
 
 
+    async def account(self, name: str) -> ClientSession:
+        """A session of ``name``, registered with the password ``name + ' password'``
+        (only registered users' groups and memberships are kept)."""
+        session = await self.login(name)
+        assert (await reply(session, "register", password=f"{name} password")).type == "registered"
+        return session
+
+    async def login_account(self, name: str) -> ClientSession:
+        return await self.login(name, f"{name} password")
+
+
 async def reply(session: ClientSession, kind: str, **fields: object) -> Envelope:
     """Send a request and return its reply, skipping only NOTIFICATIONS."""
     return await session_helpers.reply(session, kind, skip=NOTIFICATIONS, **fields)
@@ -133,9 +144,9 @@ async def test_wrong_passwords_are_throttled_per_name(server: Server) -> None:
 
 
 async def test_groups_members_and_kicks_survive_a_restart(server: Server) -> None:
-    alice = await server.login("alice")
-    bob = await server.login("bob")
-    carl = await server.login("carl")
+    alice = await server.account("alice")
+    bob = await server.account("bob")
+    carl = await server.account("carl")
     assert (await reply(alice, "group_create", group="Team", members=["bob"])).type == "group_created"
     assert (await reply(alice, "group_create", group="second")).type == "group_created"
     assert (await reply(carl, "group_join", group="team")).type == "group_joined"
@@ -144,20 +155,21 @@ async def test_groups_members_and_kicks_survive_a_restart(server: Server) -> Non
         await session.close()
     await server.restart()
 
-    alice = await server.login("alice")
-    bob = await server.login("bob")
+    alice = await server.login_account("alice")
+    bob = await server.login_account("bob")
     groups = await reply(bob, "group_list")
     assert groups["groups"] == ["Team", "second"]
     kicked = await reply(bob, "group_join", group="team")
     assert (kicked.type, kicked["code"]) == ("error", "kicked")
     members = await reply(alice, "group_members", group="team")
-    assert members["groups"] == [{"group": "Team", "members": ["alice", "carl"]}]
+    team = {"group": "Team", "members": ["alice", "carl"], "registered": ["alice", "carl"]}
+    assert members["groups"] == [team]
     # alice still owns it: she can remove carl, who is offline but a member.
     assert (await reply(alice, "group_kick", group="team", user="carl")).type == "member_removed"
     # ...and leaving passes nothing on (no members left): the group is gone after a restart.
     assert (await reply(alice, "group_leave", group="team")).type == "group_left"
     await server.restart()
-    bob = await server.login("bob")
+    bob = await server.login_account("bob")
     assert (await reply(bob, "group_list"))["groups"] == ["second"]
 
 
@@ -192,7 +204,7 @@ async def test_offline_private_message_is_delivered_once_at_next_login(server: S
 
 
 async def test_history_is_kept_for_members_only(server: Server) -> None:
-    alice = await server.login("alice")
+    alice = await server.account("alice")
     bob = await server.login("bob")
     await reply(alice, "group_create", group="g")
     for n in range(3):
@@ -200,7 +212,7 @@ async def test_history_is_kept_for_members_only(server: Server) -> None:
     refused = await reply(bob, "group_history", group="g")
     assert (refused.type, refused["code"], refused["group"]) == ("error", "not_member", "g")
     await server.restart()
-    alice = await server.login("alice")
+    alice = await server.login_account("alice")
     history = await reply(alice, "group_history", group="G")
     assert [(m["sender"], m["text"]) for m in history["messages"]] == [
         ("alice", "message 0"), ("alice", "message 1"), ("alice", "message 2")
@@ -210,7 +222,7 @@ async def test_history_is_kept_for_members_only(server: Server) -> None:
 
 
 async def test_kill_9_during_traffic_loses_nothing_acknowledged(server: Server) -> None:
-    alice = await server.login("alice")
+    alice = await server.account("alice")
     await server.login("bob")
     await reply(alice, "group_create", group="busy", members=["bob"])
     acked_texts: list[str] = []
@@ -252,7 +264,7 @@ async def test_kill_9_during_traffic_loses_nothing_acknowledged(server: Server) 
     assert await server.process.wait_exit(5) == -signal.SIGKILL
 
     await server.start()
-    alice = await server.login("alice")
+    alice = await server.login_account("alice")
     history = await reply(alice, "group_history", group="busy", limit=1000)
     stored = [m["text"] for m in history["messages"]]
     assert stored[: len(acked_texts)] == acked_texts, "every acknowledged message is there, in order"

@@ -164,9 +164,10 @@ async def test_connection_caps_refuse_with_1013(
 async def test_groups_per_user_cap(
     key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
 ) -> None:
-    """With --max-groups-per-user 2: a third group_create or group_join, or being listed
-    as a member of a new group, gets ``error too_many_groups`` with the limit and changes
-    nothing; after leaving one group, joining works again."""
+    """With --max-groups-per-user 2: a third group_create or group_join gets ``error
+    too_many_groups`` with the limit and changes nothing; being added by others does not
+    use that quota (review M6) but has its own bound of 2 (``too_many_invitations``);
+    after leaving one group, joining works again."""
     async with running_server(key_pair[0], tmp_path / "server", "--max-groups-per-user", "2") as server:
         alice = await Peer.join(server.port, public_key, "alice")
         bob = await Peer.join(server.port, public_key, "bob")
@@ -178,18 +179,22 @@ async def test_groups_per_user_cap(
         for kind, fields in [("group_create", {"group": "g4"}), ("group_join", {"group": "g3"})]:
             reply = await alice.request(kind, **fields)
             assert (reply.type, reply.get("code"), reply.get("limit")) == too_many, reply
-        reply = await bob.request("group_create", group="g5", members=["alice"])
-        assert (reply.type, reply.get("code"), reply.get("limit")) == too_many, reply
+        adders = [await Peer.join(server.port, public_key, name) for name in ("carol", "dave", "erin")]
+        for adder, group in zip(adders, ("g5", "g6"), strict=False):
+            reply = await adder.request("group_create", group=group, members=["alice"])
+            assert reply.type == "group_created", reply
+        reply = await adders[2].request("group_create", group="g7", members=["alice"])
+        assert (reply.type, reply.get("code"), reply.get("limit")) == ("error", "too_many_invitations", 2)
 
         groups = await alice.request("group_list")
-        assert groups["groups"] == ["g1", "g2", "g3"], groups
+        assert groups["groups"] == ["g1", "g2", "g3", "g5", "g6"], groups
         mine = await alice.request("group_members")
-        assert [g["group"] for g in mine["groups"]] == ["g1", "g2"], mine
+        assert [g["group"] for g in mine["groups"]] == ["g1", "g2", "g5", "g6"], mine
         assert (await alice.request("group_leave", group="g1")).type == "group_left"
         assert (await alice.request("group_join", group="g3")).type == "group_joined"
         await bob.wait_type("member_joined", group="g3", name="alice")
-        await alice.close()
-        await bob.close()
+        for peer in (alice, bob, *adders):
+            await peer.close()
         await assert_fresh_pair_chats(server, public_key)
 
 

@@ -87,7 +87,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("/delete <group>", ("@group delete <group>",), "delete a group you own"),
     Command("/add <group> <username>", ("@add <group> <username>",), "add a user to a group you own"),
     Command("/kick <group> <username>", ("@kick <group> <username>",), "remove a user from a group you own"),
-    Command("/history <group> [<count>]", (), "recent messages of a group you are in"),
+    Command("/inviteonly <group> on|off", (), "on: only you add members to a group you own; off: open"),
+    Command("/history <group> [<count>]", (), "recent messages of a group you are in (since you joined)"),
     Command("/register", (), "protect your name with a password"),
     Command("/passwd", (), "change your password"),
     Command("/file <username> <path>", (), "send a file to a user"),
@@ -261,6 +262,14 @@ def _history(rest: str, usage: str) -> Parsed:
     return _group_error(words[0]) or Send("group_history", fields)
 
 
+def _invite_only(rest: str, usage: str) -> Parsed:
+    words = _words(rest)
+    if len(words) != 2 or words[1].lower() not in ("on", "off"):
+        return Show.line(usage)
+    fields = {"group": words[0], "on": words[1].lower() == "on"}
+    return _group_error(words[0]) or Send("group_invite_only", fields)
+
+
 def _at_group(rest: str, usage: str) -> Parsed:
     sub, args = _take(rest)
     handler = _AT_GROUP.get(sub.lower())
@@ -290,6 +299,7 @@ _SLASH: dict[str, tuple[Callable[[str, str], Parsed], str]] = {
     "add": (_group_user("group_add"), "Usage: /add <group> <username>"),
     "kick": (_group_user("group_kick"), "Usage: /kick <group> <username>"),
     "history": (_history, "Usage: /history <group> [<count>]"),
+    "inviteonly": (_invite_only, "Usage: /inviteonly <group> on|off"),
     "register": (_no_args(Action.REGISTER), "Usage: /register"),
     "passwd": (_no_args(Action.PASSWD), "Usage: /passwd"),
     "file": (_file(group=False), "Usage: /file <username> <path>"),

@@ -20,13 +20,29 @@ def _quoted(names: list[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
+#: After a name in a list, marks a registered user (guests' names carry no mark).
+REGISTERED_MARK = "\u2713"
+
+
+def marked(names: list[str], registered: list[str] | None) -> list[str]:
+    """``names`` with the registered ones marked (``sophia✓``). A guest cannot fake the
+    mark: names cannot contain symbols."""
+    accounts = set(registered or [])
+    return [name + REGISTERED_MARK if name in accounts else name for name in names]
+
+
 def _group_members(event: Envelope) -> list[str]:
     groups: list[dict[str, Any]] = event.get("groups") or []
     if not groups:
         return ["You are not in any group."]
+    lists = [" ".join(marked(entry.get("members", []), entry.get("registered"))) for entry in groups]
     if len(groups) == 1:
-        return [" ".join(groups[0].get("members", []))]
-    return [f"{entry.get('group', '')}: {' '.join(entry.get('members', []))}" for entry in groups]
+        lines = lists
+    else:
+        lines = [f"{entry.get('group', '')}: {names}" for entry, names in zip(groups, lists, strict=True)]
+    if event.get("more"):
+        lines[-1] += _more(event)
+    return lines
 
 
 def when(timestamp: int) -> str:
@@ -44,7 +60,11 @@ def _history(event: Envelope) -> list[str]:
     messages: list[dict[str, Any]] = event.get("messages") or []
     if not messages:
         return [f"No messages in group {event.get('group', '')} yet."]
-    return [f"[{when(m['sent_at'])}] {m['sender']}: {m['text']}" for m in messages]
+    lines = [f"[{when(m['sent_at'])}] {m['sender']}: {m['text']}" for m in messages]
+    more = event.get("more")
+    if more:
+        lines.insert(0, f"({more:,} earlier message(s) did not fit in one reply; ask for fewer.)")
+    return lines
 
 
 def _notice(event: Envelope) -> list[str]:
@@ -97,6 +117,9 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "already_logged_in": "You are already logged in.",
     "username_taken": "[Username '{name}' is already in use. Please enter another name.]",
     "username_invalid": _username_invalid,
+    "registration_required": "[This server admits registered users only; ask its operator for an account.]",
+    "invite_only": "[You cannot join {group}: it is invite-only; ask its owner to add you.]",
+    "too_many_invitations": "User '{user}' has too many groups they were added to (limit {limit}).",
     "username_reserved": "[The name '{name}' is reserved. Please enter another name.]",
     "user_not_online": _user_not_online,
     "no_such_group": "Group '{group}' does not exist.",
@@ -180,7 +203,9 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "welcome": _line("[Welcome {name}]"),
     "user_joined": _presence("[{name} joined]"),
     "user_exited": _presence("[{name} exited]"),
-    "user_list": lambda event: [", ".join(event.get("users") or []) + _more(event)],
+    "user_list": lambda event: [
+        ", ".join(marked(event.get("users") or [], event.get("registered"))) + _more(event)
+    ],
     "broadcast": _line("[Broadcast from {sender}]: {text}"),
     "private": _private,
     "private_sent": _line("Private message to {to}: {text}"),
@@ -189,7 +214,12 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "group_added": _line("[You have been added to the {group} group]"),
     "group_joined": _line("Joined group {group}"),
     "member_joined": _line("[{name} joined group {group}]"),
-    "group_list": lambda event: [", ".join(event.get("groups") or []) or "No groups."],
+    "group_list": lambda event: [(", ".join(event.get("groups") or []) or "No groups.") + _more(event)],
+    "group_invite_only": lambda event: [
+        f"[Group {event.get('group', '')} is now invite-only: only you add members.]"
+        if event.get("on")
+        else f"[Group {event.get('group', '')} is open: anyone may join.]"
+    ],
     "group_members": _group_members,
     "group_message": _line("[Receive group {group} message from {sender}]: {text}"),
     "group_left": _line("[You have successfully left the {group} group.]"),

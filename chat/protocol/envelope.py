@@ -110,15 +110,18 @@ class Objects:
 
     schema: Mapping[str, Kind]
     max_items: int = MAX_LIST_ITEMS
+    #: Members an entry may have besides those of ``schema``.
+    optional: Mapping[str, Kind] = field(default_factory=dict)
 
     def check(self, name: str, value: Any) -> None:
         if type(value) is not list or len(value) > self.max_items:
             raise EnvelopeError(f"field '{name}' must be a list of at most {self.max_items}", name)
+        allowed = set(self.schema) | set(self.optional)
         for item in value:
-            if type(item) is not dict or set(item) != set(self.schema):
+            if type(item) is not dict or not set(self.schema) <= set(item) <= allowed:
                 raise EnvelopeError(f"field '{name}' has a malformed entry", name)
-            for key, kind in self.schema.items():
-                kind.check(f"{name}.{key}", item[key])
+            for key, value_ in item.items():
+                (self.schema.get(key) or self.optional[key]).check(f"{name}.{key}", value_)
 
 
 Kind = Str | Int | Bool | List | Objects
@@ -172,7 +175,8 @@ REQUESTS: dict[str, Schema] = {
     # Accounts and history (PROTOCOL.md section 6.5).
     "register": Schema({"password": PASSWORD}),
     "change_password": Schema({"old_password": PASSWORD, "new_password": PASSWORD}),
-    "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY)}),
+    "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY), "before": MESSAGE_ID}),
+    "group_invite_only": Schema({"group": NAME, "on": Bool()}),
     "offline_ack": Schema({"upto": MESSAGE_ID}),
     # File transfer (PROTOCOL.md section 7).
     "file_offer": Schema({"name": FILE_NAME, "size": OFFSET}, {"to": NAME, "group": NAME}),
@@ -198,20 +202,26 @@ EVENTS: dict[str, Schema] = {
     "welcome": Schema({"name": NAME}, {"offline": Int(1, 1 << 62)}),
     "user_joined": Schema({"names": PRESENCE_NAMES}),
     "user_exited": Schema({"names": PRESENCE_NAMES}),
-    "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62)}),
+    "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62), "registered": NAMES}),
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
     "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),
     "private_queued": Schema({"to": NAME, "text": TEXT}),
     "registered": Schema({"name": NAME}),
     "password_changed": Schema(),
-    "group_history": Schema({"group": NAME, "messages": HISTORY}),
+    "group_history": Schema(
+        {"group": NAME, "messages": HISTORY}, {"more": Int(1, 1 << 62), "before": MESSAGE_ID}
+    ),
+    "group_invite_only": Schema({"group": NAME, "on": Bool()}),
     "private_sent": Schema({"to": NAME, "text": TEXT}),
     "group_created": Schema({"group": NAME}),
     "group_added": Schema({"group": NAME}),
     "group_joined": Schema({"group": NAME}),
-    "group_list": Schema({"groups": NAMES}),
-    "group_members": Schema({"groups": Objects({"group": NAME, "members": NAMES})}),
+    "group_list": Schema({"groups": NAMES}, {"more": Int(1, 1 << 62)}),
+    "group_members": Schema(
+        {"groups": Objects({"group": NAME, "members": NAMES}, optional={"registered": NAMES})},
+        {"more": Int(1, 1 << 62)},
+    ),
     "group_message": Schema({"group": NAME, "sender": NAME, "text": TEXT}),
     "group_left": Schema({"group": NAME}),
     "group_deleted": Schema({"group": NAME}),

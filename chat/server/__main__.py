@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop if installed (auto, the default), or force one",
     )
     parser.add_argument(
+        "--registered-only", action="store_true",
+        help="refuse guests: only registered users may log in (create accounts with --add-account)",
+    )
+    parser.add_argument(
         "--reserve", metavar="NAME", action="append", default=[],
         help="a name nobody may use (nor anything that looks like it), besides admin, server, "
         "system and the like; repeat for more",
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
     chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
     config = ServerConfig(
-        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve), **chosen
+        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve),
+        registered_only=args.registered_only, **chosen
     )
     config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:

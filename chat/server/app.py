@@ -95,6 +95,8 @@ class ServerConfig:
     offline_sender_share: float = 0.25
     offline_server_bytes: int = 1 << 30
     offline_days: float = 30.0
+    #: Refuse guests: only registered users log in (accounts made with --add-account).
+    registered_only: bool = False
     #: Names nobody may log in as, besides names.RESERVED_NAMES (compared by skeleton).
     reserved_names: frozenset[str] = frozenset()
     #: Connections in all and from one IP address (0: unlimited), counted from accept.

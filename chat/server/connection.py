@@ -27,7 +27,7 @@ from chat.protocol.handshake import ServerHandshake, encode_handshake_error
 from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
-from chat.server.handlers import HANDLERS, Context, encode_reply
+from chat.server.handlers import HANDLERS, Context, drop_guest, encode_reply
 from chat.server.names import display_form, reserved, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
@@ -106,6 +106,8 @@ class ClientConnection:
     def __init__(self, websocket: ServerConnection, server: ChatServer) -> None:
         self.id = next(_ids)
         self.name: str | None = None
+        #: Whether the logged-in user has an account (a guest otherwise).
+        self.registered = False
         self._ws = websocket
         self._server = server
         self._channel: SecureChannel | None = None
@@ -400,10 +402,15 @@ class ClientConnection:
             log.info("login refused conn=%d peer=%s: %s", self.id, self.peer, exc.code)
             self._error(rid, exc.code, **exc.fields)
             return
+        registered = await services.accounts.is_registered(name) is not None
+        if not registered and self._server.config.registered_only:
+            self._error(rid, "registration_required", name=name)
+            return
         if self._closing or not await services.hub.claim(name, self):
             self._error(rid, "username_taken", name=name)
             return
         self.name = name
+        self.registered = registered
         # Announced to everyone online; subscribed after its own join, so not told of it.
         self._presence.joined(name)
         self._presence.subscribe(self)
@@ -415,7 +422,7 @@ class ClientConnection:
         await services.mailbox.send_page(name, self)
 
     def _context(self, user: str, rid: int | None) -> Context:
-        return Context(user, rid, self, self._server.services, address=self.ip)
+        return Context(user, rid, self, self._server.services, address=self.ip, registered=self.registered)
 
     async def _logout(self) -> None:
         if self.name is None:
@@ -423,6 +430,8 @@ class ClientConnection:
         name, self.name = self.name, None
         services = self._server.services
         await services.transfers.disconnected(self._context(name, None))
+        if not self.registered:
+            await drop_guest(self._context(name, None))
         await services.hub.release(name, self)
         services.mailbox.forget(name)
         log.info("exit conn=%d user=%s", self.id, name)

@@ -1,6 +1,7 @@
-"""Groups with owners, members and kicks: pure state, no I/O (SPEC section 5).
+"""Groups with owners, members and kicks: pure state, no I/O (README "Commands").
 
-Membership is by username, so it survives a disconnect. Members are kept in join order,
+Membership is by account for registered users (it survives a disconnect) and by
+connection for guests (it ends with it). Members are kept in join order,
 which decides who inherits ownership when the owner leaves.
 
 A change is planned first (``GroupChange``: the group before and after, nothing touched),
@@ -25,8 +26,21 @@ class Group:
     owner: str
     #: key(username) -> username as first written, in join order.
     members: dict[str, str] = field(default_factory=dict)
-    #: key(username) of users removed by the owner; cleared when the owner adds them back.
+    #: key(username) of registered users removed by the owner; cleared when the owner
+    #: adds them back. Stored: a kick sticks to the account.
     kicked: set[str] = field(default_factory=set)
+    #: Members who are guests (no account): their membership ends with their connection
+    #: and is never stored; likewise a kicked guest is kept out for that connection only.
+    guests: set[str] = field(default_factory=set)
+    guest_kicks: set[str] = field(default_factory=set)
+    #: Only the owner adds members; /join is refused.
+    invite_only: bool = False
+    #: Members the owner added who have not accepted yet (by /join or by posting):
+    #: counted against their invitations, not their own quota of groups.
+    pending: set[str] = field(default_factory=set)
+    #: key(member) -> id of the last group message before they joined: history shows
+    #: them only what came after.
+    joined: dict[str, int] = field(default_factory=dict)
 
     def has(self, user: str) -> bool:
         return key(user) in self.members
@@ -38,15 +52,47 @@ class Group:
     def sorted_members(self) -> list[str]:
         return sorted(self.members.values(), key=lambda n: (n.casefold(), n))
 
+    def registered_members(self) -> list[str]:
+        return [name for k, name in self.members.items() if k not in self.guests]
+
+    @property
+    def persistent(self) -> bool:
+        """Groups owned by a registered user are stored; a guest's live in memory."""
+        return self.owner not in self.guests
+
     def copy(self) -> Group:
-        return Group(self.name, self.owner, dict(self.members), set(self.kicked))
+        return Group(
+            self.name, self.owner, dict(self.members), set(self.kicked), set(self.guests),
+            set(self.guest_kicks), self.invite_only, set(self.pending), dict(self.joined),
+        )  # fmt: skip
+
+    def with_member(self, user: str, *, guest: bool, at: int, pending: bool = False) -> Group:
+        after = self.copy()
+        member = key(user)
+        after.members[member] = user
+        after.kicked.discard(member)
+        after.guest_kicks.discard(member)
+        after.joined[member] = at
+        if guest:
+            after.guests.add(member)
+        if pending:
+            after.pending.add(member)
+        return after
 
     def to_stored(self) -> StoredGroup:
-        return StoredGroup(self.name, self.owner, list(self.members.items()), set(self.kicked))
+        """The registered part of the group (guests are never stored)."""
+        members = [(k, n) for k, n in self.members.items() if k not in self.guests]
+        return StoredGroup(
+            self.name, self.owner, members, set(self.kicked), self.invite_only,
+            self.pending - self.guests, {k: v for k, v in self.joined.items() if k not in self.guests},
+        )  # fmt: skip
 
     @classmethod
     def from_stored(cls, stored: StoredGroup) -> Group:
-        return cls(stored.name, stored.owner_key, dict(stored.members), set(stored.kicked))
+        return cls(
+            stored.name, stored.owner_key, dict(stored.members), set(stored.kicked),
+            invite_only=stored.invite_only, pending=set(stored.pending), joined=dict(stored.joined),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,9 +120,17 @@ class GroupRegistry:
         self._max_groups = max_groups
         self.changing = asyncio.Lock()
 
-    def _check_room_for(self, user: str) -> None:
-        if self._max_per_user and len(self.of_user(user)) >= self._max_per_user:
-            raise RequestError("too_many_groups", user=user, limit=self._max_per_user)
+    def _check_room_for(self, user: str, *, invitation: bool = False) -> None:
+        """A user's own groups (created, joined, accepted) and the invitations they have
+        not accepted are bounded separately, so others' adds cannot use up a user's
+        quota (review M6)."""
+        if not self._max_per_user:
+            return
+        me = key(user)
+        mine = [g for g in self._groups.values() if me in g.members and (me in g.pending) == invitation]
+        if len(mine) >= self._max_per_user:
+            code = "too_many_invitations" if invitation else "too_many_groups"
+            raise RequestError(code, user=user, limit=self._max_per_user)
 
     def load(self, stored: list[StoredGroup]) -> None:
         """Replace every group with ``stored`` (in creation order), as read at start-up."""
@@ -128,26 +182,42 @@ class GroupRegistry:
 
     # --- planned changes (nothing is modified until apply) ------------------------------
 
-    def create(self, name: str, owner: str, members: list[str]) -> GroupChange:
-        """``members`` are display names, already known to be online or registered."""
+    def create(self, name: str, owner: str, members: list[str], guests: set[str], at: int) -> GroupChange:
+        """``members`` are display names, already known to be online or registered;
+        ``guests`` the keys of those (owner included) who are guests."""
         self.check_available(name)
-        for user in (owner, *members):
-            self._check_room_for(user)
-        group = Group(name=name, owner=key(owner))
-        group.members[key(owner)] = owner
+        self._check_room_for(owner)
+        for user in members:
+            self._check_room_for(user, invitation=True)
+        group = Group(name=name, owner=key(owner)).with_member(owner, guest=key(owner) in guests, at=at)
         for member in members:
-            group.members.setdefault(key(member), member)
+            if not group.has(member):
+                group = group.with_member(member, guest=key(member) in guests, at=at, pending=True)
         return GroupChange(None, group)
 
-    def join(self, name: str, user: str) -> GroupChange:
+    def join(self, name: str, user: str, *, guest: bool, at: int) -> GroupChange:
+        """Join, or accept an invitation (a member the owner added)."""
         group = self.get(name)
-        if key(user) in group.kicked:
+        if key(user) in group.pending:
+            after = group.copy()
+            self._check_room_for(user)
+            after.pending.discard(key(user))
+            return GroupChange(group, after)
+        if key(user) in group.kicked or key(user) in group.guest_kicks:
             raise RequestError("kicked", group=group.name)
         if group.has(user):
             raise RequestError("already_member", group=group.name)
+        if group.invite_only:
+            raise RequestError("invite_only", group=group.name)
         self._check_room_for(user)
+        return GroupChange(group, group.with_member(user, guest=guest, at=at))
+
+    def accept(self, group: Group, user: str) -> GroupChange | None:
+        """Posting to a group one was added to accepts the invitation."""
+        if key(user) not in group.pending:
+            return None
         after = group.copy()
-        after.members[key(user)] = user
+        after.pending.discard(key(user))
         return GroupChange(group, after)
 
     def leave(self, name: str, user: str) -> GroupChange:
@@ -158,15 +228,30 @@ class GroupRegistry:
     def delete(self, name: str, user: str) -> GroupChange:
         return GroupChange(self.owned_group(name, user), None)
 
-    def add(self, name: str, owner: str, user: str) -> GroupChange:
+    def add(self, name: str, owner: str, user: str, *, guest: bool, at: int) -> GroupChange:
+        """An owner adds ``user``: a member at once (an invitation they have not accepted
+        yet, so it does not count against their own quota)."""
         group = self.owned_group(name, owner)
         if group.has(user):
             raise RequestError("already_member", group=group.name, user=group.members[key(user)])
-        self._check_room_for(user)
+        self._check_room_for(user, invitation=True)
+        return GroupChange(group, group.with_member(user, guest=guest, at=at, pending=True))
+
+    def set_invite_only(self, name: str, owner: str, on: bool) -> GroupChange:
+        group = self.owned_group(name, owner)
         after = group.copy()
-        after.kicked.discard(key(user))
-        after.members[key(user)] = user
+        after.invite_only = on
         return GroupChange(group, after)
+
+    def registered(self, user: str) -> list[GroupChange]:
+        """``user`` (a guest until now) registered: their memberships become lasting."""
+        changes = []
+        for group in self.of_user(user):
+            if key(user) in group.guests:
+                after = group.copy()
+                after.guests.discard(key(user))
+                changes.append(GroupChange(group, after))
+        return changes
 
     def kick(self, name: str, owner: str, user: str) -> tuple[GroupChange, str]:
         """Remove ``user`` and bar them from rejoining; also returns their display name."""
@@ -177,15 +262,28 @@ class GroupRegistry:
             raise RequestError("not_member", group=group.name, user=user)
         after = _without(group, user)
         assert after is not None  # the owner is still in it
-        after.kicked.add(key(user))
+        if key(user) in group.guests:
+            after.guest_kicks.add(key(user))
+        else:
+            after.kicked.add(key(user))
         return GroupChange(group, after), group.members[key(user)]
+
+    def guest_gone(self, user: str) -> None:
+        """A kicked guest's connection ended: the kick does not pass to the next guest of
+        that name (nothing a guest had outlives its connection)."""
+        for group in self._groups.values():
+            group.guest_kicks.discard(key(user))
 
 
 def _without(group: Group, user: str) -> Group | None:
     """``group`` less ``user``: None if nobody is left; the earliest member owns it if
     ``user`` owned it."""
     after = group.copy()
-    del after.members[key(user)]
+    member = key(user)
+    del after.members[member]
+    after.guests.discard(member)
+    after.pending.discard(member)
+    after.joined.pop(member, None)
     if not after.members:
         return None
     if after.owner == key(user):

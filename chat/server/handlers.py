@@ -61,6 +61,8 @@ class Context:
     quitting: bool = False
     #: The peer's IP address.
     address: str = ""
+    #: Whether ``user`` has an account (else a guest: nothing of theirs is kept).
+    registered: bool = False
 
     @property
     def hub(self) -> Hub:
@@ -86,10 +88,13 @@ class Context:
         """Store a planned group change, then apply it. Callers hold ``groups.changing``
         and reply and notify right after, so the change, its announcement and its use for
         routing happen together, and only once it is on disk."""
-        if change.after is None:
+        before, after = change.before, change.after
+        if after is None:
             await self.storage.delete_group(key(change.name))
-        else:
-            await self.storage.save_group(key(change.name), change.after.to_stored())
+        elif after.persistent:
+            await self.storage.save_group(key(change.name), after.to_stored())
+        elif before is not None and before.persistent:
+            await self.storage.forget_group(key(change.name))  # now a guest's: not kept
         self.groups.apply(change)
 
     def reply(self, kind: str, **fields: Any) -> None:
@@ -162,10 +167,19 @@ def first_names(names: list[str]) -> list[str]:
 async def list_users(ctx: Context, env: Envelope) -> None:
     users = await ctx.hub.online()
     shown = first_names(users)
+    fields: dict[str, Any] = {"users": shown}
     if len(shown) < len(users):
-        ctx.reply("user_list", users=shown, more=len(users) - len(shown))
-    else:
-        ctx.reply("user_list", users=shown)
+        fields["more"] = len(users) - len(shown)
+    registered = await ctx.storage.registered_among(shown)
+    if registered:
+        fields["registered"] = registered
+    ctx.reply("user_list", **fields)
+
+
+async def _guests_among(ctx: Context, names: list[str]) -> set[str]:
+    """The keys of the users in ``names`` who have no account."""
+    registered = {key(name) for name in await ctx.storage.registered_among(names)}
+    return {key(name) for name in names} - registered
 
 
 async def group_create(ctx: Context, env: Envelope) -> None:
@@ -176,12 +190,15 @@ async def group_create(ctx: Context, env: Envelope) -> None:
         online = await ctx.hub.lookup(name)
         if online is None:
             missing.append(name)
-        elif online != ctx.user:
+        elif key(online) != key(ctx.user):
             found.append(online)
     if missing:
         raise RequestError("user_not_online", users=list(dict.fromkeys(missing)))
+    guests = await _guests_among(ctx, found)
+    if not ctx.registered:
+        guests.add(key(ctx.user))
     async with ctx.groups.changing:
-        change = ctx.groups.create(env["group"], ctx.user, found)
+        change = ctx.groups.create(env["group"], ctx.user, found, guests, ctx.storage.last_message_id)
         await ctx.commit(change)
         ctx.reply("group_created", group=change.name)
         await ctx.notify(others_in(change, ctx.user), "group_added", group=change.name)
@@ -189,24 +206,63 @@ async def group_create(ctx: Context, env: Envelope) -> None:
 
 async def group_join(ctx: Context, env: Envelope) -> None:
     async with ctx.groups.changing:
-        change = ctx.groups.join(env["group"], ctx.user)
+        invited = key(ctx.user) in ctx.groups.get(env["group"]).pending
+        at = ctx.storage.last_message_id
+        change = ctx.groups.join(env["group"], ctx.user, guest=not ctx.registered, at=at)
         await ctx.commit(change)
         ctx.reply("group_joined", group=change.name)
-        await ctx.notify(others_in(change, ctx.user), "member_joined", group=change.name, name=ctx.user)
+        if not invited:  # accepting an invitation: the others were told of the add
+            await ctx.notify(others_in(change, ctx.user), "member_joined", group=change.name, name=ctx.user)
+
+
+def _fitting(names: list[str], budget: int) -> list[str]:
+    """The leading names whose JSON takes at most ``budget`` bytes."""
+    for count, name in enumerate(names):
+        budget -= len(name.encode("utf-8")) * 2 + 3
+        if budget < 0:
+            return names[:count]
+    return names
 
 
 async def group_list(ctx: Context, env: Envelope) -> None:
-    ctx.reply("group_list", groups=ctx.groups.names())
+    names = ctx.groups.names()
+    shown = first_names(names)
+    fields: dict[str, Any] = {"groups": shown}
+    if len(shown) < len(names):
+        fields["more"] = len(names) - len(shown)
+    ctx.reply("group_list", **fields)
 
 
 async def group_members(ctx: Context, env: Envelope) -> None:
     name = env.get("group")
-    groups = [ctx.groups.get(name)] if name is not None else ctx.groups.of_user(ctx.user)
-    ctx.reply("group_members", groups=[{"group": g.name, "members": g.sorted_members()} for g in groups])
+    if name is not None:
+        group = ctx.groups.get(name)
+        if group.invite_only and not group.has(ctx.user):
+            raise RequestError("not_member", group=group.name)  # an invite-only group's members are private
+        groups = [group]
+    else:
+        groups = ctx.groups.of_user(ctx.user)[:MAX_LIST_ITEMS]
+    # Each group gets an equal share of one reply; names past it are counted in ``more``.
+    budget = LIST_NAME_BYTES // max(1, len(groups)) // 2
+    entries, more = [], 0
+    for group in groups:
+        members = group.sorted_members()
+        shown = _fitting(members[:MAX_LIST_ITEMS], budget)
+        more += len(members) - len(shown)
+        registered = set(group.registered_members())
+        entries.append({"group": group.name, "members": shown,
+                        "registered": _fitting([m for m in shown if m in registered], budget)})  # fmt: skip
+    ctx.reply("group_members", groups=entries, **({"more": more} if more else {}))
 
 
 async def group_message(ctx: Context, env: Envelope) -> None:
     group = ctx.groups.member_group(env["group"], ctx.user)
+    if key(ctx.user) in group.pending:  # posting accepts the owner's add
+        async with ctx.groups.changing:
+            change = ctx.groups.accept(ctx.groups.member_group(env["group"], ctx.user), ctx.user)
+            if change is not None:
+                await ctx.commit(change)
+        group = ctx.groups.member_group(env["group"], ctx.user)
     await ctx.notify(
         group.other_members(ctx.user), "group_message", group=group.name, sender=ctx.user, text=env["text"]
     )
@@ -214,14 +270,37 @@ async def group_message(ctx: Context, env: Envelope) -> None:
     ctx.reply("ok")
 
 
+#: Bytes of message JSON one ``group_history`` reply carries at most.
+HISTORY_BYTES = MAX_HEADER_BYTES - 4096
+
+
 async def group_history(ctx: Context, env: Envelope) -> None:
+    """A member's view of the group's messages: only those sent since they joined (a
+    newcomer does not read what was said before), newest ``limit``, as many as fit one
+    reply; ``more`` counts the older ones left out, ``before`` asks for them."""
     group = ctx.groups.member_group(env["group"], ctx.user)
-    messages = await ctx.storage.history(key(group.name), env.get("limit", DEFAULT_HISTORY))
-    ctx.reply(
-        "group_history",
-        group=group.name,
-        messages=[{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages],
-    )
+    since = group.joined.get(key(ctx.user), 0)
+    limit = env.get("limit", DEFAULT_HISTORY)
+    messages = await ctx.storage.history(key(group.name), limit, after=since, before=env.get("before"))
+    entries = [{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages]
+    budget, kept = HISTORY_BYTES, 0
+    for entry in reversed(entries):
+        budget -= (len(str(entry["text"]).encode()) + len(str(entry["sender"]).encode())) * 2 + 64
+        if budget < 0:
+            break
+        kept += 1
+    fields: dict[str, Any] = {"group": group.name, "messages": entries[len(entries) - kept :]}
+    if kept < len(entries):
+        fields["more"] = len(entries) - kept
+        fields["before"] = messages[len(entries) - kept].id
+    ctx.reply("group_history", **fields)
+
+
+async def group_invite_only(ctx: Context, env: Envelope) -> None:
+    async with ctx.groups.changing:
+        change = ctx.groups.set_invite_only(env["group"], ctx.user, env["on"])
+        await ctx.commit(change)
+        ctx.reply("group_invite_only", group=change.name, on=env["on"])
 
 
 async def group_leave(ctx: Context, env: Envelope) -> None:
@@ -230,6 +309,24 @@ async def group_leave(ctx: Context, env: Envelope) -> None:
         await ctx.commit(change)
         ctx.reply("group_left", group=change.name)
         await ctx.notify(others_in(change, ctx.user), "member_left", group=change.name, name=ctx.user)
+
+
+async def drop_guest(ctx: Context) -> None:
+    """A guest's connection ended: their memberships end too (announced like a leave),
+    and nothing of theirs stays for the next guest of that name."""
+    async with ctx.groups.changing:
+        for group in ctx.groups.of_user(ctx.user):
+            change = ctx.groups.leave(group.name, ctx.user)
+            await ctx.commit(change)
+            await ctx.notify(others_in(change, ctx.user), "member_left", group=change.name, name=ctx.user)
+        ctx.groups.guest_gone(ctx.user)
+
+
+async def became_registered(ctx: Context) -> None:
+    """A guest registered: their memberships (and groups they own) are kept from now on."""
+    async with ctx.groups.changing:
+        for change in ctx.groups.registered(ctx.user):
+            await ctx.commit(change)
 
 
 async def group_delete(ctx: Context, env: Envelope) -> None:
@@ -244,8 +341,9 @@ async def group_delete(ctx: Context, env: Envelope) -> None:
 async def group_add(ctx: Context, env: Envelope) -> None:
     ctx.groups.owned_group(env["group"], ctx.user)  # owner check before the online check
     user = await ctx.known_user(env["user"])
+    guest = bool(await _guests_among(ctx, [user]))
     async with ctx.groups.changing:
-        change = ctx.groups.add(env["group"], ctx.user, user)
+        change = ctx.groups.add(env["group"], ctx.user, user, guest=guest, at=ctx.storage.last_message_id)
         await ctx.commit(change)
         ctx.reply("member_added", group=change.name, name=user)
         await ctx.notify([user], "group_added", group=change.name)
@@ -292,6 +390,7 @@ HANDLERS: dict[str, Handler] = {
     "group_add": group_add,
     "group_kick": group_kick,
     "group_history": group_history,
+    "group_invite_only": group_invite_only,
     "quit": quit_chat,
     "offline_ack": offline_ack,
 }
@@ -299,6 +398,9 @@ HANDLERS: dict[str, Handler] = {
 
 async def register(ctx: Context, env: Envelope) -> None:
     await ctx.accounts.register(ctx, env)
+    ctx.registered = True
+    ctx.outbox.registered = True
+    await became_registered(ctx)
 
 
 async def change_password(ctx: Context, env: Envelope) -> None:

@@ -20,6 +20,9 @@ from chat.server.names import key, skeleton
 class Outbox(Protocol):
     """A logged-in user's connection, as the hub sees it."""
 
+    #: Whether its user has an account (a guest otherwise).
+    registered: bool
+
     def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
         """Seal and queue one encoded event; never blocks, never raises. ``bulk`` marks
         file data, which flow control bounds, so it does not count as unread backlog."""

@@ -36,7 +36,7 @@ def fit_descriptors(max_connections: int) -> int:
             pass
     usable = max(1, soft - RESERVED_DESCRIPTORS) if soft != resource.RLIM_INFINITY else max_connections
     if max_connections == 0 or max_connections > usable:
-        log.warning("max connections lowered to %d: %d file descriptors available", usable, soft)
+        log.info("max connections lowered to %d: %d file descriptors available", usable, soft)
         return usable
     return max_connections
 

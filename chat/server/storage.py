@@ -85,6 +85,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE account ADD COLUMN skeleton TEXT NOT NULL DEFAULT '';
     CREATE INDEX account_by_skeleton ON account(skeleton);
     """,
+    # 4: invite-only groups; members added by the owner who have not accepted yet; where
+    # each member's view of the history starts.
+    """
+    ALTER TABLE chat_group ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE group_member ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE group_member ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 
@@ -108,6 +115,11 @@ class StoredGroup:
     #: (user_key, user_name) in join order.
     members: list[tuple[str, str]] = field(default_factory=list)
     kicked: set[str] = field(default_factory=set)
+    invite_only: bool = False
+    #: Members who have not accepted the owner's add yet.
+    pending: set[str] = field(default_factory=set)
+    #: user_key -> id of the last group message before they joined.
+    joined: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,9 @@ class Storage:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None
         self._group_seq = 0
+        #: The id of the newest group message (a member's history starts after the one
+        #: that was newest when they joined).
+        self.last_message_id = 0
         #: Bytes of text of every offline message stored (the server-wide quota).
         self._offline_bytes = 0
         #: Inserts per group since start, which decide when a group's history is pruned.
@@ -190,6 +205,7 @@ class Storage:
         db.executemany(
             "UPDATE account SET skeleton = ? WHERE name_key = ?", [(skeleton(n), k) for k, n in missing]
         )
+        self.last_message_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM group_message").fetchone()[0]
         self._offline_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM offline_message").fetchone()[0]
         self._db = db
 
@@ -266,14 +282,19 @@ class Storage:
         def query() -> list[StoredGroup]:
             db = self._conn()
             groups: dict[str, StoredGroup] = {}
-            for group_key, name, owner in db.execute(
-                "SELECT name_key, name, owner_key FROM chat_group ORDER BY created_seq"
+            for group_key, name, owner, invite_only in db.execute(
+                "SELECT name_key, name, owner_key, invite_only FROM chat_group ORDER BY created_seq"
             ):
-                groups[group_key] = StoredGroup(name, owner)
-            for group_key, user_key, user_name in db.execute(
-                "SELECT group_key, user_key, user_name FROM group_member ORDER BY group_key, position"
+                groups[group_key] = StoredGroup(name, owner, invite_only=bool(invite_only))
+            for group_key, user_key, user_name, pending, joined_at in db.execute(
+                "SELECT group_key, user_key, user_name, pending, joined_at FROM group_member"
+                " ORDER BY group_key, position"
             ):
-                groups[group_key].members.append((user_key, user_name))
+                group = groups[group_key]
+                group.members.append((user_key, user_name))
+                group.joined[user_key] = joined_at
+                if pending:
+                    group.pending.add(user_key)
             for group_key, user_key in db.execute("SELECT group_key, user_key FROM group_kick"):
                 groups[group_key].kicked.add(user_key)
             return list(groups.values())
@@ -288,17 +309,23 @@ class Storage:
             if row is None:
                 self._group_seq += 1
                 db.execute(
-                    "INSERT INTO chat_group (name_key, name, owner_key, created_seq) VALUES (?,?,?,?)",
-                    (group_key, group.name, group.owner_key, self._group_seq),
+                    "INSERT INTO chat_group (name_key, name, owner_key, created_seq, invite_only)"
+                    " VALUES (?,?,?,?,?)",
+                    (group_key, group.name, group.owner_key, self._group_seq, int(group.invite_only)),
                 )
             else:
                 db.execute(
-                    "UPDATE chat_group SET owner_key = ? WHERE name_key = ?", (group.owner_key, group_key)
+                    "UPDATE chat_group SET owner_key = ?, invite_only = ? WHERE name_key = ?",
+                    (group.owner_key, int(group.invite_only), group_key),
                 )
             db.execute("DELETE FROM group_member WHERE group_key = ?", (group_key,))
             db.executemany(
-                "INSERT INTO group_member (group_key, user_key, user_name, position) VALUES (?,?,?,?)",
-                [(group_key, k, n, i) for i, (k, n) in enumerate(group.members)],
+                "INSERT INTO group_member (group_key, user_key, user_name, position, pending, joined_at)"
+                " VALUES (?,?,?,?,?,?)",
+                [
+                    (group_key, k, n, i, int(k in group.pending), group.joined.get(k, 0))
+                    for i, (k, n) in enumerate(group.members)
+                ],
             )
             db.execute("DELETE FROM group_kick WHERE group_key = ?", (group_key,))
             db.executemany(
@@ -307,6 +334,32 @@ class Storage:
             )
 
         await self._run(self._transaction, write)
+
+    async def forget_group(self, group_key: str) -> None:
+        """Stop storing a group (it passed to a guest) but keep its history."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
+
+        await self._run(self._transaction, delete)
+
+    async def registered_among(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that are registered accounts, in the given order."""
+
+        def query() -> list[str]:
+            found: set[str] = set()
+            keys = [key(name) for name in names]
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    row[0] for row in self._conn().execute(
+                        f"SELECT name_key FROM account WHERE name_key IN ({marks})", chunk
+                    )
+                )
+            return [name for name, k in zip(names, keys, strict=True) if k in found]
+
+        return await self._run(query)
 
     async def delete_group(self, group_key: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
@@ -421,10 +474,11 @@ class Storage:
         """Record a group message, keeping only the newest ``history_limit`` per group."""
 
         def insert(db: sqlite3.Connection) -> None:
-            db.execute(
+            cursor = db.execute(
                 "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?,?,?,?)",
                 (group_key, sender, text, time.time()),
             )
+            self.last_message_id = max(self.last_message_id, cursor.lastrowid or 0)
             # Prune this group every PRUNE_EVERY of its own inserts (and at its first since
             # start): at most history_limit + PRUNE_EVERY - 1 rows per group, however the
             # inserts of all groups interleave (review M12: a global id modulo could be dodged).
@@ -439,14 +493,17 @@ class Storage:
 
         await self._run(self._transaction, insert)
 
-    async def history(self, group_key: str, limit: int) -> list[StoredMessage]:
-        """The newest ``limit`` messages of a group, oldest first."""
+    async def history(
+        self, group_key: str, limit: int, *, after: int = 0, before: int | None = None
+    ) -> list[StoredMessage]:
+        """The newest ``limit`` messages of a group with ids in (after, before), oldest
+        first."""
 
         def query() -> list[StoredMessage]:
             rows = self._conn().execute(
-                "SELECT sender, text, sent_at FROM group_message"
-                " WHERE group_key = ? ORDER BY id DESC LIMIT ?",
-                (group_key, min(limit, self.history_limit)),
+                "SELECT sender, text, sent_at, id FROM group_message"
+                " WHERE group_key = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (group_key, after, before if before is not None else 1 << 62, min(limit, self.history_limit)),
             ).fetchall()
             return [StoredMessage(*row) for row in reversed(rows)]
 
