@@ -208,6 +208,8 @@ class ChatClient:
         """Keep track of who is online, the groups, and the password to log back in with."""
         with contextlib.suppress(KeyError, TypeError, AttributeError):  # a newer server's events
             self._roster.apply(event)
+        if event.type == "welcome" and event.get("offline"):
+            self._offline_done.clear()  # stored messages follow, in acknowledged pages
         if event.type in ("registered", "password_changed") and self._offered_password is not None:
             self._login_password, self._offered_password = self._offered_password, None
 
@@ -305,8 +307,6 @@ class ChatClient:
                     return False
                 reply = await self._session.request("login", name=name, password=password)
             if reply.type == "welcome":
-                if reply.get("offline"):
-                    self._offline_done.clear()
                 self._name, self._login_password = reply.get("name", name), password
                 self._lines.show_identity(self._name, True)
                 self._spawn(self._after_login())

@@ -80,6 +80,10 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--offline-server-bytes", "offline_server_bytes", int, "BYTES",
      "bytes of offline messages on the server"),
     ("--offline-days", "offline_days", float, "DAYS", "days an offline message is kept"),
+    ("--transfer-idle-timeout", "transfer_idle_timeout", float, "SECONDS",
+     "time a started transfer may go without data before it is aborted"),
+    ("--max-incoming-transfers", "max_incoming_transfers", int, "N",
+     "transfers one user may be offered or receive at once"),
     ("--pings-per-second", "pings_per_second", float, "PER_SECOND",
      "WebSocket pings a peer may send per second, after a burst of 20"),
 ]

@@ -87,6 +87,10 @@ class ServerConfig:
     socket_send_buffer: int = 0
     #: Connections the kernel may hold waiting to be accepted.
     listen_backlog: int = 1024
+    #: Seconds a started transfer may go without a chunk or an ack before it is aborted,
+    #: and transfers one user may be receiving (or be offered) at once.
+    transfer_idle_timeout: float = 60.0
+    max_incoming_transfers: int = 16
     #: Private messages kept for one offline registered user (count, bytes of text), the
     #: share of that one sender may fill, all offline messages on the server (bytes), and
     #: days before a stored message expires.
@@ -163,7 +167,7 @@ class ChatServer:
             ),
             transfers=TransferRelay(
                 config.max_file_size, config.transfer_window, config.max_transfers_per_user,
-                config.offer_timeout,
+                config.offer_timeout, config.transfer_idle_timeout, config.max_incoming_transfers,
             ),
             presence=PresenceFeed(),
             mailbox=Mailbox(

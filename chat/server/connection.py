@@ -329,10 +329,12 @@ class ClientConnection:
             pass
 
     def _metered(self, envelope: Envelope | None) -> bool:
-        """File data of a live transfer is paced by flow control; all else is metered."""
-        if envelope is None or envelope.type not in UNMETERED:
+        """File data that flow control bounds (a chunk from a transfer's sender within its
+        window, an ack of new bytes from one of its recipients) is paced by it; all else,
+        file requests from anyone else included, is metered (review M3)."""
+        if envelope is None or envelope.type not in UNMETERED or self.name is None:
             return True
-        return not self._server.services.transfers.is_live(envelope["id"])
+        return not self._server.services.transfers.paced(envelope, self.name)
 
     def _within_rate(self) -> bool:
         """Charge one request to the bucket; warn, or cut the sender off."""

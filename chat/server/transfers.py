@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chat.protocol.envelope import Envelope, encode_event
+from chat.protocol.limits import MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.handlers import Context
 from chat.server.names import key
@@ -48,6 +49,10 @@ class Transfer:
     chunks: int = 0
     #: Fires when recipients took too long to answer the offer.
     offer_timer: asyncio.TimerHandle | None = None
+    #: When data last moved (a chunk, an ack, an accept): idle transfers are aborted.
+    last_progress: float = 0.0
+    #: The sender's context, to tell both sides when the transfer is aborted for idling.
+    ctx: Context | None = None
 
     def recipient_names(self) -> list[str]:
         return [name for name, _ in self.receiving.values()]
@@ -57,18 +62,38 @@ class TransferRelay:
     """Every transfer in flight on this server."""
 
     def __init__(
-        self, max_file_size: int, window: int, max_per_user: int, offer_timeout: float = 60.0
-    ) -> None:
+        self, max_file_size: int, window: int, max_per_user: int, offer_timeout: float = 60.0,
+        idle_timeout: float = 60.0, max_incoming: int = 16,
+    ) -> None:  # fmt: skip
         self.max_file_size = max_file_size
         self.window = window
         self.max_per_user = max_per_user
         self.offer_timeout = offer_timeout
+        self.idle_timeout = idle_timeout
+        self.max_incoming = max_incoming
+        self._sweeper: asyncio.Task[None] | None = None
         self._expiries: set[asyncio.Task[None]] = set()
         self._transfers: dict[str, Transfer] = {}
         #: Recently closed transfer id -> late chunks and acks still exempt from the rate limit.
         self._closed: OrderedDict[str, int] = OrderedDict()
 
     # --- lookups --------------------------------------------------------------------
+
+    def paced(self, envelope: Envelope, user: str) -> bool:
+        """Whether flow control bounds this ``file_chunk`` or ``file_ack`` from ``user``:
+        a chunk from the transfer's sender that fits its window, an ack from a recipient
+        still receiving that acknowledges new bytes, or the bounded late arrivals of a
+        transfer that just ended. Anything else is metered like any request (review M3:
+        acks for a self-made transfer, or from a third user, went unmetered)."""
+        transfer = self._transfers.get(envelope["id"])
+        if transfer is None:
+            return self.is_live(envelope["id"])
+        me = key(user)
+        if envelope.type == "file_chunk":
+            end = envelope["offset"] + len(envelope.body)
+            return key(transfer.sender) == me and transfer.started and end - transfer.acked <= self.window
+        entry = transfer.receiving.get(me)
+        return entry is not None and entry[1] < envelope["received"] <= transfer.sent
 
     def is_live(self, transfer_id: str) -> bool:
         """Whether file data for this id is paced by flow control (so exempt from the rate
@@ -83,11 +108,14 @@ class TransferRelay:
             self._closed[transfer_id] -= 1
 
     def _count_for(self, user: str) -> int:
+        """Transfers ``user`` is sending: what others send them never counts here (review
+        M10: eight idle offers to a user blocked that user's own /file)."""
         me = key(user)
-        return sum(
-            1 for t in self._transfers.values()
-            if key(t.sender) == me or me in t.pending or me in t.receiving
-        )
+        return sum(1 for t in self._transfers.values() if key(t.sender) == me)
+
+    def _incoming_for(self, user: str) -> int:
+        me = key(user)
+        return sum(1 for t in self._transfers.values() if me in t.pending or me in t.receiving)
 
     def _get(self, transfer_id: str) -> Transfer | None:
         transfer = self._transfers.get(transfer_id)
@@ -115,18 +143,26 @@ class TransferRelay:
         if to is not None:
             recipients = [await ctx.online_user(to)]
             group = None
+            if self._incoming_for(recipients[0]) >= self.max_incoming:
+                raise RequestError("too_many_transfers", user=recipients[0], limit=self.max_incoming)
         else:
             group = ctx.groups.member_group(group_name, ctx.user)
             # By key: a member may be online under another spelling ("Bob" vs "bob").
             online = {key(name): name for name in await ctx.hub.online()}
-            recipients = [online[key(m)] for m in group.other_members(ctx.user) if key(m) in online]
+            recipients = [
+                online[key(m)] for m in group.other_members(ctx.user)
+                if key(m) in online and self._incoming_for(m) < self.max_incoming
+            ][:MAX_LIST_ITEMS]  # one envelope names at most this many (file_offered)
             if not recipients:
                 raise RequestError("no_recipients", group=group.name)
         transfer = Transfer(
             id=secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
             group=group.name if group else None, pending={key(r): r for r in recipients},
         )
+        transfer.ctx = ctx
+        transfer.last_progress = asyncio.get_running_loop().time()
         self._transfers[transfer.id] = transfer
+        self._sweep_idle()
         transfer.offer_timer = asyncio.get_running_loop().call_later(
             self.offer_timeout, self._expire_offer, ctx, transfer.id
         )
@@ -160,6 +196,7 @@ class TransferRelay:
             raise RequestError("bad_transfer", detail=problem)
         transfer.sent += len(data)
         transfer.chunks += 1
+        transfer.last_progress = asyncio.get_running_loop().time()
         payload = encode_event("file_chunk", data, id=transfer.id, offset=offset)
         await ctx.hub.send(transfer.recipient_names(), payload, bulk=True)
 
@@ -211,6 +248,7 @@ class TransferRelay:
         if not before <= received <= transfer.sent:
             raise RequestError("bad_transfer", detail="acknowledged bytes that were not sent")
         transfer.receiving[key(ctx.user)] = (name, received)
+        transfer.last_progress = asyncio.get_running_loop().time()
         await self._progress(ctx, transfer)
 
     async def done(self, ctx: Context, env: Envelope) -> None:
@@ -278,6 +316,7 @@ class TransferRelay:
             return
         if not transfer.started:
             transfer.started = True
+            transfer.last_progress = asyncio.get_running_loop().time()
             go = encode_event("file_go", id=transfer.id, window=self.window)
             await ctx.hub.send([transfer.sender], go)
             return
@@ -310,6 +349,32 @@ class TransferRelay:
         task = asyncio.get_running_loop().create_task(expire())
         self._expiries.add(task)
         task.add_done_callback(self._expiries.discard)
+
+    def _sweep_idle(self) -> None:
+        """Check for idle transfers while any exist (the task ends with the last one)."""
+        if self._sweeper is None and self.idle_timeout > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(self._abort_idle())
+
+    async def _abort_idle(self) -> None:
+        """Abort started transfers with no chunk or ack for ``idle_timeout`` seconds, for
+        both sides: a transfer cannot hold its slots (and the recipients' open files)
+        forever by stalling (review M10)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._transfers:
+                await asyncio.sleep(max(0.05, self.idle_timeout / 4))
+                now = loop.time()
+                for transfer in list(self._transfers.values()):
+                    idle = transfer.started and now - transfer.last_progress > self.idle_timeout
+                    if idle and transfer.id in self._transfers and transfer.ctx is not None:
+                        await self._abort(transfer.ctx, transfer, "the transfer stalled")
+                        failed = [{"name": name, "detail": "the transfer stalled"}
+                                  for name in transfer.recipient_names()]  # fmt: skip
+                        result = encode_event("file_result", id=transfer.id, delivered=transfer.delivered,
+                                              failed=[*transfer.failed, *failed])  # fmt: skip
+                        await transfer.ctx.hub.send([transfer.sender], result)
+        finally:
+            self._sweeper = None
 
     def _close(self, transfer: Transfer) -> None:
         if transfer.offer_timer is not None:
