@@ -11,10 +11,10 @@ from chat.keys import load_public_key
 from chat.protocol.envelope import Envelope
 
 
-async def login(port: int, public_pem: Path, name: str) -> ClientSession:
+async def login(port: int, public_pem: Path, name: str, password: str | None = None) -> ClientSession:
     """A session logged in as ``name`` (asserting the welcome)."""
     session = await open_session("127.0.0.1", port, load_public_key(public_pem))
-    await session.send("login", name=name)
+    await session.send("login", name=name, **({"password": password} if password else {}))
     welcome = await asyncio.wait_for(session.recv(), 5)
     assert welcome.type == "welcome", welcome
     return session

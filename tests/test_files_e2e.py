@@ -249,15 +249,21 @@ async def test_two_transfers_at_once_with_chat_in_between(chat: Chat, tmp_path: 
     assert bob.saved() == {"a.bin": from_alice, "c.bin": from_carol}
 
 
-async def test_group_member_online_under_another_spelling_gets_the_file(chat: Chat, tmp_path: Path) -> None:
-    """Names match case-insensitively: a member who joined as ``bob`` and is now online as
-    ``BOB`` is a recipient."""
+async def test_registered_member_back_online_gets_the_file(chat: Chat, tmp_path: Path) -> None:
+    """A registered member keeps the membership across a reconnect, whatever spelling
+    they log in with (``BOB``: shown as registered, ``bob``), and receives group files."""
     alice = await spawn_client(chat, "alice")
     bob = await spawn_client(chat, "bob")
+    bob.send("/register")
+    bob.send("bob's password")
+    bob.send("bob's password")
+    await bob.expect("[Name 'bob' is now registered.]")
     alice.send("/create team bob")
     await bob.expect("[You have been added to the team group]")
     await bob.close()
-    upper = await spawn_client(chat, "BOB")
+    password = tmp_path / "password"
+    password.write_text("bob's password\n")
+    upper = await spawn_client(chat, "bob", "--password-file", str(password))
     data = random_file(tmp_path / "notes.txt", 100)
     alice.send(f"/groupfile team {tmp_path / 'notes.txt'}")
     await alice.expect("File notes.txt sent to group team successfully.")

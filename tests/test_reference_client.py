@@ -242,6 +242,8 @@ async def test_two_reference_clients_chat_through_the_real_server(
 
         # Quit: ok, the server closes, the other user is told.
         assert await alice.request({"type": "quit"}) == {"type": "ok", "re": 5}
+        # alice was a guest: her membership ends with her connection.
+        assert await bob.recv() == {"type": "member_left", "group": "team", "name": "alice"}
         assert await bob.recv() == {"type": "user_exited", "names": ["alice"]}
         await alice.websocket.wait_closed()
         assert alice.websocket.close_code == 1000

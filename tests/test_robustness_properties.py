@@ -14,16 +14,17 @@ import contextlib
 import itertools
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_harness import ServerProcess
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from robust_helpers import Peer, RawSession, assert_fresh_pair_chats
+from robust_helpers import NO_ADDRESS_LIMITS, Peer, RawSession, assert_fresh_pair_chats, running_server
 from websockets.exceptions import ConnectionClosed
 
 from chat.keys import load_public_key
@@ -42,6 +43,14 @@ SETTINGS = settings(
 )
 LAST_RID = (1 << 31) - 1
 _names = itertools.count(1)
+
+
+@pytest_asyncio.fixture
+async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    """The shared fixture's server, without its per-address handshake limits: every
+    example connects afresh from 127.0.0.1."""
+    async with running_server(key_pair[0], tmp_path / "server", *NO_ADDRESS_LIMITS) as process:
+        yield process
 
 
 @pytest.fixture

@@ -65,7 +65,9 @@ async def test_h2_a_hundred_simultaneous_guesses_get_only_the_pair_budget(
     key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     public_key = load_public_key(key_pair[1])
-    async with running_server(key_pair[0], tmp_path / "server", "--rate-limit", "0") as server:
+    # The review's 100 connections from one address, all opened at once.
+    options = ("--rate-limit", "0", "--max-upgrading-per-ip", "128")
+    async with running_server(key_pair[0], tmp_path / "server", *options) as server:
         await register(server.port, public_key, "vic")
         sessions = await asyncio.gather(*(session_from(server.port, public_key) for _ in range(100)))
         guesses = [f"guess number {n}" for n in range(100)]

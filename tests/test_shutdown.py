@@ -30,6 +30,8 @@ async def test_graceful_shutdown(key_pair: tuple[Path, Path], tmp_path: Path, si
     server = await ServerProcess.start(key_pair[0], tmp_path)
     sender = await login(server.port, key_pair[1], "sender")
     receiver = await login(server.port, key_pair[1], "receiver")
+    for session in (sender, receiver):  # only registered users' groups are kept
+        assert (await reply(session, "register", password="a good password")).type == "registered"
     assert (await reply(sender, "group_create", group="kept", members=["receiver"])).type == "group_created"
     # A transfer in flight: offered, accepted, one chunk relayed, not finished.
     offered = await reply(sender, "file_offer", name="big.bin", size=10_000_000, to="receiver")
@@ -60,8 +62,9 @@ async def test_graceful_shutdown(key_pair: tuple[Path, Path], tmp_path: Path, si
 
     restarted = await ServerProcess.start(key_pair[0], tmp_path)
     try:
-        again = await login(restarted.port, key_pair[1], "receiver")
+        again = await login(restarted.port, key_pair[1], "receiver", "a good password")
         members = await reply(again, "group_members", group="kept")
-        assert members["groups"] == [{"group": "kept", "members": ["receiver", "sender"]}]
+        kept = {"group": "kept", "members": ["receiver", "sender"], "registered": ["receiver", "sender"]}
+        assert members["groups"] == [kept]
     finally:
         assert not await restarted.stop()

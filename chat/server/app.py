@@ -113,7 +113,7 @@ class ServerConfig:
     #: may wait for a core; past these a ClientHello is answered SERVER_BUSY.
     handshakes_per_ip: float = 20.0
     handshakes_per_second: float = 1000.0
-    handshake_queue: int = 64
+    handshake_queue: int = 256
     #: WebSocket pings a peer may send per second, and in a burst.
     pings_per_second: float = 2.0
     ping_burst: int = 20

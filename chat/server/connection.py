@@ -387,9 +387,6 @@ class ClientConnection:
             self._error(rid, "username_invalid", name=name, detail=problem)
             return
         name = display_form(name)
-        if reserved(name, self._server.config.reserved_names):
-            self._error(rid, "username_reserved", name=name)
-            return
         if (
             await services.hub.lookup(name) is not None
             or await services.hub.lookup_similar(name) is not None
@@ -405,6 +402,10 @@ class ClientConnection:
             self._error(rid, exc.code, **exc.fields)
             return
         registered = await services.accounts.is_registered(name) is not None
+        if not registered and reserved(name, self._server.config.reserved_names):
+            # Only an account the operator made (--add-account) may bear such a name.
+            self._error(rid, "username_reserved", name=name)
+            return
         if not registered and self._server.config.registered_only:
             self._error(rid, "registration_required", name=name)
             return

@@ -41,7 +41,7 @@ RESERVED_NAMES = frozenset(
     {
         "admin", "administrator", "root", "server", "system", "sysop", "operator", "moderator",
         "mod", "owner", "chat", "support", "security", "everyone", "all", "here", "channel",
-        "nobody", "anonymous", "guest", "notice", "bot",
+        "nobody", "anonymous", "guest", "notice",
     }
 )
 
