@@ -124,7 +124,8 @@ class Settings:
             # The load comes from one address: lift the per-address and handshake limits
             # (servers before they existed do not know these options).
             for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
-                                  ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000")):
+                                  ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000"),
+                                  ("--network-rate-limit", "0"), ("--network-byte-rate", "0")):
                 if option in known:
                     args += [option, value]
         else:

@@ -33,7 +33,7 @@ class Server:
         self.process: ServerProcess | None = None
 
     async def start(self, *options: str) -> None:
-        options = ("--rate-limit", "0", *options)
+        options = ("--rate-limit", "0", "--network-rate-limit", "0", *options)
         self.process = await ServerProcess.start(self.private_pem, self.directory, *options)
 
     async def stop(self) -> None:

@@ -161,3 +161,29 @@ async def test_ping_flood_is_cut_off(
         await assert_fresh_pair_chats(server, public_key)
 
 
+
+
+async def test_one_network_shares_one_budget(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M4: many connections from one network, each within its own rate, together get
+    the network's budget (here 50 requests/s, a burst of 150); past it each request is
+    refused with ``network_too_fast`` (nothing is sent), while another network is
+    unaffected."""
+    options = ("--network-rate-limit", "50", "--rate-limit", "0")
+    async with running_server(key_pair[0], tmp_path / "server", *options) as server:
+        senders = []
+        for i in range(10):
+            session = await opened_from(server.port, "127.0.5.3")  # not the /24 of 127.0.0.1
+            await session.handshake(public_key)
+            await session.login(f"sender{i}")
+            senders.append(session)
+        answers = [await s.request("broadcast", text="x" * 100) for _ in range(20) for s in senders]
+        codes = [a.type if a.type != "error" else a["code"] for a in answers]
+        ok = codes.count("ok")
+        assert 150 <= ok < 170 and codes.count("network_too_fast") == 200 - ok, codes
+        other = await opened_from(server.port, "127.0.1.9")
+        await other.handshake(public_key)
+        await other.login("elsewhere")
+        assert (await other.request("broadcast", text="still fine")).type == "ok"
+        await assert_fresh_pair_chats(server, public_key)

@@ -139,6 +139,7 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "weak_password": "Password too short: use at least {limit} characters.",
     "bad_request": _with_detail("Bad request: {detail}", "Bad request."),
     "internal_error": "[The server could not handle that request.]",
+    "network_too_fast": "[Your network is sending too fast; that was not sent. Slow down.]",
     "mailbox_full": "[{user}'s mailbox is full; the message was not stored.]",
     "mailbox_share_full": (
         "[You have left {user} as many messages as one sender may; the message was not stored.]"

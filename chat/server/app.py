@@ -87,6 +87,11 @@ class ServerConfig:
     socket_send_buffer: int = 0
     #: Connections the kernel may hold waiting to be accepted.
     listen_backlog: int = 1024
+    #: Requests per second and bytes per second that all connections from one network
+    #: (IPv4 /24, IPv6 /64) may send together (0: unlimited); bursts of 3x and 4x. A
+    #: class of 64 behind one NAT may each use their own full rate (64 x 10/s).
+    network_rate_limit: float = 640.0
+    network_byte_rate: float = 2 << 20
     #: Seconds a started transfer may go without a chunk or an ack before it is aborted,
     #: and transfers one user may be receiving (or be offered) at once.
     transfer_idle_timeout: float = 60.0
@@ -196,6 +201,8 @@ class ChatServer:
             config.handshakes_per_ip, max(config.handshakes_per_ip, config.max_connections_per_ip)
         )
         self._handshakes_total = KeyedBuckets(config.handshakes_per_second, config.handshakes_per_second)
+        self._network_requests = KeyedBuckets(config.network_rate_limit, config.network_rate_limit * 3)
+        self._network_bytes = KeyedBuckets(config.network_byte_rate, config.network_byte_rate * 4)
         #: ClientHellos whose RSA decryption is queued or running.
         self.pending_handshakes = 0
         self._server: Server | None = None
@@ -215,6 +222,11 @@ class ChatServer:
             await connection.serve()
         finally:
             self.connections.discard(connection)
+
+    def network_allows(self, network: str, size: int) -> bool:
+        """Charge one request of ``size`` bytes to ``network``'s shared budgets."""
+        now = time.monotonic()
+        return self._network_requests.take(network, now) and self._network_bytes.take(network, now, size)
 
     def handshake_allowed(self, ip: str) -> bool:
         """Whether a ClientHello from ``ip`` may queue an RSA decryption now: within the

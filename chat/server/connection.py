@@ -28,6 +28,7 @@ from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context, drop_guest, encode_reply
+from chat.server.login_throttle import address_prefix
 from chat.server.names import display_form, reserved, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
@@ -136,6 +137,7 @@ class ClientConnection:
         self.presence_seen = UNSUBSCRIBED
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
+        self._network = address_prefix(self.ip)
         self.peer = f"{self.ip}:{peer[1]}" if peer else "?"
 
     # --- Outbox ---------------------------------------------------------------------
@@ -321,8 +323,12 @@ class ClientConnection:
                     detail = str(exc)[:MAX_DETAIL_CHARS]
                     self.deliver(encode_event("error", code="bad_request", detail=detail))
                     envelope = None
-                if self._bucket is not None and self._metered(envelope) and not self._within_rate():
+                metered = self._metered(envelope)
+                if self._bucket is not None and metered and not self._within_rate():
                     break
+                if envelope is not None and metered and not self._network_allows(len(plaintext)):
+                    self._error(envelope.get("rid"), "network_too_fast")
+                    continue
                 if envelope is not None:
                     await self._handle(envelope)
         except ConnectionClosed:
@@ -347,6 +353,13 @@ class ClientConnection:
             self.close_soon(CLOSE_POLICY, "sending too fast")
             return False
         return True
+
+    def _network_allows(self, size: int) -> bool:
+        """The requests and bytes of every connection from this network (IPv4 /24, IPv6
+        /64) together stay within their budget (review M4: 40 connections from one
+        address, each within its own limit, could send 20 MB/s to everyone). Over it, a
+        request is refused with an error, not dropped silently."""
+        return self._server.network_allows(self._network, size)
 
     def _login_deadline(self) -> None:
         if self.name is None and not self._closing:
