@@ -125,7 +125,9 @@ class Settings:
             # (servers before they existed do not know these options).
             for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
                                   ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000"),
-                                  ("--network-rate-limit", "0"), ("--network-byte-rate", "0")):
+                                  ("--network-rate-limit", "0"), ("--network-byte-rate", "0"),
+                                  ("--network-fanout-rate", "0"), ("--group-creations-per-hour", "0"),
+                                  ("--max-owned-groups", "0")):
                 if option in known:
                     args += [option, value]
         else:

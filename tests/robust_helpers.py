@@ -32,7 +32,8 @@ from chat.protocol.records import SecureChannel
 #: Server options that lift the per-address limits on opening connections and handshakes,
 #: for tests whose many clients all come from 127.0.0.1 (with ``--max-per-ip 0``).
 NO_ADDRESS_LIMITS = ("--max-upgrading-per-ip", "0", "--handshakes-per-ip", "0", "--network-rate-limit", "0",
-                     "--network-byte-rate", "0")  # fmt: skip
+                     "--network-byte-rate", "0", "--network-fanout-rate", "0",
+                     "--group-creations-per-hour", "0", "--max-owned-groups", "0")  # fmt: skip
 
 #: Time to wait for something that should happen at once.
 TIMEOUT = 5.0

@@ -75,6 +75,7 @@ EVENT_LINES: list[tuple[Envelope, list[str]]] = [
     (ev("member_left", group="haha", name="jojo"), ["[jojo has left the haha group.]"]),
     (ev("group_delete_done", group="haha"), ["[Group 'haha' has been successfully deleted.]"]),
     (ev("group_deleted", group="haha"), ["[Group 'haha' has been deleted.]"]),
+    (ev("missed", count=12), ["[You missed 12 broadcast messages: your connection was too slow for them.]"]),
     (ev("group_removed", group="haha"), ["[You have been removed from the haha group]"]),
     (ev("member_added", group="haha", name="nana"), ["[nana has been added to the haha group]"]),
     (ev("member_removed", group="haha", name="nana"), ["[nana has been removed from the haha group]"]),
@@ -173,7 +174,7 @@ CHAT_EVENTS = {
     "private", "private_sent", "private_queued", "group_created", "group_added", "group_joined",
     "group_list", "group_members", "group_message", "group_left", "group_deleted",
     "group_delete_done", "group_removed", "member_joined", "member_left", "member_added",
-    "member_removed",
+    "member_removed", "missed",
 }  # fmt: skip
 
 

@@ -120,3 +120,57 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_get_everything(
         await sloth.close()
         await asyncio.gather(*(p.close() for p in chatters))
         await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_a_slow_reader_misses_broadcasts_and_is_told_instead_of_cut_off(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Review M4: broadcasts to a reader that has fallen behind by half of --max-backlog
+    are dropped for it, not queued, and once it catches up it gets one ``missed`` event
+    with their number. It stays online, and what it did get is in each sender's order."""
+    public_key: rsa.RSAPublicKey = load_public_key(key_pair[1])
+    backlog, senders, rounds = 256 * 1024, 10, 40
+    extra = ["--max-backlog", str(backlog), "--rate-limit", "0", "--max-per-ip", "0", *NO_ADDRESS_LIMITS,
+             "--socket-send-buffer", str(64 * 1024)]  # fmt: skip
+    async with running_server(key_pair[0], tmp_path / "server", *extra) as server:
+        sloth = await Peer.join(server.port, public_key, "sloth", sock=_small_buffer_socket(server.port))
+        chatters = await asyncio.gather(
+            *(Peer.join(server.port, public_key, f"chat{i}") for i in range(senders))
+        )
+        for peer in chatters:
+            await peer.sync()
+        await sloth.sync()
+        sloth.session.ws.transport.pause_reading()
+
+        async def chatter(peer: Peer) -> None:
+            for k in range(rounds):
+                await peer.send("broadcast", text=f"{peer.name} {k:03d} {LONG[:3000]}")
+
+        await asyncio.gather(*(chatter(p) for p in chatters))
+        for peer in chatters:
+            await peer.sync()
+        sloth.session.ws.transport.resume_reading()
+        total = senders * rounds
+
+        def accounted() -> int:
+            missed = sum(event["count"] for event in sloth.notifications("missed"))
+            return len(sloth.notifications("broadcast")) + missed
+
+        await sloth.wait_until(lambda: accounted() >= total, f"{total} broadcasts or missed", timeout=20)
+        await sloth.sync()
+        assert accounted() == total
+        missed = sloth.notifications("missed")
+        assert missed and all(event["count"] > 0 for event in missed), sloth.tally()
+        by_sender: dict[str, list[int]] = {}
+        for event in sloth.notifications("broadcast"):
+            by_sender.setdefault(event["sender"], []).append(int(event["text"].split(" ")[1]))
+        assert all(seq == sorted(set(seq)) for seq in by_sender.values()), by_sender
+        # Still online and chatting: its own broadcast reaches the others.
+        assert sloth.close_code is None
+        await sloth.send("broadcast", text="sorry, slow wifi")
+        await chatters[0].wait_until(
+            lambda: any(e["text"] == "sorry, slow wifi" for e in chatters[0].notifications("broadcast")),
+            "sloth's broadcast",
+        )
+        assert any("broadcasts dropped for a slow reader" in line for line in server.err.lines)
+        await asyncio.gather(sloth.close(), *(p.close() for p in chatters))

@@ -187,3 +187,29 @@ async def test_one_network_shares_one_budget(
         await other.login("elsewhere")
         assert (await other.request("broadcast", text="still fine")).type == "ok"
         await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_broadcast_fan_out_is_budgeted_per_network(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M4: what a network's broadcasts make the server write (size x connections) has a
+    budget: with 20 listeners a 1,000-character broadcast costs about 21 KB, so a budget
+    of 10 KB/s (a burst of 40 KB) lets one through at once and refuses the rest with
+    ``network_too_fast``; a small broadcast from another network still goes out."""
+    options = ("--network-fanout-rate", "10000", "--rate-limit", "0")
+    async with running_server(key_pair[0], tmp_path / "server", *options) as server:
+        listeners = []
+        for i in range(20):
+            session = await opened_from(server.port, f"127.0.6.{i + 1}")
+            await session.handshake(public_key)
+            await session.login(f"listener{i}")
+            listeners.append(session)
+        loud = await opened_from(server.port, "127.0.7.1")
+        await loud.handshake(public_key)
+        await loud.login("loud")
+        answers = [await loud.request("broadcast", text="x" * 1000) for _ in range(5)]
+        codes = [a.type if a.type != "error" else a["code"] for a in answers]
+        assert codes == ["ok"] + ["network_too_fast"] * 4, codes
+        # The listeners' own network has its own budget.
+        assert (await listeners[0].request("broadcast", text="hi")).type == "ok"
+        await assert_fresh_pair_chats(server, public_key)

@@ -131,6 +131,9 @@ _ERRORS: dict[str, str | Callable[[Envelope], str]] = {
     "kicked": "[You cannot join {group}: you were removed by its owner.]",
     "cannot_kick_self": "You cannot remove yourself from {group}; use /leave {group}.",
     "too_many_groups": _too_many_groups,
+    "too_many_owned_groups": "You own too many groups (limit {limit}); /delete one first.",
+    "creating_groups_too_fast": "[You are creating groups too fast (at most {limit} an hour); "
+    "try again later.]",
     "password_required": "",  # the client asks for the password instead
     "wrong_password": "[Wrong password.]",
     "too_many_attempts": "[Too many wrong passwords for '{name}'; try again later.]",
@@ -227,6 +230,7 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "member_left": _line("[{name} has left the {group} group.]"),
     "group_delete_done": _line("[Group '{group}' has been successfully deleted.]"),
     "group_deleted": _line("[Group '{group}' has been deleted.]"),
+    "missed": _line("[You missed {count} broadcast messages: your connection was too slow for them.]"),
     "group_removed": _line("[You have been removed from the {group} group]"),
     "member_added": _line("[{name} has been added to the {group} group]"),
     "member_removed": _line("[{name} has been removed from the {group} group]"),

@@ -206,6 +206,8 @@ EVENTS: dict[str, Schema] = {
     "broadcast": Schema({"sender": NAME, "text": TEXT}),
     "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),
+    # Broadcasts dropped for a reader too slow for them (PROTOCOL.md 6.3).
+    "missed": Schema({"count": Int(1, 1 << 62)}),
     "private_queued": Schema({"to": NAME, "text": TEXT}),
     "registered": Schema({"name": NAME}),
     "password_changed": Schema(),

@@ -4,8 +4,6 @@ upgrade, the handshake's RSA decryption or a login.
 
 * :class:`Admission` counts connections per address and in total, and connections of an
   address still in their HTTP upgrade; over a bound the socket is closed at once.
-* :class:`KeyedBuckets` are token buckets by key (an address, an address prefix), so
-  handshakes per address and in all are rate-limited before the RSA work is queued.
 * :func:`guarded_connection_class` makes the websockets ``ServerConnection`` subclass that
   applies :class:`Admission` at accept time and meters control frames (pings), which
   websockets answers by itself, unseen by the chat code.
@@ -16,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 
 from websockets.asyncio.server import ServerConnection
@@ -111,29 +109,6 @@ def _decrement(counter: Counter[str], key: str) -> None:
     counter[key] -= 1
     if counter[key] <= 0:
         del counter[key]
-
-
-class KeyedBuckets:
-    """A token bucket per key (``rate`` per second, ``burst`` at most), with at most
-    ``max_keys`` keys kept (idle ones are full again anyway, so the oldest are dropped)."""
-
-    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def take(self, key: str, now: float, cost: float = 1.0) -> bool:
-        """Spend ``cost`` tokens of ``key``'s bucket; False (nothing spent) if too few."""
-        if self.rate <= 0:
-            return True
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        allowed = tokens >= cost
-        self._buckets[key] = (tokens - cost if allowed else tokens, now)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
-        return allowed
 
 
 class GuardedConnection(ServerConnection):

@@ -18,13 +18,13 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chat.keys import public_pem
+from chat.protocol.envelope import encode_event
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
 from chat.server.accounts import Accounts
 from chat.server.admission import (
     Admission,
     AdmissionLimits,
     GuardedConnection,
-    KeyedBuckets,
     guarded_connection_class,
 )
 from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection, WriteBatch
@@ -35,10 +35,14 @@ from chat.server.login_throttle import LoginThrottle
 from chat.server.mailbox import Mailbox, MailboxLimits
 from chat.server.passwords import PasswordWork
 from chat.server.presence import PresenceFeed
+from chat.server.ratelimit import KeyedBuckets
 from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
 log = logging.getLogger("chat.server")
+
+#: Seconds between sweeps for abandoned groups.
+GROUP_EXPIRY_INTERVAL = 3600.0
 
 #: Frames websockets buffers for a connection before it stops reading its socket: the
 #: chat reads each one at once, so more would only let a peer park memory here.
@@ -92,6 +96,9 @@ class ServerConfig:
     #: class of 64 behind one NAT may each use their own full rate (64 x 10/s).
     network_rate_limit: float = 640.0
     network_byte_rate: float = 2 << 20
+    #: Bytes per second one network's broadcasts may make this server write (their size
+    #: times the connections they go to; review M4), after a burst of four seconds' worth.
+    network_fanout_rate: float = 256 << 20
     #: Seconds a started transfer may go without a chunk or an ack before it is aborted,
     #: and transfers one user may be receiving (or be offered) at once.
     transfer_idle_timeout: float = 60.0
@@ -125,6 +132,11 @@ class ServerConfig:
     #: Groups one user may be a member of, and groups on the server.
     max_groups_per_user: int = 100
     max_groups: int = 10000
+    #: Groups one user may own; groups one creator may create per hour (a network six
+    #: times that); days unused before a stored group is deleted (0: never).
+    max_owned_groups: int = 20
+    group_creations_per_hour: float = 10.0
+    group_expiry_days: float = 365.0
     #: Largest file relayed, bytes a sender may be ahead of its slowest recipient, and
     #: transfers one user may take part in at once.
     max_file_size: int = 1 << 30
@@ -159,7 +171,10 @@ class ChatServer:
         storage = Storage(config.db_path, history_limit=config.history_limit)
         self.services = Services(
             hub=LocalHub(),
-            groups=GroupRegistry(config.max_groups_per_user, config.max_groups),
+            groups=GroupRegistry(
+                config.max_groups_per_user, config.max_groups, config.max_owned_groups,
+                config.group_creations_per_hour,
+            ),
             storage=storage,
             accounts=Accounts(
                 storage, config.wrong_password_delay,
@@ -203,9 +218,11 @@ class ChatServer:
         self._handshakes_total = KeyedBuckets(config.handshakes_per_second, config.handshakes_per_second)
         self._network_requests = KeyedBuckets(config.network_rate_limit, config.network_rate_limit * 3)
         self._network_bytes = KeyedBuckets(config.network_byte_rate, config.network_byte_rate * 4)
+        self._network_fanout = KeyedBuckets(config.network_fanout_rate, config.network_fanout_rate * 4)
         #: ClientHellos whose RSA decryption is queued or running.
         self.pending_handshakes = 0
         self._server: Server | None = None
+        self._group_expiry: asyncio.Task[None] | None = None
 
     async def _handler(self, websocket: ServerConnection) -> None:
         """One upgraded WebSocket. Connections were counted (and over-limit ones closed)
@@ -223,10 +240,27 @@ class ChatServer:
         finally:
             self.connections.discard(connection)
 
-    def network_allows(self, network: str, size: int) -> bool:
-        """Charge one request of ``size`` bytes to ``network``'s shared budgets."""
+    async def _expire_groups_forever(self) -> None:
+        """Delete stored groups unused for ``group_expiry_days`` (at start, then hourly);
+        their online members are told as if the owner had deleted them."""
+        groups, storage = self.services.groups, self.services.storage
+        while True:
+            async with groups.changing:
+                keys = await storage.expire_groups(time.time() - self.config.group_expiry_days * 86400)
+                for group in groups.expired(keys):
+                    deleted = encode_event("group_deleted", group=group.name)
+                    await self.services.hub.send(group.members.values(), deleted)
+            if keys:
+                log.info("expired unused groups: %d", len(keys))
+            await asyncio.sleep(GROUP_EXPIRY_INTERVAL)
+
+    def network_allows(self, network: str, size: int, *, broadcast: bool = False) -> bool:
+        """Charge one request of ``size`` bytes to ``network``'s shared budgets; a
+        broadcast also to its fan-out budget, as ``size`` times the connections here."""
         now = time.monotonic()
-        return self._network_requests.take(network, now) and self._network_bytes.take(network, now, size)
+        if not self._network_requests.take(network, now) or not self._network_bytes.take(network, now, size):
+            return False
+        return not broadcast or self._network_fanout.take(network, now, size * len(self.connections))
 
     def handshake_allowed(self, ip: str) -> bool:
         """Whether a ClientHello from ``ip`` may queue an RSA decryption now: within the
@@ -252,6 +286,8 @@ class ChatServer:
         await storage.open()
         self.services.mailbox.start()
         self.services.groups.load(await storage.load_groups())
+        if self.config.group_expiry_days > 0:
+            self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())
         self._server = await serve(
             self._handler,
             self.config.host,
@@ -284,6 +320,10 @@ class ChatServer:
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
         await self.services.mailbox.stop()
+        if self._group_expiry is not None:
+            self._group_expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._group_expiry
         await self.services.storage.close()
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)

@@ -124,6 +124,9 @@ class ClientConnection:
         self._writer: asyncio.Task[None] | None = None
         self._close_queued = False
         self._backlog = 0
+        #: Past this backlog broadcasts are dropped for this reader; ``_missed`` counts them.
+        self._drop_above = server.config.max_backlog_bytes // 2
+        self._missed = 0
         self._closing = False
         self._close_code = CLOSE_NORMAL
         self._close_reason = ""
@@ -142,8 +145,14 @@ class ClientConnection:
 
     # --- Outbox ---------------------------------------------------------------------
 
-    def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
+    def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
         if self._closing or self._channel is None:
+            return
+        if droppable and self._backlog > self._drop_above:
+            # A reader this far behind misses broadcasts (told by a ``missed`` event once
+            # it catches up) rather than being cut off (review M4). Checked before
+            # sealing: a sealed record must be sent, its sequence number is taken.
+            self._missed += 1
             return
         if self.presence_seen != self._presence.end:
             # Announcements not yet sent go first: a join is seen before anything the
@@ -326,7 +335,7 @@ class ClientConnection:
                 metered = self._metered(envelope)
                 if self._bucket is not None and metered and not self._within_rate():
                     break
-                if envelope is not None and metered and not self._network_allows(len(plaintext)):
+                if envelope is not None and metered and not self._network_allows(envelope, len(plaintext)):
                     self._error(envelope.get("rid"), "network_too_fast")
                     continue
                 if envelope is not None:
@@ -354,12 +363,12 @@ class ClientConnection:
             return False
         return True
 
-    def _network_allows(self, size: int) -> bool:
+    def _network_allows(self, envelope: Envelope, size: int) -> bool:
         """The requests and bytes of every connection from this network (IPv4 /24, IPv6
         /64) together stay within their budget (review M4: 40 connections from one
         address, each within its own limit, could send 20 MB/s to everyone). Over it, a
         request is refused with an error, not dropped silently."""
-        return self._server.network_allows(self._network, size)
+        return self._server.network_allows(self._network, size, broadcast=envelope.type == "broadcast")
 
     def _login_deadline(self) -> None:
         if self.name is None and not self._closing:
@@ -487,10 +496,21 @@ class ClientConnection:
                 await self._ws.send(record)  # waits while the peer is slow to read
                 if not bulk:
                     self._backlog -= len(record)
+                if self._missed and self._backlog <= self._drop_above // 2 and not self._closing:
+                    self._tell_missed()
         except ConnectionClosed:
             pass
         finally:
             self._writer = None
+
+    def _tell_missed(self) -> None:
+        """The reader caught up after broadcasts were dropped for it: say how many."""
+        assert self._channel is not None
+        record = self._channel.seal(encode_event("missed", count=self._missed))
+        log.info("broadcasts dropped for a slow reader conn=%d count=%d", self.id, self._missed)
+        self._missed = 0
+        self._backlog += len(record)
+        self._pending.append((record, False))
 
     async def _shutdown_writer(self) -> None:
         """Flush what is queued and close, bounded by the close timeout."""

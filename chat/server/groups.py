@@ -13,10 +13,12 @@ that is not on disk. ``GroupRegistry.changing`` serialises changes while they ar
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 
 from chat.server.errors import RequestError
 from chat.server.names import is_group_name, key
+from chat.server.ratelimit import KeyedBuckets
 from chat.server.storage import StoredGroup
 
 
@@ -110,14 +112,31 @@ class GroupChange:
         return group.name
 
 
+#: A network (IPv4 /24, IPv6 /64: a class behind one NAT) may create this many times
+#: the groups per hour of one creator.
+NETWORK_CREATIONS_FACTOR = 6
+
+
 class GroupRegistry:
     """Every group on the server, by key(name), in creation order."""
 
-    def __init__(self, max_per_user: int = 0, max_groups: int = 0) -> None:
-        """``max_per_user`` bounds the groups one user is in; ``max_groups`` all groups (0: no cap)."""
+    def __init__(
+        self, max_per_user: int = 0, max_groups: int = 0, max_owned: int = 0, creations_per_hour: float = 0
+    ) -> None:
+        """``max_per_user`` bounds the groups one user is in, ``max_groups`` all groups,
+        ``max_owned`` the groups one user owns (0: no cap); ``creations_per_hour`` the
+        groups one creator (an account, or a guest) may create, and six times that one
+        network (0: no rate). Together they keep throwaway names from filling the group
+        table (review M6)."""
         self._groups: dict[str, Group] = {}
         self._max_per_user = max_per_user
         self._max_groups = max_groups
+        self._max_owned = max_owned
+        rate = creations_per_hour / 3600
+        self._creator_rate = KeyedBuckets(rate, max(1.0, creations_per_hour))
+        self._network_rate = KeyedBuckets(
+            rate * NETWORK_CREATIONS_FACTOR, max(1.0, creations_per_hour * NETWORK_CREATIONS_FACTOR)
+        )
         self.changing = asyncio.Lock()
 
     def _check_room_for(self, user: str, *, invitation: bool = False) -> None:
@@ -182,13 +201,21 @@ class GroupRegistry:
 
     # --- planned changes (nothing is modified until apply) ------------------------------
 
-    def create(self, name: str, owner: str, members: list[str], guests: set[str], at: int) -> GroupChange:
+    def create(
+        self, name: str, owner: str, members: list[str], guests: set[str], at: int, network: str = ""
+    ) -> GroupChange:
         """``members`` are display names, already known to be online or registered;
-        ``guests`` the keys of those (owner included) who are guests."""
+        ``guests`` the keys of those (owner included) who are guests; ``network`` the
+        creator's address prefix. Spends one creation of the owner and of the network."""
         self.check_available(name)
         self._check_room_for(owner)
         for user in members:
             self._check_room_for(user, invitation=True)
+        if self._max_owned and sum(g.owner == key(owner) for g in self._groups.values()) >= self._max_owned:
+            raise RequestError("too_many_owned_groups", limit=self._max_owned)
+        now = time.monotonic()
+        if not self._creator_rate.take(key(owner), now) or not self._network_rate.take(network, now):
+            raise RequestError("creating_groups_too_fast", limit=int(self._creator_rate.burst))
         group = Group(name=name, owner=key(owner)).with_member(owner, guest=key(owner) in guests, at=at)
         for member in members:
             if not group.has(member):
@@ -267,6 +294,11 @@ class GroupRegistry:
         else:
             after.kicked.add(key(user))
         return GroupChange(group, after), group.members[key(user)]
+
+    def expired(self, keys: list[str]) -> list[Group]:
+        """Drop the groups the database expired (unused for too long); they are returned
+        so their online members can be told."""
+        return [group for k in keys if (group := self._groups.pop(k, None)) is not None]
 
     def guest_gone(self, user: str) -> None:
         """A kicked guest's connection ended: the kick does not pass to the next guest of

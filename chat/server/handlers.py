@@ -16,6 +16,7 @@ from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
+from chat.server.login_throttle import address_prefix
 from chat.server.mailbox import sender_key
 from chat.server.names import key
 
@@ -198,7 +199,9 @@ async def group_create(ctx: Context, env: Envelope) -> None:
     if not ctx.registered:
         guests.add(key(ctx.user))
     async with ctx.groups.changing:
-        change = ctx.groups.create(env["group"], ctx.user, found, guests, ctx.storage.last_message_id)
+        change = ctx.groups.create(
+            env["group"], ctx.user, found, guests, ctx.storage.last_message_id, address_prefix(ctx.address)
+        )
         await ctx.commit(change)
         ctx.reply("group_created", group=change.name)
         await ctx.notify(others_in(change, ctx.user), "group_added", group=change.name)

@@ -23,9 +23,11 @@ class Outbox(Protocol):
     #: Whether its user has an account (a guest otherwise).
     registered: bool
 
-    def deliver(self, payload: bytes, *, bulk: bool = False) -> None:
+    def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
         """Seal and queue one encoded event; never blocks, never raises. ``bulk`` marks
-        file data, which flow control bounds, so it does not count as unread backlog."""
+        file data, which flow control bounds, so it does not count as unread backlog;
+        ``droppable`` a broadcast, which a reader too slow for it misses (and is told)
+        instead of being disconnected (review M4)."""
 
 
 class Hub(Protocol):
@@ -49,7 +51,7 @@ class Hub(Protocol):
         """Deliver to each named user who is online; others are skipped."""
 
     async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
-        """Deliver to every online user except ``exclude``."""
+        """Deliver a broadcast to every online user except ``exclude`` (droppable)."""
 
 
 class LocalHub:
@@ -98,7 +100,7 @@ class LocalHub:
         skip = key(exclude) if exclude is not None else None
         for k, (_, outbox) in list(self._online.items()):
             if k != skip:
-                outbox.deliver(payload)
+                outbox.deliver(payload, droppable=True)
 
     def outboxes(self) -> list[Outbox]:
         """Every online connection (used by this process's shutdown)."""

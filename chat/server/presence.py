@@ -47,7 +47,7 @@ class Subscriber(Protocol):
     #: ``UNSUBSCRIBED`` when it is not subscribed.
     presence_seen: int
 
-    def deliver(self, payload: bytes, *, bulk: bool = False) -> None: ...
+    def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None: ...
 
 
 def encode_presence(entries: Sequence[tuple[str, str]]) -> list[bytes]:

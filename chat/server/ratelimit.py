@@ -1,4 +1,4 @@
-"""A token bucket that warns before it cuts off (SPEC section 4, "Limits users meet").
+"""Token buckets: one that warns before it cuts off (README "Limits"), and one per key.
 
 A sender may spend ``burst`` messages at once and ``rate`` per second sustained. Past
 that the bucket goes into debt: the first request in debt earns a warning, and a sender
@@ -7,6 +7,7 @@ who runs up a further ``burst`` of debt is disconnected. Nothing is dropped befo
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from enum import Enum, auto
 
 
@@ -40,3 +41,26 @@ class TokenBucket:
             return Verdict.OK
         self._warned = True
         return Verdict.WARN
+
+
+class KeyedBuckets:
+    """A token bucket per key (``rate`` per second, ``burst`` at most), with at most
+    ``max_keys`` keys kept (idle ones are full again anyway, so the oldest are dropped)."""
+
+    def __init__(self, rate: float, burst: float, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float, cost: float = 1.0) -> bool:
+        """Spend ``cost`` tokens of ``key``'s bucket; False (nothing spent) if too few."""
+        if self.rate <= 0:
+            return True
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= cost
+        self._buckets[key] = (tokens - cost if allowed else tokens, now)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return allowed

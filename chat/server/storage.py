@@ -92,6 +92,12 @@ MIGRATIONS: list[str] = [
     ALTER TABLE group_member ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE group_member ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
     """,
+    # 5: when each group was last used (a message or a change), so abandoned groups expire;
+    # existing groups count as used at the migration.
+    """
+    ALTER TABLE chat_group ADD COLUMN active_at REAL NOT NULL DEFAULT 0;
+    UPDATE chat_group SET active_at = CAST(strftime('%s', 'now') AS REAL);
+    """,
 ]
 
 
@@ -303,20 +309,21 @@ class Storage:
 
     async def save_group(self, group_key: str, group: StoredGroup) -> None:
         """Write one group's whole state (it is small), creating it if new."""
+        now = time.time()
 
         def write(db: sqlite3.Connection) -> None:
             row = db.execute("SELECT created_seq FROM chat_group WHERE name_key = ?", (group_key,)).fetchone()
             if row is None:
                 self._group_seq += 1
                 db.execute(
-                    "INSERT INTO chat_group (name_key, name, owner_key, created_seq, invite_only)"
-                    " VALUES (?,?,?,?,?)",
-                    (group_key, group.name, group.owner_key, self._group_seq, int(group.invite_only)),
+                    "INSERT INTO chat_group (name_key, name, owner_key, created_seq, invite_only, active_at)"
+                    " VALUES (?,?,?,?,?,?)",
+                    (group_key, group.name, group.owner_key, self._group_seq, int(group.invite_only), now),
                 )
             else:
                 db.execute(
-                    "UPDATE chat_group SET owner_key = ?, invite_only = ? WHERE name_key = ?",
-                    (group.owner_key, int(group.invite_only), group_key),
+                    "UPDATE chat_group SET owner_key = ?, invite_only = ?, active_at = ? WHERE name_key = ?",
+                    (group.owner_key, int(group.invite_only), now, group_key),
                 )
             db.execute("DELETE FROM group_member WHERE group_key = ?", (group_key,))
             db.executemany(
@@ -470,13 +477,38 @@ class Storage:
 
         return await self._run(self._transaction, delete)
 
+    async def expire_groups(self, unused_since: float) -> list[str]:
+        """Delete the groups (and their history) not used since ``unused_since``; their
+        keys. Abandoned groups would otherwise hold their names and the group table
+        forever (review M6)."""
+
+        def delete(db: sqlite3.Connection) -> list[str]:
+            keys = [
+                row[0]
+                for row in db.execute("SELECT name_key FROM chat_group WHERE active_at < ?", (unused_since,))
+            ]
+            for group_key in keys:
+                db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
+                db.execute("DELETE FROM group_message WHERE group_key = ?", (group_key,))
+                self._inserts.pop(group_key, None)
+            return keys
+
+        return await self._run(self._transaction, delete)
+
     async def append_history(self, group_key: str, sender: str, text: str) -> None:
         """Record a group message, keeping only the newest ``history_limit`` per group."""
+
+        now = time.time()
 
         def insert(db: sqlite3.Connection) -> None:
             cursor = db.execute(
                 "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?,?,?,?)",
-                (group_key, sender, text, time.time()),
+                (group_key, sender, text, now),
+            )
+            # Used at most once a minute is enough for expiry, and spares most messages a write.
+            db.execute(
+                "UPDATE chat_group SET active_at = ? WHERE name_key = ? AND active_at < ?",
+                (now, group_key, now - 60),
             )
             self.last_message_id = max(self.last_message_id, cursor.lastrowid or 0)
             # Prune this group every PRUNE_EVERY of its own inserts (and at its first since
