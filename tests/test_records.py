@@ -209,3 +209,23 @@ def test_any_sequence_of_plaintexts_round_trips(plaintexts: list[bytes]) -> None
     client, server = pair()
     for plaintext in plaintexts:
         assert server.open(client.seal(plaintext)) == plaintext
+
+
+def test_a_key_protects_a_bounded_number_of_bytes() -> None:
+    """Review I2: past its byte limit a sealer refuses (the session must end and a new
+    handshake make new keys), and an opener refuses a peer that goes on regardless."""
+    sealer = RecordSealer(C2S_KEY, C2S_IV, max_bytes=100)
+    opener = RecordOpener(C2S_KEY, C2S_IV, max_bytes=100)
+    records = [sealer.seal(b"x" * 40), sealer.seal(b"y" * 60)]
+    assert [opener.open(r) for r in records] == [b"x" * 40, b"y" * 60]
+    with pytest.raises(RecordError, match="start a new session"):
+        sealer.seal(b"z")
+    with pytest.raises(RecordError, match="start a new session"):
+        sealer.seal(b"")  # stays refused
+    unlimited = RecordSealer(C2S_KEY, C2S_IV)
+    strict = RecordOpener(C2S_KEY, C2S_IV, max_bytes=100)
+    assert strict.open(unlimited.seal(b"a" * 60)) == b"a" * 60
+    with pytest.raises(RecordError, match="key limit"):
+        strict.open(unlimited.seal(b"b" * 60))
+    with pytest.raises(RecordError, match="already failed"):
+        strict.open(unlimited.seal(b"c"))

@@ -22,6 +22,10 @@ RECORD_TYPE = 0x17
 RECORD_HEADER = bytes([RECORD_TYPE])
 TAG_LEN = 16
 MAX_SEQUENCE = (1 << 64) - 1
+#: Plaintext bytes one key may protect in one direction, after which the session must
+#: end (the client reconnects with a new handshake). AES-GCM's margin at TLS 1.3's
+#: record limits is about 2^38 bytes; this stays well inside it.
+MAX_BYTES_PER_KEY = 1 << 36
 #: Smallest possible record: header and tag around an empty plaintext.
 MIN_RECORD_LEN = 1 + TAG_LEN
 MAX_RECORD_LEN = 1 + MAX_ENVELOPE_BYTES + TAG_LEN
@@ -34,18 +38,23 @@ def _nonce(iv_int: int, sequence: int) -> bytes:
 class RecordSealer:
     """Encrypts this side's outgoing records in order."""
 
-    __slots__ = ("_aead", "_iv", "_sequence")
+    __slots__ = ("_aead", "_iv", "_left", "_sequence")
 
-    def __init__(self, key: bytes, iv: bytes) -> None:
+    def __init__(self, key: bytes, iv: bytes, max_bytes: int = MAX_BYTES_PER_KEY) -> None:
         self._aead = AESGCM(key)
         self._iv = int.from_bytes(iv, "big")
         self._sequence = 0
+        self._left = max_bytes
 
     def seal(self, plaintext: bytes) -> bytes:
         if len(plaintext) > MAX_ENVELOPE_BYTES:
             raise RecordError(f"plaintext of {len(plaintext)} bytes exceeds {MAX_ENVELOPE_BYTES}")
         if self._sequence > MAX_SEQUENCE:
             raise RecordError("sequence number exhausted; start a new session")
+        self._left -= len(plaintext)
+        if self._left < 0:
+            self._left = -1
+            raise RecordError("this session's key has protected all it may; start a new session")
         nonce = _nonce(self._iv, self._sequence)
         self._sequence += 1
         return RECORD_HEADER + self._aead.encrypt(nonce, plaintext, RECORD_HEADER)
@@ -54,13 +63,14 @@ class RecordSealer:
 class RecordOpener:
     """Decrypts the peer's records, accepting only the next one in sequence."""
 
-    __slots__ = ("_aead", "_broken", "_iv", "_sequence")
+    __slots__ = ("_aead", "_broken", "_iv", "_left", "_sequence")
 
-    def __init__(self, key: bytes, iv: bytes) -> None:
+    def __init__(self, key: bytes, iv: bytes, max_bytes: int = MAX_BYTES_PER_KEY) -> None:
         self._aead = AESGCM(key)
         self._iv = int.from_bytes(iv, "big")
         self._sequence = 0
         self._broken = False
+        self._left = max_bytes
 
     def open(self, record: bytes) -> bytes:
         if self._broken:
@@ -83,6 +93,10 @@ class RecordOpener:
             raise RecordError(
                 "record failed authentication (altered, replayed, reordered or dropped)"
             ) from None
+        self._left -= len(plaintext)
+        if self._left < 0:
+            self._broken = True
+            raise RecordError("the peer went on past this session's key limit")
         self._sequence += 1
         return plaintext
 

@@ -158,7 +158,14 @@ class ClientConnection:
             # Announcements not yet sent go first: a join is seen before anything the
             # user who joined causes to arrive here.
             self._presence.catch_up(self)
-        record = self._channel.seal(payload)
+        try:
+            record = self._channel.seal(payload)
+        except RecordError as exc:
+            # The session's key has protected all it may (records.MAX_BYTES_PER_KEY): end
+            # the session; the client reconnects with fresh keys.
+            log.warning("closing conn=%d user=%s: %s", self.id, self.name, exc)
+            self._abort(CLOSE_GOING_AWAY, "session key limit reached; reconnect")
+            return
         if not bulk and self._writer is None and self._transport.get_write_buffer_size() < DIRECT_LIMIT:
             # Nothing waits before it and the socket keeps up: write it straight away, as
             # websockets' broadcast() does, instead of waking a writer task. (File data
