@@ -61,6 +61,7 @@ async def test_slowloris_is_bounded_at_accept(
                 writers.append(writer)
         await asyncio.sleep(0.5)
         held = process.num_fds() - baseline
+        print(f"slowloris: 600 half-open connections from one address, {held} descriptors held")
         assert held <= 64 + 4 + 4, f"{held} descriptors held for one address's half-open connections"
         await assert_fresh_pair_chats(server, public_key)
         for writer in writers:
