@@ -160,6 +160,8 @@ async def test_a_slow_reader_misses_broadcasts_and_is_told_instead_of_cut_off(
         await sloth.sync()
         assert accounted() == total
         missed = sloth.notifications("missed")
+        print(f"slow reader: {len(sloth.notifications('broadcast'))} of {total} broadcasts delivered, "
+              f"missed {[e['count'] for e in missed]}, still online")
         assert missed and all(event["count"] > 0 for event in missed), sloth.tally()
         by_sender: dict[str, list[int]] = {}
         for event in sloth.notifications("broadcast"):

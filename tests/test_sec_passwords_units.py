@@ -83,6 +83,16 @@ def test_the_prefix_budget_is_shared_by_a_network_across_names() -> None:
     assert throttle.reserve("other", "2001:db8:0:1::1") is not None, "another /64"
 
 
+def test_a_zero_budget_means_no_limit_of_that_kind() -> None:
+    """Behind a reverse proxy every attempt comes from the proxy's address: the operator
+    turns the network budget off (0) and keeps the per-name protections."""
+    throttle, _ = make(per_pair=3, per_prefix=0)
+    for n in range(50):
+        assert throttle.reserve(f"user{n}", "10.0.0.1") is not None
+    assert throttle.reserve("user0", "10.0.0.1") and throttle.reserve("user0", "10.0.0.1")
+    assert throttle.reserve("user0", "10.0.0.1") is None, "the per-name budget still holds"
+
+
 def test_a_name_gets_a_growing_capped_delay_never_a_refusal() -> None:
     throttle, _ = make(per_pair=5, per_prefix=20, delay_cap=30.0)
     delays = []

@@ -133,13 +133,13 @@ class LoginThrottle:
         return min(self.delay_cap, BASE_NAME_DELAY * 2.0 ** (failures - FREE_NAME_FAILURES))
 
     def reserve(self, name_key: str, address: str) -> Reservation | None:
-        """Count an attempt now; None if the pair or the prefix has no budget left."""
+        """Count an attempt now; None if the pair or the prefix has no budget left (a
+        budget of 0 means no limit of that kind, e.g. behind a proxy that applies it)."""
         now = self._clock()
         pair, prefix = (name_key, address), address_prefix(address)
         if (
-            self.pairs.count(pair, now) >= self.per_pair
-            or self.prefixes.count(prefix, now) >= self.per_prefix
-        ):
+            self.per_pair and self.pairs.count(pair, now) >= self.per_pair
+        ) or (self.per_prefix and self.prefixes.count(prefix, now) >= self.per_prefix):
             return None
         delay = self.name_delay(self.names.count(name_key, now))
         keys = [(self.pairs, pair), (self.prefixes, prefix), (self.names, name_key), (self._all, "")]
