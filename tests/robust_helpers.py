@@ -338,3 +338,17 @@ async def assert_fresh_pair_chats(server: ServerProcess, public_key: rsa.RSAPubl
                 await asyncio.wait_for(session.close(), TIMEOUT)
     assert server.returncode is None, "the server died\n" + server.report()
     assert server.problems() == [], server.report()
+
+
+async def ask(session: RawSession, kind: str, **fields: Any) -> Envelope:
+    """The reply to a request; notifications that arrive before it are skipped."""
+    rid = await session.send(kind, **fields)
+    while True:
+        event = await session.recv()
+        if event.get("re") == rid:
+            return event
+
+
+def outcome(event: Envelope) -> str:
+    """An error's code, or the type of any other reply."""
+    return str(event["code"]) if event.type == "error" else event.type
