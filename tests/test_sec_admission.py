@@ -92,12 +92,14 @@ async def test_frames_before_the_handshake_are_small(
         await assert_fresh_pair_chats(server, public_key)
 
 
-async def _flood(port: int, public_key: rsa.RSAPublicKey, until: float, seen: dict[str, int]) -> None:
+async def _flood(
+    port: int, public_key: rsa.RSAPublicKey, until: float, seen: dict[str, int], source: str = ATTACKER
+) -> None:
     """Send ClientHellos with random wrapped secrets (each costs the server an RSA
     decryption) as fast as the answers come."""
     while time.monotonic() < until:
         try:
-            session = await opened_from(port, ATTACKER)
+            session = await opened_from(port, source)
         except (TimeoutError, OSError, ConnectionClosed, Exception):
             seen["refused"] += 1
             await asyncio.sleep(0.01)
@@ -141,6 +143,46 @@ async def test_handshake_flood_leaves_logins_fast(
         print(f"handshake flood: logins {[round(t * 1000) for t in times]} ms; flooder got {seen}")
         assert seen["SERVER_BUSY"] > 0, seen
         assert seen["DECRYPT_FAILED"] < 20 * 6 + 128 + 10, f"the flood got too many RSA decryptions: {seen}"
+        await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_logged_in_users_keep_chatting_through_a_handshake_flood(
+    key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
+) -> None:
+    """M1 from many addresses: 64 addresses force handshakes (each within its own rate,
+    together as many RSA decryptions as the cores can do) while two logged-in users
+    exchange private messages: their round trips stay short, because RSA work runs on
+    its own bounded threads and queue and the event loop serves sessions first."""
+    async with running_server(key_pair[0], tmp_path / "server") as server:
+        alice = await opened_from(server.port, "127.0.0.1")
+        await alice.handshake(public_key)
+        await alice.login("alice")
+        bob = await opened_from(server.port, "127.0.0.2")
+        await bob.handshake(public_key)
+        await bob.login("bob")
+        seen: dict[str, int] = {"refused": 0, "closed": 0, "other": 0}
+        seen.update({code.name: 0 for code in HandshakeErrorCode})
+        until = time.monotonic() + 5
+        sources = [f"127.0.{9 + i // 8}.{i % 8 + 1}" for i in range(64)]
+        flood = [asyncio.create_task(_flood(server.port, public_key, until, seen, s)) for s in sources]
+        await asyncio.sleep(1.0)
+        trips = []
+        for i in range(20):
+            start = time.monotonic()
+            await alice.request("private", to="bob", text=f"ping {i}")
+            while (await bob.recv()).type != "private":
+                pass
+            trips.append(time.monotonic() - start)
+            await asyncio.sleep(0.1)
+        await asyncio.gather(*flood)
+        trips.sort()
+        print(
+            f"handshake flood from 64 addresses: {seen['DECRYPT_FAILED']} RSA decryptions in 5 s, "
+            f"{seen['SERVER_BUSY']} SERVER_BUSY; chat round trips median {trips[10] * 1000:.0f} ms, "
+            f"max {trips[-1] * 1000:.0f} ms"
+        )
+        assert seen["DECRYPT_FAILED"] > 500, seen  # the flood did reach the RSA work
+        assert trips[10] < 0.1 and trips[-1] < 0.5, trips
         await assert_fresh_pair_chats(server, public_key)
 
 
