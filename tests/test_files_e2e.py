@@ -284,10 +284,12 @@ async def test_unusable_download_dir_declines(chat: Chat, tmp_path: Path) -> Non
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="uses a stand-in xdg-open")
-async def test_open_runs_the_default_program_on_saved_files(
+async def test_open_asks_first_and_never_opens_programs(
     chat: Chat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--open``: each stored file is opened with ``xdg-open``; never without it."""
+    """``--open`` (review M10): a stored file is opened with ``xdg-open`` only when the
+    user types ``/open``; a launcher, a script or an executable file is never opened;
+    without ``--open`` nothing is offered."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     opened = tmp_path / "opened.txt"
@@ -299,11 +301,23 @@ async def test_open_runs_the_default_program_on_saved_files(
     bob = await spawn_client(chat, "bob", "--open")
     carol = await spawn_client(chat, "carol")
     random_file(tmp_path / "pic.png", 10)
+    (tmp_path / "evil.desktop").write_text("[Desktop Entry]\nExec=sh -c 'touch pwned'\n")
+    (tmp_path / "run.sh").write_text("#!/bin/sh\ntouch pwned\n")
     alice.send(f"/file bob {tmp_path / 'pic.png'}")
     alice.send(f"/file carol {tmp_path / 'pic.png'}")
     await bob.expect("You received file 'pic.png' from alice.")
+    await bob.expect("Type /open 1 to open 'pic.png'.")
     await carol.expect("You received file 'pic.png' from alice.")
+    for name in ("evil.desktop", "run.sh"):
+        alice.send(f"/file bob {tmp_path / name}")
+        await bob.expect(f"You received file '{name}' from alice.")
+        await bob.expect(f"Not opening '{name}': programs, scripts and launchers are never opened.")
+    await asyncio.sleep(0.3)
+    assert not opened.exists(), "nothing is opened before the user asks"
+    bob.send("/open 1")
     assert await wait_until(opened.exists, timeout=5)
+    bob.send("/open 1")
+    await bob.expect("No received file is waiting to be opened (see --open).")
     await bob.close()
     await carol.close()
     assert opened.read_text().splitlines() == [str(bob.downloads / "pic.png")]

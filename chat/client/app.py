@@ -22,6 +22,12 @@ import threading
 from pathlib import Path
 
 from chat.client.client import DEFAULT_DOWNLOAD_DIR, EXIT_OK, ChatClient, Pacer
+from chat.client.file_policy import (
+    DEFAULT_DOWNLOAD_QUOTA,
+    DEFAULT_FILES_PER_MINUTE,
+    DEFAULT_MAX_INCOMING,
+    DownloadLimits,
+)
 from chat.client.inputs import PipeInput
 from chat.client.known_servers import KnownServers
 from chat.client.output import PlainOutput, TerminalOutput
@@ -136,9 +142,39 @@ def build_parser() -> argparse.ArgumentParser:
         "are understood (default: 1G)",
     )
     parser.add_argument(
+        "--download-quota",
+        metavar="BYTES",
+        type=file_size,
+        default=DEFAULT_DOWNLOAD_QUOTA,
+        help="bytes of files others may make this client download in all while it runs "
+        "(K, M, G suffixes; 0 = no quota; default: 1G); offers beyond it are declined",
+    )
+    parser.add_argument(
+        "--files-per-minute",
+        metavar="N",
+        type=float,
+        default=DEFAULT_FILES_PER_MINUTE,
+        help=f"file offers accepted from one sender per minute, after a burst of as many "
+        f"(0 = no limit; default: {DEFAULT_FILES_PER_MINUTE})",
+    )
+    parser.add_argument(
+        "--max-incoming-files",
+        metavar="N",
+        type=int,
+        default=DEFAULT_MAX_INCOMING,
+        help=f"files received at once; further offers are declined (default: {DEFAULT_MAX_INCOMING})",
+    )
+    parser.add_argument(
+        "--ask-files",
+        action="store_true",
+        help="ask before accepting each file (answer with /accept or /decline) instead of "
+        "accepting automatically",
+    )
+    parser.add_argument(
         "--open",
         action="store_true",
-        help="open each received file with the desktop's default program (off by default)",
+        help="offer to open each received file with the desktop's default program (/open "
+        "opens it; programs, scripts and launchers are never opened; off by default)",
     )
     parser.add_argument(
         "--no-color",
@@ -239,6 +275,10 @@ async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal
         "download_dir": Path(args.download_dir),
         "max_file_size": args.max_file_size,
         "open_files": args.open,
+        "download_limits": DownloadLimits(
+            args.download_quota, args.files_per_minute, args.max_incoming_files
+        ),
+        "ask_files": args.ask_files,
         "password": password,
     }
     if prompt is None:

@@ -21,7 +21,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from chat.client.commands import Action, Parsed, Send, SendFile, Show, help_lines, parse
+from chat.client.commands import (
+    Action,
+    FileAnswer,
+    OpenReceived,
+    Parsed,
+    Send,
+    SendFile,
+    Show,
+    help_lines,
+    parse,
+)
+from chat.client.file_policy import DownloadGate, DownloadLimits
 from chat.client.inputs import LineInput
 from chat.client.output import Output
 from chat.client.reconnect import backoff_delays, loss_reason, worth_retrying
@@ -107,6 +118,8 @@ class ChatClient:
         download_dir: Path = Path(DEFAULT_DOWNLOAD_DIR),
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         open_files: bool = False,
+        download_limits: DownloadLimits | None = None,
+        ask_files: bool = False,
         password: str | None = None,
         reconnect: Reconnect | None = None,
         roster: Roster | None = None,
@@ -127,6 +140,7 @@ class ChatClient:
         self._pacer = Pacer()
         self._transfer_options: dict[str, Any] = {
             "download_dir": download_dir, "max_file_size": max_file_size, "open_files": open_files,
+            "download_gate": DownloadGate(download_limits or DownloadLimits()), "ask_files": ask_files,
         }  # fmt: skip
         self._transfers = self._new_transfers()
         #: Who we are once logged in, and the password that worked (memory only).
@@ -274,6 +288,10 @@ class ChatClient:
             await self._send(parsed)
         elif isinstance(parsed, SendFile):
             await self._show(await self._transfers.send_file(parsed), ERROR)
+        elif isinstance(parsed, FileAnswer):
+            await self._show(self._transfers.answer_offer(parsed.accept, parsed.number), ERROR)
+        elif isinstance(parsed, OpenReceived):
+            await self._show(await self._transfers.open_received(parsed.number), ERROR)
         elif isinstance(parsed, Show):
             await self._show(parsed.lines, ERROR)
         elif parsed is Action.HELP:

@@ -50,6 +50,22 @@ class SendFile:
     group: bool = False
 
 
+@dataclass(frozen=True)
+class FileAnswer:
+    """``/accept [N]`` or ``/decline [N]``: answer a file offer (``--ask-files``); without
+    a number, the oldest one waiting."""
+
+    accept: bool
+    number: int | None = None
+
+
+@dataclass(frozen=True)
+class OpenReceived:
+    """``/open [N]``: open a file received with ``--open`` (without a number, the latest)."""
+
+    number: int | None = None
+
+
 class Action(Enum):
     HELP = "help"
     QUIT = "quit"
@@ -58,7 +74,7 @@ class Action(Enum):
     PASSWD = "passwd"
 
 
-Parsed = Send | SendFile | Show | Action | None
+Parsed = Send | SendFile | FileAnswer | OpenReceived | Show | Action | None
 
 
 @dataclass(frozen=True)
@@ -93,6 +109,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("/passwd", (), "change your password"),
     Command("/file <username> <path>", (), "send a file to a user"),
     Command("/groupfile <group> <path>", (), "send a file to a group"),
+    Command("/accept [<n>]", (), "accept file offer n (--ask-files; default: the oldest)"),
+    Command("/decline [<n>]", (), "decline file offer n (default: the oldest)"),
+    Command("/open [<n>]", (), "open received file n (--open; default: the latest)"),
     Command("/help", ("@help",), "show this list"),
     Command("/quit", ("@quit",), "leave the chat"),
 )
@@ -262,6 +281,18 @@ def _history(rest: str, usage: str) -> Parsed:
     return _group_error(words[0]) or Send("group_history", fields)
 
 
+def _optional_number(make: Callable[[int | None], Parsed]) -> Callable[[str, str], Parsed]:
+    def handler(rest: str, usage: str) -> Parsed:
+        words = _words(rest)
+        if not words:
+            return make(None)
+        if len(words) != 1 or not words[0].isdigit() or len(words[0]) > 9:
+            return Show.line(usage)
+        return make(int(words[0]))
+
+    return handler
+
+
 def _invite_only(rest: str, usage: str) -> Parsed:
     words = _words(rest)
     if len(words) != 2 or words[1].lower() not in ("on", "off"):
@@ -304,6 +335,9 @@ _SLASH: dict[str, tuple[Callable[[str, str], Parsed], str]] = {
     "passwd": (_no_args(Action.PASSWD), "Usage: /passwd"),
     "file": (_file(group=False), "Usage: /file <username> <path>"),
     "groupfile": (_file(group=True), "Usage: /groupfile <group> <path>"),
+    "accept": (_optional_number(lambda n: FileAnswer(True, n)), "Usage: /accept [<n>]"),
+    "decline": (_optional_number(lambda n: FileAnswer(False, n)), "Usage: /decline [<n>]"),
+    "open": (_optional_number(OpenReceived), "Usage: /open [<n>]"),
     "help": (_no_args(Action.HELP), "Usage: /help"),
     "quit": (_no_args(Action.QUIT), "Usage: /quit"),
 }

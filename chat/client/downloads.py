@@ -133,14 +133,23 @@ class PartFile:
         self.path: Path | None = path
         self._fd: int | None = fd
 
-    @classmethod
-    def create(cls, directory: Path) -> PartFile:
-        """Create the download directory if needed, then an empty temporary file in it."""
+    @staticmethod
+    def prepare(directory: Path) -> Path:
+        """Create the download directory if needed and check that files can be made in
+        it (before an offer is accepted; the file itself waits for the first data)."""
         directory = Path(os.path.abspath(directory))
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except FileExistsError:  # a file has that name
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(directory)) from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied", str(directory))
+        return directory
+
+    @classmethod
+    def create(cls, directory: Path) -> PartFile:
+        """Create the download directory if needed, then an empty temporary file in it."""
+        directory = cls.prepare(directory)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
         flags |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
         while True:

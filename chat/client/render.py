@@ -310,6 +310,28 @@ def file_aborted_line(name: str, sender: str, detail: str) -> str:
     return f"Transfer of '{printable(name)}' from {sender} was aborted: {_reason(detail)}."
 
 
+def file_asked_line(name: str, sender: str, size: int, number: int, group: str | None) -> str:
+    """An offer waiting for the user (``--ask-files``)."""
+    where = f" in group {group}" if group is not None else ""
+    return (
+        f"{sender}{where} offers file '{printable(name)}' ({human_bytes(size)}): "
+        f"type /accept {number} or /decline {number}."
+    )
+
+
+def file_declined_line(name: str, sender: str) -> str:
+    return f"Declined file '{printable(name)}' from {sender}."
+
+
+def file_open_offer_line(saved_name: str, number: int) -> str:
+    """``--open``: a received file is opened only when the user asks."""
+    return f"Type /open {number} to open '{printable(saved_name)}'."
+
+
+def file_not_opened_line(saved_name: str) -> str:
+    return f"Not opening '{printable(saved_name)}': programs, scripts and launchers are never opened."
+
+
 def file_damaged_line(name: str, sender: str, problem: str) -> str:
     return f"File '{printable(name)}' from {sender} was not saved: {_reason(problem)}."
 

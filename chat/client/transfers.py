@@ -8,8 +8,10 @@ ever held in memory whole) and the answering.
 Sending: check the file, ``file_offer``, wait for ``file_go {window}``, then read,
 hash and send chunks while ``sent - acked <= window`` (``acked`` being what the slowest
 recipient has stored, from ``file_ack``), ``file_end {sha256}``, and report the
-``file_result``. Receiving: accept (unless over ``--max-file-size``), write each chunk to
-a temporary file and acknowledge it once written, check size and SHA-256 on
+``file_result``. Receiving: accept (unless over ``--max-file-size`` or a bound of
+file_policy.py; with ``--ask-files`` only on ``/accept``), write each chunk to a
+temporary file (created at the first chunk, so an idle offer holds no descriptor) and
+acknowledge it once written, check size and SHA-256 on
 ``file_end``, move the file into place under a safe name and say ``file_done`` (or
 ``file_failed``, deleting the temporary file). The lines shown are in render.py.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,10 +31,15 @@ from typing import Any, TypeVar
 
 from chat.client.commands import SendFile
 from chat.client.downloads import PartFile, open_for_reading, open_with_default_program
+from chat.client.file_policy import DownloadGate, DownloadLimits, risky_to_open
 from chat.client.render import (
     file_aborted_line,
+    file_asked_line,
     file_damaged_line,
+    file_declined_line,
+    file_not_opened_line,
     file_offer_error_line,
+    file_open_offer_line,
     file_received_line,
     file_refused_line,
     file_result_line,
@@ -47,6 +55,8 @@ T = TypeVar("T")
 DEFAULT_MAX_FILE_SIZE = 1 << 30
 #: Ids of transfers not (yet) known whose early events are kept; more are dropped.
 _MAX_EARLY = 256
+#: Received files remembered for ``/open``; older ones are forgotten.
+_MAX_OPENABLE = 100
 
 
 class RateMeter:
@@ -108,6 +118,9 @@ class Incoming:
     events: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
     received: int = 0
     meter: RateMeter = field(default_factory=RateMeter)
+    #: With ``--ask-files``: the number the user answers with, and the answer to come.
+    number: int = 0
+    decision: asyncio.Future[bool] | None = None
 
 
 class TransferManager:
@@ -122,7 +135,11 @@ class TransferManager:
         download_dir: Path,
         max_file_size: int = DEFAULT_MAX_FILE_SIZE,
         open_files: bool = False,
+        download_gate: DownloadGate | None = None,
+        ask_files: bool = False,
     ) -> None:
+        """``download_gate`` bounds what others make this client download; it outlives a
+        reconnect (one quota per client process)."""
         self._session = session
         self._emit = emit
         self._pace = pace
@@ -135,6 +152,12 @@ class TransferManager:
         self._early: dict[str, list[Envelope]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
+        self._gate = download_gate or DownloadGate(DownloadLimits())
+        self.ask_files = ask_files
+        self._numbers = itertools.count(1)
+        #: Offers waiting for /accept or /decline, and saved files waiting for /open.
+        self._asked: dict[int, Incoming] = {}
+        self._openable: dict[int, Path] = {}
 
     # --- what the client asks --------------------------------------------------------
 
@@ -254,10 +277,46 @@ class TransferManager:
             self._emit(file_refused_line(name, sender, f"larger than your limit of {limit} bytes"))
             detail = f"declined: larger than their limit of {limit} bytes"
             self._spawn(self._answer("file_decline", id=transfer_id, detail=detail))
+        elif (reason := self._gate.refusal(sender, size, len(self._incoming))) is not None:
+            self._emit(file_refused_line(name, sender, reason))
+            self._spawn(self._answer("file_decline", id=transfer_id, detail=f"declined: {_theirs(reason)}"))
         else:
             incoming = Incoming(transfer_id, sender, name, size, event.get("group"))
             self._incoming[transfer_id] = incoming
+            if self.ask_files:
+                incoming.number = next(self._numbers)
+                incoming.decision = asyncio.get_running_loop().create_future()
+                self._asked[incoming.number] = incoming
+                self._emit(file_asked_line(name, sender, size, incoming.number, incoming.group))
             self._spawn(self._run_incoming(incoming))
+
+    # --- what the user answers --------------------------------------------------------
+
+    def answer_offer(self, accept: bool, number: int | None) -> list[str]:
+        """``/accept`` or ``/decline`` an offer (the oldest waiting one without a number);
+        lines to show if there is nothing to answer."""
+        if not self._asked:
+            return ["No file offer is waiting for an answer."]
+        key = min(self._asked) if number is None else number
+        incoming = self._asked.pop(key, None)
+        if incoming is None or incoming.decision is None:
+            return [f"No file offer numbered {number} is waiting; the waiting ones: "
+                    + ", ".join(str(n) for n in sorted(self._asked)) + "."]  # fmt: skip
+        incoming.decision.set_result(accept)
+        return []
+
+    async def open_received(self, number: int | None) -> list[str]:
+        """``/open``: open a file received with ``--open`` (the latest without a number)."""
+        if not self._openable:
+            return ["No received file is waiting to be opened (see --open)."]
+        key = max(self._openable) if number is None else number
+        path = self._openable.pop(key, None)
+        if path is None:
+            return [f"No received file numbered {number} is waiting to be opened."]
+        if await _in_thread(risky_to_open, path):
+            return [file_not_opened_line(path.name)]
+        problem = await open_with_default_program(path)
+        return [] if problem is None else [f"Could not open '{printable(path.name)}': {problem}."]
 
     # --- sending ----------------------------------------------------------------------
 
@@ -362,10 +421,13 @@ class TransferManager:
     # --- receiving --------------------------------------------------------------------
 
     async def _run_incoming(self, incoming: Incoming) -> None:
-        part: PartFile | None = None
+        box: list[PartFile] = []  # the temporary file, once the first data arrives
+        stored = False
         try:
+            if incoming.decision is not None and not await self._decided(incoming):
+                return
             try:
-                part = await _in_thread(PartFile.create, self.download_dir)
+                await _in_thread(PartFile.prepare, self.download_dir)
             except OSError as exc:
                 reason = f"cannot write to the download directory ({exc.strerror or exc})"
                 self._emit(file_refused_line(incoming.name, incoming.sender, reason))
@@ -373,69 +435,106 @@ class TransferManager:
                 return
             await self._answer("file_accept", id=incoming.id)
             incoming.meter.update(asyncio.get_running_loop().time(), 0)
-            await self._receive(incoming, part)
+            stored = await self._receive(incoming, box)
         finally:
-            if part is not None:
+            for part in box:
                 part.discard()  # does nothing once committed
+            if not stored:
+                self._gate.give_back(incoming.size)
             self._incoming.pop(incoming.id, None)
+            self._asked.pop(incoming.number, None)
 
-    async def _receive(self, incoming: Incoming, part: PartFile) -> None:
+    async def _decided(self, incoming: Incoming) -> bool:
+        """Wait for the user's /accept (True) or /decline, or the offer's end."""
+        assert incoming.decision is not None
+        ended = asyncio.ensure_future(incoming.events.get())
+        try:
+            await asyncio.wait({incoming.decision, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+        if not incoming.decision.done():
+            event = ended.result()
+            detail = event["detail"] if event.type == "file_aborted" else "the offer ended"
+            self._emit(file_aborted_line(incoming.name, incoming.sender, detail))
+            return False
+        if not incoming.decision.result():
+            self._emit(file_declined_line(incoming.name, incoming.sender))
+            await self._answer("file_decline", id=incoming.id, detail="declined: they said no")
+            return False
+        return True
+
+    async def _receive(self, incoming: Incoming, box: list[PartFile]) -> bool:
+        """Store the file's chunks; True once it is saved. ``box`` holds the temporary
+        file, created when the first chunk (or an empty file's end) arrives."""
         hasher = hashlib.sha256()
 
         def store(data: bytes) -> None:
-            part.write(data)
+            if not box:
+                box.append(PartFile.create(self.download_dir))
+            box[0].write(data)
             hasher.update(data)
 
         while True:
             event = await incoming.events.get()
             if event.type == "file_aborted":
-                part.discard()
                 self._emit(file_aborted_line(incoming.name, incoming.sender, event["detail"]))
-                return
+                return False
             if event.type == "file_chunk":
                 data = event.body
                 if event["offset"] != incoming.received or incoming.received + len(data) > incoming.size:
-                    await self._failed(incoming, part, "the data arrived out of order")
-                    return
+                    await self._failed(incoming, "the data arrived out of order")
+                    return False
                 try:
                     await _in_thread(store, data)
                 except OSError as exc:
-                    await self._failed(incoming, part, f"could not write it ({exc.strerror or exc})")
-                    return
+                    await self._failed(incoming, f"could not write it ({exc.strerror or exc})")
+                    return False
                 incoming.received += len(data)
                 await self._session.send_unanswered("file_ack", id=incoming.id, received=incoming.received)
             elif event.type == "file_end":
-                await self._finish(incoming, part, hasher.hexdigest(), event["sha256"])
-                return
+                try:
+                    if not box:
+                        box.append(await _in_thread(PartFile.create, self.download_dir))
+                except OSError as exc:
+                    await self._failed(incoming, f"could not write it ({exc.strerror or exc})")
+                    return False
+                return await self._finish(incoming, box[0], hasher.hexdigest(), event["sha256"])
 
-    async def _finish(self, incoming: Incoming, part: PartFile, digest: str, expected: str) -> None:
+    async def _finish(self, incoming: Incoming, part: PartFile, digest: str, expected: str) -> bool:
         if incoming.received != incoming.size:
             problem = f"{incoming.received} of {incoming.size} bytes arrived"
-            await self._failed(incoming, part, problem)
-            return
+            await self._failed(incoming, problem)
+            return False
         if digest != expected:
-            await self._failed(incoming, part, "the data did not match its SHA-256 checksum")
-            return
+            await self._failed(incoming, "the data did not match its SHA-256 checksum")
+            return False
         try:
             saved = await _in_thread(part.commit, incoming.name)
         except OSError as exc:
-            await self._failed(incoming, part, f"could not save it ({exc.strerror or exc})")
-            return
+            await self._failed(incoming, f"could not save it ({exc.strerror or exc})")
+            return False
         await self._answer("file_done", id=incoming.id)
         self._emit(file_received_line(saved.name, incoming.sender, incoming.group))
         if self.open_files:
-            self._spawn(self._open(saved))
+            await self._offer_to_open(saved)
+        return True
 
-    async def _failed(self, incoming: Incoming, part: PartFile, problem: str) -> None:
-        """The file cannot be stored: delete what arrived, tell the sender and the user."""
-        part.discard()
+    async def _failed(self, incoming: Incoming, problem: str) -> None:
+        """The file cannot be stored: tell the sender and the user (the caller deletes
+        what arrived)."""
         self._emit(file_damaged_line(incoming.name, incoming.sender, problem))
         await self._answer("file_failed", id=incoming.id, detail=problem)
 
-    async def _open(self, path: Path) -> None:
-        problem = await open_with_default_program(path)
-        if problem is not None:
-            self._emit(f"Could not open '{path.name}': {problem}.")
+    async def _offer_to_open(self, path: Path) -> None:
+        """``--open``: never a program, script or launcher; anything else on ``/open``."""
+        if await _in_thread(risky_to_open, path):
+            self._emit(file_not_opened_line(path.name))
+            return
+        number = next(self._numbers)
+        self._openable[number] = path
+        while len(self._openable) > _MAX_OPENABLE:
+            del self._openable[min(self._openable)]
+        self._emit(file_open_offer_line(path.name, number))
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -473,6 +572,11 @@ async def _in_thread(func: Callable[..., T], *args: Any) -> T:
         with contextlib.suppress(BaseException):
             await future
         raise
+
+
+def _theirs(reason: str) -> str:
+    """A refusal as the sender reads it ("your quota" becomes "their quota")."""
+    return reason.replace("your ", "their ")
 
 
 def offered_name(path: Path) -> str:

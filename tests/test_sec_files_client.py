@@ -1,0 +1,124 @@
+"""Review finding M10 on the client's side: what others can make a client download.
+
+The review filled a victim's disk with auto-accepted files, held one descriptor per
+accepted offer until the client ran out, and had files opened without any user action.
+Real server and line-mode clients; the attacker is a raw protocol peer where it must
+send what the command line cannot (offers with no data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import psutil
+from e2e_harness import Chat
+from files_helpers import RawPeer, random_file, spawn_client, wait_until
+
+
+async def _offer(peer: RawPeer, to: str, name: str, size: int) -> str:
+    """Offer a file and return its transfer id (no data is sent)."""
+    offered = await peer.session.request("file_offer", name=name, size=size, to=to)
+    assert offered.type == "file_offered", offered
+    return str(offered["id"])
+
+
+async def _answer(peer: RawPeer, transfer: str) -> str:
+    """``go`` if the recipient accepted, else the reason it declined."""
+    async with asyncio.timeout(10):
+        return await _first_answer(peer, transfer)
+
+
+async def _first_answer(peer: RawPeer, transfer: str) -> str:
+    while True:
+        for event in peer.events:
+            if event.get("id") != transfer:
+                continue
+            if event.type == "file_go":
+                return "go"
+            if event.type == "file_result":
+                return str(event["failed"][0]["detail"])
+        await asyncio.sleep(0.02)
+
+
+async def test_the_download_quota_declines_what_would_pass_it(chat: Chat, tmp_path: Path) -> None:
+    """Three files of 1,000 bytes against a quota of 2,500: two are stored, the third is
+    declined and its sender told why; nothing else is written."""
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--download-quota", "2500")
+    for name in ("a.bin", "b.bin", "c.bin"):
+        random_file(tmp_path / name, 1000)
+    alice.send(f"/file bob {tmp_path / 'a.bin'}")
+    await bob.expect("You received file 'a.bin' from alice.")
+    alice.send(f"/file bob {tmp_path / 'b.bin'}")
+    await bob.expect("You received file 'b.bin' from alice.")
+    alice.send(f"/file bob {tmp_path / 'c.bin'}")
+    await bob.expect("Refused file 'c.bin' from alice: it would pass your download quota of 2500 bytes.")
+    await alice.expect(
+        "File c.bin could not be sent to bob: declined: it would pass their download quota of 2500 bytes."
+    )
+    assert sorted(bob.saved()) == ["a.bin", "b.bin"]
+
+
+async def test_offers_per_sender_are_rate_limited(chat: Chat, tmp_path: Path) -> None:
+    """With --files-per-minute 3, a sender's fourth and fifth offers in a burst are
+    declined; another sender's offer is still accepted."""
+    bob = await spawn_client(chat, "bob", "--files-per-minute", "3")
+    mallory = await RawPeer.login(chat, "mallory")
+    ids = [await _offer(mallory, "bob", f"spam{i}.bin", 10) for i in range(5)]
+    answers = [await _answer(mallory, transfer) for transfer in ids]
+    assert answers == ["go"] * 3 + ["declined: mallory sent more than 3 files a minute"] * 2, answers
+    await bob.expect("Refused file 'spam3.bin' from mallory: mallory sent more than 3 files a minute.")
+    carol = await RawPeer.login(chat, "carol")
+    assert await _answer(carol, await _offer(carol, "bob", "hello.txt", 10)) == "go"
+    await mallory.close()
+    await carol.close()
+
+
+async def test_idle_offers_hold_no_descriptor_and_incoming_files_are_bounded(
+    chat: Chat, tmp_path: Path
+) -> None:
+    """The review's descriptor exhaustion: accepted offers that never send data. The
+    client creates a file only when data arrives, and past --max-incoming-files it
+    declines further offers."""
+    bob = await spawn_client(chat, "bob", "--max-incoming-files", "4", "--files-per-minute", "0")
+    process = psutil.Process(bob.proc.pid)
+    before = process.num_fds()
+    mallory = await RawPeer.login(chat, "mallory")
+    ids = [await _offer(mallory, "bob", f"idle{i}.bin", 1000) for i in range(6)]
+    answers = [await _answer(mallory, transfer) for transfer in ids]
+    assert answers == ["go"] * 4 + ["declined: 4 files are arriving already"] * 2, answers
+    assert bob.part_files() == []
+    assert process.num_fds() <= before, (before, process.num_fds())
+    # The first chunk of one of them creates its file.
+    await mallory.session.send_unanswered("file_chunk", body=b"x" * 10, id=ids[0], offset=0)
+    assert await wait_until(lambda: len(bob.part_files()) == 1, timeout=5), bob.report()
+    await mallory.close()
+    await bob.expect_prefix("Transfer of 'idle0.bin' from mallory was aborted")
+    assert await wait_until(lambda: bob.part_files() == [], timeout=5)
+
+
+async def test_ask_files_waits_for_accept_or_decline(chat: Chat, tmp_path: Path) -> None:
+    """--ask-files: nothing is accepted until the user answers; /accept stores the file
+    byte for byte, /decline tells the sender, and answering nothing is answered."""
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--ask-files")
+    wanted = random_file(tmp_path / "notes.txt", 3000)
+    random_file(tmp_path / "junk.bin", 10)
+    alice.send(f"/file bob {tmp_path / 'notes.txt'}")
+    await bob.expect("alice offers file 'notes.txt' (2.9 KiB): type /accept 1 or /decline 1.")
+    await asyncio.sleep(0.3)
+    assert bob.saved() == {} and bob.part_files() == []
+    alice.send(f"/file bob {tmp_path / 'junk.bin'}")
+    await bob.expect("alice offers file 'junk.bin' (10 B): type /accept 2 or /decline 2.")
+    bob.send("/decline 2")
+    await bob.expect("Declined file 'junk.bin' from alice.")
+    await alice.expect("File junk.bin could not be sent to bob: declined: they said no.")
+    bob.send("/accept")
+    await bob.expect("You received file 'notes.txt' from alice.")
+    await alice.expect("File notes.txt sent to bob successfully.")
+    assert bob.saved() == {"notes.txt": wanted}
+    bob.send("/accept 7")
+    await bob.expect("No file offer is waiting for an answer.")
+    bob.send("/accept seven")
+    await bob.expect("Usage: /accept [<n>]")
