@@ -24,10 +24,11 @@ from robust_helpers import (
 )
 from websockets.exceptions import ConnectionClosed
 
-from chat.keys import load_public_key
+from chat.keys import load_private_key, load_public_key
 from chat.protocol.errors import HandshakeErrorCode
 from chat.protocol.handshake import ClientHandshake
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
+from chat.server.app import ChatServer, ServerConfig
 
 ATTACKER = "127.0.0.3"
 
@@ -256,3 +257,20 @@ async def test_broadcast_fan_out_is_budgeted_per_network(
         # The listeners' own network has its own budget.
         assert (await listeners[0].request("broadcast", text="hi")).type == "ok"
         await assert_fresh_pair_chats(server, public_key)
+
+
+def test_server_options_reach_admission(key_pair: tuple[Path, Path]) -> None:
+    """Each admission option lands in its own field (the ping options were once passed
+    positionally into the refusal counters, so --pings-per-second had no effect)."""
+    config = ServerConfig(
+        max_connections=900, max_connections_per_ip=90, max_upgrading_per_ip=9,
+        pings_per_second=0.5, ping_burst=3,
+    )  # fmt: skip
+    server = ChatServer(load_private_key(key_pair[0]), config)
+    try:
+        limits = server.admission.limits
+        assert (limits.max_total, limits.max_per_ip, limits.max_upgrading_per_ip) == (900, 90, 9)
+        assert (limits.pings_per_second, limits.ping_burst) == (0.5, 3)
+        assert (limits.max_told_per_ip, limits.max_told) == (4, 64)
+    finally:
+        server.crypto_pool.shutdown()

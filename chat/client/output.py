@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Protocol
 
-from chat.client.render import printable
 from chat.client.style import STYLE, SYSTEM, styled
+from chat.safe_text import printable
 
 
 class Output(Protocol):

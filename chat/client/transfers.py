@@ -43,13 +43,13 @@ from chat.client.render import (
     file_received_line,
     file_refused_line,
     file_result_line,
-    printable,
     progress_line,
 )
 from chat.client.transport import ClientError, ClientSession
 from chat.protocol.envelope import Envelope
 from chat.protocol.errors import EnvelopeError
 from chat.protocol.limits import MAX_CHUNK_BYTES, MAX_FILE_NAME_CHARS
+from chat.safe_text import printable
 
 T = TypeVar("T")
 DEFAULT_MAX_FILE_SIZE = 1 << 30
@@ -448,8 +448,9 @@ class TransferManager:
         """Wait for the user's /accept (True) or /decline, or the offer's end."""
         assert incoming.decision is not None
         ended = asyncio.ensure_future(incoming.events.get())
+        either: set[asyncio.Future[Any]] = {incoming.decision, ended}
         try:
-            await asyncio.wait({incoming.decision, ended}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
         if not incoming.decision.done():

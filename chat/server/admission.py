@@ -129,6 +129,7 @@ class GuardedConnection(ServerConnection):
         self.counted = self.refusal is None
         if self.refusal is not None and not self.admission.tell(self.peer_ip):
             self.refusal = None  # not told: just closed
+            assert isinstance(transport, asyncio.Transport)
             transport.abort()
 
     def upgraded(self) -> None:

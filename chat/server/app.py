@@ -206,8 +206,9 @@ class ChatServer:
         self.connections: set[ClientConnection] = set()
         self.admission = Admission(
             AdmissionLimits(
-                config.max_connections, config.max_connections_per_ip, config.max_upgrading_per_ip,
-                config.pings_per_second, config.ping_burst,
+                max_total=config.max_connections, max_per_ip=config.max_connections_per_ip,
+                max_upgrading_per_ip=config.max_upgrading_per_ip,
+                pings_per_second=config.pings_per_second, ping_burst=config.ping_burst,
             )
         )
         # A burst as large as the connections one address may hold: a class behind one

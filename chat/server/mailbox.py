@@ -87,8 +87,10 @@ class Mailbox:
         cutoff = time.time() - self.limits.days * 86400
         for message in page:
             if message.sent_at >= cutoff:  # expired ones are skipped, and deleted with the page
-                late = {"sender": message.sender, "text": message.text, "sent_at": int(message.sent_at)}
-                outbox.deliver(encode_event("private", id=message.id, **late))
+                outbox.deliver(encode_event(
+                    "private", id=message.id, sender=message.sender, text=message.text,
+                    sent_at=int(message.sent_at),
+                ))  # fmt: skip
         self._unacknowledged[key(user)] = page[-1].id
         outbox.deliver(encode_event("offline_page", upto=page[-1].id, more=more))
 

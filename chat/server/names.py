@@ -20,7 +20,7 @@ import importlib.resources
 import re
 import unicodedata
 
-from confusable_homoglyphs import categories
+from confusable_homoglyphs import categories  # type: ignore[import-untyped]
 from precis_i18n import get_profile
 
 from chat.protocol.limits import MAX_NAME_CHARS

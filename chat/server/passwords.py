@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
@@ -90,7 +90,7 @@ class PasswordWork:
     def pending(self) -> int:
         return self._pending
 
-    def _finished(self, _: Future[object]) -> None:
+    def _finished(self, _: Future[Any]) -> None:
         with self._lock:
             self._pending -= 1
 
