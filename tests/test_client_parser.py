@@ -1,4 +1,4 @@
-"""parse(): every command form, alias, usage line and local check (SPEC section 4)."""
+"""parse(): every command form, alias, usage line and local check (README "Commands")."""
 
 from __future__ import annotations
 

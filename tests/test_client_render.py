@@ -1,4 +1,4 @@
-"""render(): the exact lines for every event and error code (SPEC section 4)."""
+"""render(): the exact lines for every event and error code (docs/messages.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 6 through the real line-mode client: /register, Password: at login,
+"""Accounts (README "Accounts and guests") through the real line-mode client: /register, Password: at login,
 [Wrong password.], /passwd, --password-file, offline messages and /history."""
 
 from __future__ import annotations

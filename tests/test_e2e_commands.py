@@ -1,4 +1,4 @@
-"""End to end: every command of SPEC section 4 and the group rules of section 5.
+"""End to end: every command of README "Commands" and the group rules of PROTOCOL.md section 6.2.
 
 Each test starts a fresh server process and real line-mode clients
 (``python -m chat.client``) and checks the exact lines they print. Negative checks run

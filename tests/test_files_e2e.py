@@ -1,4 +1,4 @@
-"""File transfer end to end (SPEC section 4, PROTOCOL.md section 7, issue 4).
+"""File transfer end to end (README "Files", PROTOCOL.md section 7).
 
 Real server and line-mode client processes on 127.0.0.1, real files in tmp_path. Saved
 files are compared byte for byte; hostile names and a wrong checksum come from a raw

@@ -1,5 +1,6 @@
-"""SPEC section 6 end to end: accounts, groups, offline messages and history survive
-restarts and a ``kill -9``; every check runs against the real server process."""
+"""Accounts and storage (README "Accounts and guests") end to end: accounts, groups,
+offline messages and history survive restarts and a ``kill -9``; every check runs against
+the real server process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 3 / PROTOCOL.md section 8: each security property of the handshake, with a
+"""PROTOCOL.md section 8: each security property of the handshake, with a
 test that fails when the property is broken.
 
 Record-layer properties (alteration, replay, reordering, truncation of records) are in

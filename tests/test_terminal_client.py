@@ -1,4 +1,4 @@
-"""The interactive client in a real pseudo-terminal (SPEC section 7): incoming lines do not
+"""The interactive client in a real pseudo-terminal (README "Connect a client"): incoming lines do not
 break what is being typed, Tab completes names, Up recalls history, colours by kind of
 line (off with NO_COLOR), timestamps, and a --help a newcomer can follow."""
 

@@ -1,4 +1,4 @@
-"""A lost connection (SPEC section 7): on a terminal the client says so, reconnects with
+"""A lost connection (README "Connect a client"): on a terminal the client says so, reconnects with
 backoff, logs back in and says when it is back; lines typed meanwhile are sent then. In
 line mode a lost connection still ends the client (exit 5, one line on stderr)."""
 

@@ -1,4 +1,4 @@
-"""Trust on first use (SPEC section 7): with no PUBLIC_PEM and no keys/public.pem, the
+"""Trust on first use (README "Connect a client"): with no PUBLIC_PEM and no keys/public.pem, the
 client fetches the server's key, asks on a terminal, pins it per host:port, and refuses a
 key that changed. Line mode refuses an unknown key unless --accept-new-key is given;
 --fingerprint pins a fingerprint given out of band."""

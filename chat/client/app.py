@@ -2,7 +2,7 @@
 chat loop (client.py) in line mode or terminal mode.
 
 * line mode (stdin is not a terminal): a thread reads stdin (inputs.py); each event is
-  printed as one plain line, exactly as SPEC section 4 says.
+  printed as one plain line, exactly as docs/messages.md lists it.
 * terminal mode: prompt_toolkit reads lines (terminal.py) with completion and history;
   events print above the input line in colour (output.py), ``patch_stdout`` catches any
   other output; running file transfers show their progress in a bottom bar; a lost

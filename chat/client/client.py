@@ -52,7 +52,7 @@ DEFAULT_DOWNLOAD_DIR = "downloads/"
 EXIT_OK = 0
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
-#: Our own pace, under the server's guaranteed minimum (SPEC section 4: 10 per second,
+#: Our own pace, under the server's guaranteed minimum (README "Server options and limits": 10 per second,
 #: bursts of 30), so a piped script is slowed down rather than disconnected.
 PACE_PER_SECOND = 8.0
 PACE_BURST = 20

@@ -1,4 +1,4 @@
-"""Turning one input line into what the client should do (SPEC section 4).
+"""Turning one input line into what the client should do (README "Commands").
 
 ``parse(line)`` is pure: it returns a ``Send`` (a request for ``encode_request``), a
 ``SendFile`` (a file transfer the client runs), an ``Action`` the client performs itself

@@ -1,4 +1,4 @@
-"""Saving received files safely (SPEC section 4, PROTOCOL.md section 7).
+"""Saving received files safely (README "Files", PROTOCOL.md section 7).
 
 A received file is written to a temporary file inside the download directory and only
 moved into place once its size and SHA-256 were checked. The name it is saved under is

@@ -79,7 +79,7 @@ class PipeInput:
         return line
 
     async def read_secret(self, prompt: str) -> str | None:
-        """In line mode a password is simply the next line (SPEC section 2)."""
+        """In line mode a password is simply the next line (README "Connect a client")."""
         return await self.read_line(prompt)
 
     def show_status(self, lines: list[str]) -> None:

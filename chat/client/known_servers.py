@@ -82,7 +82,8 @@ def _fetch(url: str, timeout: float) -> bytes:
     # No proxies: the server is on the LAN, and environment proxies would break that.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(url, timeout=timeout) as response:
-        return response.read(MAX_KEY_BYTES + 1)
+        data: bytes = response.read(MAX_KEY_BYTES + 1)
+        return data
 
 
 async def fetch_server_key(host: str, port: int, timeout: float = 10.0) -> rsa.RSAPublicKey:

@@ -1,4 +1,4 @@
-"""Turning a server event into the exact lines a user sees (SPEC section 4).
+"""Turning a server event into the exact lines a user sees (README "Commands", docs/messages.md).
 
 ``render(event)`` is pure and total: an unknown type or a missing field never raises;
 it yields a generic line or nothing, so a newer server cannot crash an older client.
@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chat.protocol.codes import ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope
 from chat.safe_text import printable
 
@@ -67,12 +68,17 @@ def _history(event: Envelope) -> list[str]:
     return lines
 
 
+#: Notice lines by code (PROTOCOL.md section 6.3).
+NOTICES: dict[NoticeCode, str] = {
+    NoticeCode.TOO_FAST: "[You are sending too fast; slow down.]",
+    NoticeCode.SHUTDOWN: "Server is shutting down.",
+}
+
+
 def _notice(event: Envelope) -> list[str]:
     code = event.get("code", "")
-    if code == "too_fast":
-        return ["[You are sending too fast; slow down.]"]
-    if code == "shutdown":
-        return ["Server is shutting down."]
+    if code in NOTICES:
+        return [NOTICES[code]]
     detail = event.get("detail")
     return [f"[Notice: {code}: {detail}]" if detail else f"[Notice: {code}]"]
 
@@ -112,56 +118,58 @@ def _with_detail(template: str, bare: str) -> Callable[[Envelope], str]:
 
 #: Error lines by code: a template formatted with the error's fields (missing ones are
 #: empty), or a function of the whole event where the line depends on what is present.
-_ERRORS: dict[str, str | Callable[[Envelope], str]] = {
-    "not_logged_in": "You must log in first.",
-    "already_logged_in": "You are already logged in.",
-    "username_taken": "[Username '{name}' is already in use. Please enter another name.]",
-    "username_invalid": _username_invalid,
-    "registration_required": "[This server admits registered users only; ask its operator for an account.]",
-    "invite_only": "[You cannot join {group}: it is invite-only; ask its owner to add you.]",
-    "too_many_invitations": "User '{user}' has too many groups they were added to (limit {limit}).",
-    "username_reserved": "[The name '{name}' is reserved. Please enter another name.]",
-    "user_not_online": _user_not_online,
-    "no_such_group": "Group '{group}' does not exist.",
-    "group_exists": "Group '{group}' already exists.",
-    "invalid_group_name": "Invalid group name '{group}': " + GROUP_NAME_RULE + ".",
-    "not_member": lambda event: _member_error(event, "not a member of"),
-    "already_member": lambda event: _member_error(event, "already a member of"),
-    "not_owner": "Only the owner of {group} can do that.",
-    "kicked": "[You cannot join {group}: you were removed by its owner.]",
-    "cannot_kick_self": "You cannot remove yourself from {group}; use /leave {group}.",
-    "too_many_groups": _too_many_groups,
-    "too_many_owned_groups": "You own too many groups (limit {limit}); /delete one first.",
-    "creating_groups_too_fast": "[You are creating groups too fast (at most {limit} an hour); "
+ERRORS: dict[ErrorCode, str | Callable[[Envelope], str]] = {
+    ErrorCode.NOT_LOGGED_IN: "You must log in first.",
+    ErrorCode.ALREADY_LOGGED_IN: "You are already logged in.",
+    ErrorCode.USERNAME_TAKEN: "[Username '{name}' is already in use. Please enter another name.]",
+    ErrorCode.USERNAME_INVALID: _username_invalid,
+    ErrorCode.REGISTRATION_REQUIRED: (
+        "[This server admits registered users only; ask its operator for an account.]"
+    ),
+    ErrorCode.INVITE_ONLY: "[You cannot join {group}: it is invite-only; ask its owner to add you.]",
+    ErrorCode.TOO_MANY_INVITATIONS: "User '{user}' has too many groups they were added to (limit {limit}).",
+    ErrorCode.USERNAME_RESERVED: "[The name '{name}' is reserved. Please enter another name.]",
+    ErrorCode.USER_NOT_ONLINE: _user_not_online,
+    ErrorCode.NO_SUCH_GROUP: "Group '{group}' does not exist.",
+    ErrorCode.GROUP_EXISTS: "Group '{group}' already exists.",
+    ErrorCode.INVALID_GROUP_NAME: "Invalid group name '{group}': " + GROUP_NAME_RULE + ".",
+    ErrorCode.NOT_MEMBER: lambda event: _member_error(event, "not a member of"),
+    ErrorCode.ALREADY_MEMBER: lambda event: _member_error(event, "already a member of"),
+    ErrorCode.NOT_OWNER: "Only the owner of {group} can do that.",
+    ErrorCode.KICKED: "[You cannot join {group}: you were removed by its owner.]",
+    ErrorCode.CANNOT_KICK_SELF: "You cannot remove yourself from {group}; use /leave {group}.",
+    ErrorCode.TOO_MANY_GROUPS: _too_many_groups,
+    ErrorCode.TOO_MANY_OWNED_GROUPS: "You own too many groups (limit {limit}); /delete one first.",
+    ErrorCode.CREATING_GROUPS_TOO_FAST: "[You are creating groups too fast (at most {limit} an hour); "
     "try again later.]",
-    "password_required": "",  # the client asks for the password instead
-    "wrong_password": "[Wrong password.]",
-    "too_many_attempts": "[Too many wrong passwords for '{name}'; try again later.]",
-    "already_registered": "[Name '{name}' is already registered.]",
-    "not_registered": "[Name '{name}' is not registered; use /register first.]",
-    "weak_password": "Password too short: use at least {limit} characters.",
-    "bad_request": _with_detail("Bad request: {detail}", "Bad request."),
-    "internal_error": "[The server could not handle that request.]",
-    "network_too_fast": "[Your network is sending too fast; that was not sent. Slow down.]",
-    "mailbox_full": "[{user}'s mailbox is full; the message was not stored.]",
-    "mailbox_share_full": (
+    ErrorCode.PASSWORD_REQUIRED: "",  # the client asks for the password instead
+    ErrorCode.WRONG_PASSWORD: "[Wrong password.]",
+    ErrorCode.TOO_MANY_ATTEMPTS: "[Too many wrong passwords for '{name}'; try again later.]",
+    ErrorCode.ALREADY_REGISTERED: "[Name '{name}' is already registered.]",
+    ErrorCode.NOT_REGISTERED: "[Name '{name}' is not registered; use /register first.]",
+    ErrorCode.WEAK_PASSWORD: "Password too short: use at least {limit} characters.",
+    ErrorCode.BAD_REQUEST: _with_detail("Bad request: {detail}", "Bad request."),
+    ErrorCode.INTERNAL_ERROR: "[The server could not handle that request.]",
+    ErrorCode.NETWORK_TOO_FAST: "[Your network is sending too fast; that was not sent. Slow down.]",
+    ErrorCode.MAILBOX_FULL: "[{user}'s mailbox is full; the message was not stored.]",
+    ErrorCode.MAILBOX_SHARE_FULL: (
         "[You have left {user} as many messages as one sender may; the message was not stored.]"
     ),
     # File transfer errors; the transfer that caused them shows them with the file's name
     # (file_offer_error_line), these are for any that arrive without that context.
-    "file_too_large": "File is too large: the server accepts at most {limit} bytes.",
-    "no_recipients": "No other member of group {group} is online.",
-    "too_many_transfers": "Too many file transfers at once (limit {limit}); wait for one to finish.",
-    "bad_transfer": _with_detail("File transfer error: {detail}.", "File transfer error."),
-    "server_busy": "[The server is busy; try again in a moment.]",
-    "too_many_registrations": "[Too many new accounts from your network (at most {limit} an hour); "
+    ErrorCode.FILE_TOO_LARGE: "File is too large: the server accepts at most {limit} bytes.",
+    ErrorCode.NO_RECIPIENTS: "No other member of group {group} is online.",
+    ErrorCode.TOO_MANY_TRANSFERS: "Too many file transfers at once (limit {limit}); wait for one to finish.",
+    ErrorCode.BAD_TRANSFER: _with_detail("File transfer error: {detail}.", "File transfer error."),
+    ErrorCode.SERVER_BUSY: "[The server is busy; try again in a moment.]",
+    ErrorCode.TOO_MANY_REGISTRATIONS: "[Too many new accounts from your network (at most {limit} an hour); "
     "try again later.]",
 }
 
 
 def _error_line(event: Envelope) -> str:
     code = event.get("code", "")
-    line = _ERRORS.get(code)
+    line = ERRORS.get(code)
     if line is None:
         detail = event.get("detail")
         return f"Error: {code}: {detail}" if detail else f"Error: {code}"
@@ -256,7 +264,7 @@ def render(event: Envelope) -> list[str]:
 
 # --- file transfer lines ----------------------------------------------------------------
 # The transfer code knows which file an event is about; these turn what it knows into the
-# exact lines of SPEC section 4 (and clear ones for everything the SPEC leaves open).
+# exact lines users and scripts depend on (docs/messages.md lists them all).
 
 
 def _reason(detail: str) -> str:

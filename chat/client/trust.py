@@ -169,7 +169,7 @@ def _pin(
 
 
 def changed_warning(where: str, pinned: str, seen: str, path: Path, several_lines: bool) -> str:
-    """The refusal when the key changed: one line in line mode (SPEC section 2), a block
+    """The refusal when the key changed: one line in line mode (README "Connect a client"), a block
     a person reads on a terminal."""
     parts = [
         f"WARNING: the key of the chat server at {where} has CHANGED: refusing to connect.",

@@ -278,10 +278,10 @@ def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[s
     for name, value in envelope.fields.items():
         if name in schema.required:
             continue
-        kind = schema.optional.get(name) or common.get(name)
-        if kind is None:
+        optional = schema.optional.get(name) or common.get(name)
+        if optional is None:
             raise EnvelopeError(f"unknown field '{_quoted(name)}' for type '{envelope.type}'", _quoted(name))
-        kind.check(name, value)
+        optional.check(name, value)
     if envelope.body and not schema.body:
         raise EnvelopeError(f"type '{envelope.type}' carries no body", "body")
     if len(envelope.body) > MAX_CHUNK_BYTES:

@@ -1,4 +1,4 @@
-"""``python -m chat.server [PRIVATE_PEM]``: start the chat server (SPEC section 2)."""
+"""``python -m chat.server [PRIVATE_PEM]``: start the chat server (README "Start the server")."""
 
 from __future__ import annotations
 
@@ -192,12 +192,13 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     if choice == "asyncio":
         return None
     try:
-        import uvloop
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         if choice == "uvloop":
             raise SystemExit("chat-server: error: --event-loop uvloop: uvloop is not installed") from None
         return None
-    return uvloop.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def keep_heap_padded() -> None:

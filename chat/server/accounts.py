@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 
+from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
 from chat.server.errors import RequestError
 from chat.server.handlers import Context
@@ -91,7 +92,7 @@ class Accounts:
             return name
         registered_name, _ = account
         if password is None:
-            raise RequestError("password_required", name=registered_name)
+            raise RequestError(ErrorCode.PASSWORD_REQUIRED, name=registered_name)
         await self._check(key(name), registered_name, password, address)
         return registered_name
 
@@ -99,7 +100,7 @@ class Accounts:
         """Reserve, delay, verify (upgrading an outdated hash); RequestError if refused."""
         reservation = self._throttle.reserve(name_key, address)
         if reservation is None:
-            raise RequestError("too_many_attempts", name=shown)
+            raise RequestError(ErrorCode.TOO_MANY_ATTEMPTS, name=shown)
         try:
             await asyncio.sleep(reservation.delay)
             async with self._names.hold(name_key):
@@ -107,34 +108,34 @@ class Accounts:
                 account = await self._storage.account(name_key)
                 if account is None:
                     self._throttle.refund(reservation)
-                    raise RequestError("not_registered", name=shown)
+                    raise RequestError(ErrorCode.NOT_REGISTERED, name=shown)
                 matched, new_hash = await self._work.run(check_password, password, account[1])
                 if matched and new_hash is not None:
                     await self._storage.set_password(name_key, new_hash)
                     log.info("password hash upgraded to the current parameters")
         except ServerBusy:
             self._throttle.refund(reservation)
-            raise RequestError("server_busy") from None
+            raise RequestError(ErrorCode.SERVER_BUSY) from None
         if not matched:
             await asyncio.sleep(self._delay)
-            raise RequestError("wrong_password", name=shown)
+            raise RequestError(ErrorCode.WRONG_PASSWORD, name=shown)
         self._throttle.refund(reservation)
 
     async def _hash(self, password: str) -> str:
         try:
             return await self._work.run(hash_password, password)
         except ServerBusy:
-            raise RequestError("server_busy") from None
+            raise RequestError(ErrorCode.SERVER_BUSY) from None
 
     async def register(self, ctx: Context, env: Envelope) -> None:
         password = _checked(env["password"])
         prefix = address_prefix(_address(ctx))
         now = self._clock()
         if await self._storage.account(key(ctx.user)) is not None:
-            raise RequestError("already_registered", name=ctx.user)
+            raise RequestError(ErrorCode.ALREADY_REGISTERED, name=ctx.user)
         if self._registrations.count(prefix, now) >= self._registrations_per_ip:
             # limit: accounts per hour from this network.
-            raise RequestError("too_many_registrations", limit=self._registrations_per_ip)
+            raise RequestError(ErrorCode.TOO_MANY_REGISTRATIONS, limit=self._registrations_per_ip)
         # Counted before the slow hash, so simultaneous requests cannot all slip through.
         self._registrations.add(prefix, now)
         try:
@@ -144,13 +145,13 @@ class Accounts:
             raise
         if not created:
             self._registrations.remove(prefix, now)
-            raise RequestError("already_registered", name=ctx.user)
+            raise RequestError(ErrorCode.ALREADY_REGISTERED, name=ctx.user)
         ctx.reply("registered", name=ctx.user)
 
     async def change_password(self, ctx: Context, env: Envelope) -> None:
         account = await self._storage.account(key(ctx.user))
         if account is None:
-            raise RequestError("not_registered", name=ctx.user)
+            raise RequestError(ErrorCode.NOT_REGISTERED, name=ctx.user)
         new_password = _checked(env["new_password"])
         await self._check(key(ctx.user), account[0], env["old_password"], _address(ctx))
         await self._storage.set_password(key(ctx.user), await self._hash(new_password))
@@ -164,5 +165,5 @@ def _address(ctx: Context) -> str:
 
 def _checked(password: str) -> str:
     if len(password) < MIN_PASSWORD_CHARS:
-        raise RequestError("weak_password", limit=MIN_PASSWORD_CHARS)
+        raise RequestError(ErrorCode.WEAK_PASSWORD, limit=MIN_PASSWORD_CHARS)
     return password

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Opcode
 
+from chat.protocol.codes import CloseCode
+
 log = logging.getLogger("chat.server")
 
 #: Close code for a peer that broke a limit (RFC 6455: policy violation).
-CLOSE_POLICY = 1008
 
 
 def peer_ip(transport: asyncio.BaseTransport) -> str:
@@ -149,7 +150,7 @@ class GuardedConnection(ServerConnection):
     def process_event(self, event: object) -> None:
         if getattr(event, "opcode", None) is Opcode.PING and not self._ping_allowed():
             log.info("too many pings: closing peer=%s", self.peer_ip)
-            self.protocol.fail(CLOSE_POLICY, "too many pings")
+            self.protocol.fail(CloseCode.POLICY_VIOLATION, "too many pings")
             self.send_data()
             return
         super().process_event(event)  # type: ignore[arg-type]

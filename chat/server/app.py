@@ -18,6 +18,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chat.keys import public_pem
+from chat.protocol.codes import CloseCode, NoticeCode
 from chat.protocol.envelope import encode_event
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
 from chat.server.accounts import Accounts
@@ -27,7 +28,7 @@ from chat.server.admission import (
     GuardedConnection,
     guarded_connection_class,
 )
-from chat.server.connection import CLOSE_GOING_AWAY, CLOSE_TRY_AGAIN_LATER, ClientConnection, WriteBatch
+from chat.server.connection import ClientConnection, WriteBatch
 from chat.server.groups import GroupRegistry
 from chat.server.handlers import Services
 from chat.server.hub import LocalHub
@@ -230,7 +231,7 @@ class ChatServer:
         when accepted, before the upgrade (admission.py)."""
         if isinstance(websocket, GuardedConnection):
             if websocket.refusal is not None:
-                await websocket.close(CLOSE_TRY_AGAIN_LATER, websocket.refusal)
+                await websocket.close(CloseCode.TRY_AGAIN_LATER, websocket.refusal)
                 return
             websocket.upgraded()
         _limit_send_buffer(websocket, self.config.socket_send_buffer)
@@ -307,7 +308,8 @@ class ChatServer:
             # A class logging in at once must not wait on SYN retries (asyncio's default is 100).
             backlog=self.config.listen_backlog,
         )
-        return self._server.sockets[0].getsockname()[1]
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
 
     async def stop(self) -> None:
         """Tell everyone, close every connection with 1001, wait for them (bounded)."""
@@ -315,8 +317,8 @@ class ChatServer:
             return
         self._server.close(close_connections=False)
         for connection in list(self.connections):
-            connection.notice("shutdown")
-            connection.close_soon(CLOSE_GOING_AWAY, "server shutting down")
+            connection.notice(NoticeCode.SHUTDOWN)
+            connection.close_soon(CloseCode.GOING_AWAY, "server shutting down")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()

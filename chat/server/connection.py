@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from chat.protocol.codes import CloseCode, ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope, decode_request, encode_event
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
 from chat.protocol.handshake import ServerHandshake, encode_handshake_error
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("chat.server")
 _ids = itertools.count(1)
 
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
 
 #: Below this many bytes waiting in the socket's buffer, an event is written directly.
 DIRECT_LIMIT = 64 * 1024
@@ -128,7 +124,7 @@ class ClientConnection:
         self._drop_above = server.config.max_backlog_bytes // 2
         self._missed = 0
         self._closing = False
-        self._close_code = CLOSE_NORMAL
+        self._close_code = CloseCode.NORMAL
         self._close_reason = ""
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
@@ -164,7 +160,7 @@ class ClientConnection:
             # The session's key has protected all it may (records.MAX_BYTES_PER_KEY): end
             # the session; the client reconnects with fresh keys.
             log.warning("closing conn=%d user=%s: %s", self.id, self.name, exc)
-            self._abort(CLOSE_GOING_AWAY, "session key limit reached; reconnect")
+            self._abort(CloseCode.GOING_AWAY, "session key limit reached; reconnect")
             return
         if not bulk and self._writer is None and self._transport.get_write_buffer_size() < DIRECT_LIMIT:
             # Nothing waits before it and the socket keeps up: write it straight away, as
@@ -176,10 +172,10 @@ class ClientConnection:
             self._backlog += len(record)
         if self._backlog > self._server.config.max_backlog_bytes:
             log.warning("dropping slow reader conn=%d user=%s backlog=%d", self.id, self.name, self._backlog)
-            self._abort(CLOSE_POLICY, "too much unread data")
+            self._abort(CloseCode.POLICY_VIOLATION, "too much unread data")
             # The writer may be stuck waiting for this reader: close from outside it.
             self._closer = asyncio.get_running_loop().create_task(
-                self._ws.close(CLOSE_POLICY, "too much unread data")
+                self._ws.close(CloseCode.POLICY_VIOLATION, "too much unread data")
             )
             return
         self._enqueue((record, bulk))
@@ -247,7 +243,7 @@ class ClientConnection:
                 "connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code
             )
 
-    def close_soon(self, code: int, reason: str) -> None:
+    def close_soon(self, code: CloseCode, reason: str) -> None:
         """Stop reading; send what is queued, then close with ``code``. The user is
         logged out at once, not when the peer finishes closing."""
         if self._closing:
@@ -261,7 +257,7 @@ class ClientConnection:
         if self.name is not None and self._logout_task is None:
             self._logout_task = asyncio.get_running_loop().create_task(self._logout())
 
-    def notice(self, code: str) -> None:
+    def notice(self, code: NoticeCode) -> None:
         self.deliver(encode_event("notice", code=code))
 
     async def _handshake(self) -> SecureChannel | None:
@@ -315,7 +311,7 @@ class ClientConnection:
     async def _refuse(self, message: bytes, reason: str) -> None:
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message)
-            await self._ws.close(CLOSE_POLICY, reason[:120])
+            await self._ws.close(CloseCode.POLICY_VIOLATION, reason[:120])
 
     async def _read_loop(self) -> None:
         assert self._channel is not None
@@ -324,26 +320,26 @@ class ClientConnection:
                 if self._closing:
                     break
                 if isinstance(message, str):
-                    self._abort(CLOSE_UNSUPPORTED, "text frames are not allowed")
+                    self._abort(CloseCode.UNSUPPORTED_DATA, "text frames are not allowed")
                     break
                 try:
                     plaintext = self._channel.open(message)
                 except RecordError as exc:
                     log.warning("record rejected conn=%d user=%s: %s", self.id, self.name, exc)
-                    self._abort(CLOSE_POLICY, "record failed authentication")
+                    self._abort(CloseCode.POLICY_VIOLATION, "record failed authentication")
                     break
                 try:
                     envelope = decode_request(plaintext)
                 except EnvelopeError as exc:
                     log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, exc)
                     detail = str(exc)[:MAX_DETAIL_CHARS]
-                    self.deliver(encode_event("error", code="bad_request", detail=detail))
+                    self.deliver(encode_event("error", code=ErrorCode.BAD_REQUEST, detail=detail))
                     envelope = None
                 metered = self._metered(envelope)
                 if self._bucket is not None and metered and not self._within_rate():
                     break
                 if envelope is not None and metered and not self._network_allows(envelope, len(plaintext)):
-                    self._error(envelope.get("rid"), "network_too_fast")
+                    self._error(envelope.get("rid"), ErrorCode.NETWORK_TOO_FAST)
                     continue
                 if envelope is not None:
                     await self._handle(envelope)
@@ -363,10 +359,10 @@ class ClientConnection:
         assert self._bucket is not None
         verdict = self._bucket.take(asyncio.get_running_loop().time())
         if verdict is Verdict.WARN:
-            self.notice("too_fast")
+            self.notice(NoticeCode.TOO_FAST)
         elif verdict is Verdict.CUT_OFF:
             log.warning("rate limit: disconnecting conn=%d user=%s", self.id, self.name)
-            self.close_soon(CLOSE_POLICY, "sending too fast")
+            self.close_soon(CloseCode.POLICY_VIOLATION, "sending too fast")
             return False
         return True
 
@@ -380,7 +376,7 @@ class ClientConnection:
     def _login_deadline(self) -> None:
         if self.name is None and not self._closing:
             log.info("login timed out conn=%d peer=%s", self.id, self.peer)
-            self.close_soon(CLOSE_POLICY, "login timed out")
+            self.close_soon(CloseCode.POLICY_VIOLATION, "login timed out")
 
     async def _handle(self, envelope: Envelope) -> None:
         rid = envelope.get("rid")
@@ -388,10 +384,10 @@ class ClientConnection:
             if envelope.type == "login":
                 await self._login(envelope, rid)
             else:
-                self._error(rid, "not_logged_in")
+                self._error(rid, ErrorCode.NOT_LOGGED_IN)
             return
         if envelope.type == "login":
-            self._error(rid, "already_logged_in")
+            self._error(rid, ErrorCode.ALREADY_LOGGED_IN)
             return
         ctx = self._context(self.name, rid)
         try:
@@ -401,19 +397,19 @@ class ClientConnection:
         except Exception:
             # A bug, not bad input: this request fails, the session and the server go on.
             log.exception("request failed conn=%d user=%s type=%s", self.id, self.name, envelope.type)
-            self._error(rid, "internal_error")
+            self._error(rid, ErrorCode.INTERNAL_ERROR)
         if ctx.quitting:
             # Released before the reply, so the name is free once the client sees ``ok``.
             await self._logout()
             self._reply(rid, "ok")
-            self.close_soon(CLOSE_NORMAL, "bye")
+            self.close_soon(CloseCode.NORMAL, "bye")
 
     async def _login(self, envelope: Envelope, rid: int | None) -> None:
         services = self._server.services
         name: str = envelope["name"]
         problem = username_problem(name)
         if problem is not None:
-            self._error(rid, "username_invalid", name=name, detail=problem)
+            self._error(rid, ErrorCode.USERNAME_INVALID, name=name, detail=problem)
             return
         name = display_form(name)
         if (
@@ -422,7 +418,7 @@ class ClientConnection:
             or await services.storage.account_like(name) is not None
         ):
             # A look-alike of a name online or registered is as taken as the name itself.
-            self._error(rid, "username_taken", name=name)
+            self._error(rid, ErrorCode.USERNAME_TAKEN, name=name)
             return
         try:
             name = await services.accounts.authenticate(name, envelope.get("password"), self.ip)
@@ -433,13 +429,13 @@ class ClientConnection:
         registered = await services.accounts.is_registered(name) is not None
         if not registered and reserved(name, self._server.config.reserved_names):
             # Only an account the operator made (--add-account) may bear such a name.
-            self._error(rid, "username_reserved", name=name)
+            self._error(rid, ErrorCode.USERNAME_RESERVED, name=name)
             return
         if not registered and self._server.config.registered_only:
-            self._error(rid, "registration_required", name=name)
+            self._error(rid, ErrorCode.REGISTRATION_REQUIRED, name=name)
             return
         if self._closing or not await services.hub.claim(name, self):
-            self._error(rid, "username_taken", name=name)
+            self._error(rid, ErrorCode.USERNAME_TAKEN, name=name)
             return
         self.name = name
         self.registered = registered
@@ -475,10 +471,10 @@ class ClientConnection:
         if reply is not None:
             self.deliver(reply)
 
-    def _error(self, rid: int | None, code: str, **fields: object) -> None:
+    def _error(self, rid: int | None, code: ErrorCode, **fields: object) -> None:
         self._reply(rid, "error", code=code, **fields)
 
-    def _abort(self, code: int, reason: str) -> None:
+    def _abort(self, code: CloseCode, reason: str) -> None:
         """Close without flushing what is queued (bad input, or a reader too slow)."""
         self._closing = True
         self._close_code, self._close_reason = code, reason

@@ -16,6 +16,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from chat.protocol.codes import ErrorCode
 from chat.server.errors import RequestError
 from chat.server.names import is_group_name, key
 from chat.server.ratelimit import KeyedBuckets
@@ -148,7 +149,7 @@ class GroupRegistry:
         me = key(user)
         mine = [g for g in self._groups.values() if me in g.members and (me in g.pending) == invitation]
         if len(mine) >= self._max_per_user:
-            code = "too_many_invitations" if invitation else "too_many_groups"
+            code = ErrorCode.TOO_MANY_INVITATIONS if invitation else ErrorCode.TOO_MANY_GROUPS
             raise RequestError(code, user=user, limit=self._max_per_user)
 
     def load(self, stored: list[StoredGroup]) -> None:
@@ -170,7 +171,7 @@ class GroupRegistry:
     def get(self, name: str) -> Group:
         group = self._groups.get(key(name))
         if group is None:
-            raise RequestError("no_such_group", group=name)
+            raise RequestError(ErrorCode.NO_SUCH_GROUP, group=name)
         return group
 
     def of_user(self, user: str) -> list[Group]:
@@ -180,24 +181,24 @@ class GroupRegistry:
         """The group, if ``user`` is a member of it."""
         group = self.get(name)
         if not group.has(user):
-            raise RequestError("not_member", group=group.name)
+            raise RequestError(ErrorCode.NOT_MEMBER, group=group.name)
         return group
 
     def owned_group(self, name: str, user: str) -> Group:
         """The group, if ``user`` owns it."""
         group = self.get(name)
         if group.owner != key(user):
-            raise RequestError("not_owner", group=group.name)
+            raise RequestError(ErrorCode.NOT_OWNER, group=group.name)
         return group
 
     def check_available(self, name: str) -> None:
         """Raise unless ``name`` is a valid name no group has yet."""
         if not is_group_name(name):
-            raise RequestError("invalid_group_name", group=name)
+            raise RequestError(ErrorCode.INVALID_GROUP_NAME, group=name)
         if key(name) in self._groups:
-            raise RequestError("group_exists", group=self._groups[key(name)].name)
+            raise RequestError(ErrorCode.GROUP_EXISTS, group=self._groups[key(name)].name)
         if self._max_groups and len(self._groups) >= self._max_groups:
-            raise RequestError("too_many_groups", limit=self._max_groups)
+            raise RequestError(ErrorCode.TOO_MANY_GROUPS, limit=self._max_groups)
 
     # --- planned changes (nothing is modified until apply) ------------------------------
 
@@ -212,10 +213,10 @@ class GroupRegistry:
         for user in members:
             self._check_room_for(user, invitation=True)
         if self._max_owned and sum(g.owner == key(owner) for g in self._groups.values()) >= self._max_owned:
-            raise RequestError("too_many_owned_groups", limit=self._max_owned)
+            raise RequestError(ErrorCode.TOO_MANY_OWNED_GROUPS, limit=self._max_owned)
         now = time.monotonic()
         if not self._creator_rate.take(key(owner), now) or not self._network_rate.take(network, now):
-            raise RequestError("creating_groups_too_fast", limit=int(self._creator_rate.burst))
+            raise RequestError(ErrorCode.CREATING_GROUPS_TOO_FAST, limit=int(self._creator_rate.burst))
         group = Group(name=name, owner=key(owner)).with_member(owner, guest=key(owner) in guests, at=at)
         for member in members:
             if not group.has(member):
@@ -231,11 +232,11 @@ class GroupRegistry:
             after.pending.discard(key(user))
             return GroupChange(group, after)
         if key(user) in group.kicked or key(user) in group.guest_kicks:
-            raise RequestError("kicked", group=group.name)
+            raise RequestError(ErrorCode.KICKED, group=group.name)
         if group.has(user):
-            raise RequestError("already_member", group=group.name)
+            raise RequestError(ErrorCode.ALREADY_MEMBER, group=group.name)
         if group.invite_only:
-            raise RequestError("invite_only", group=group.name)
+            raise RequestError(ErrorCode.INVITE_ONLY, group=group.name)
         self._check_room_for(user)
         return GroupChange(group, group.with_member(user, guest=guest, at=at))
 
@@ -260,7 +261,7 @@ class GroupRegistry:
         yet, so it does not count against their own quota)."""
         group = self.owned_group(name, owner)
         if group.has(user):
-            raise RequestError("already_member", group=group.name, user=group.members[key(user)])
+            raise RequestError(ErrorCode.ALREADY_MEMBER, group=group.name, user=group.members[key(user)])
         self._check_room_for(user, invitation=True)
         return GroupChange(group, group.with_member(user, guest=guest, at=at, pending=True))
 
@@ -284,9 +285,9 @@ class GroupRegistry:
         """Remove ``user`` and bar them from rejoining; also returns their display name."""
         group = self.owned_group(name, owner)
         if key(user) == group.owner:
-            raise RequestError("cannot_kick_self", group=group.name)
+            raise RequestError(ErrorCode.CANNOT_KICK_SELF, group=group.name)
         if not group.has(user):
-            raise RequestError("not_member", group=group.name, user=user)
+            raise RequestError(ErrorCode.NOT_MEMBER, group=group.name, user=user)
         after = _without(group, user)
         assert after is not None  # the owner is still in it
         if key(user) in group.guests:

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
 from chat.server.errors import RequestError
@@ -112,14 +113,14 @@ class Context:
     async def online_user(self, name: str) -> str:
         found = await self.hub.lookup(name)
         if found is None:
-            raise RequestError("user_not_online", users=[name])
+            raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[name])
         return found
 
     async def known_user(self, name: str) -> str:
         """An online or registered user's name as they write it."""
         found = await self.hub.lookup(name) or await self.accounts.is_registered(name)
         if found is None:
-            raise RequestError("user_not_online", users=[name])
+            raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[name])
         return found
 
 
@@ -139,7 +140,7 @@ async def private(ctx: Context, env: Envelope) -> None:
     if target is None:
         registered = await ctx.accounts.is_registered(env["to"])
         if registered is None:
-            raise RequestError("user_not_online", users=[env["to"]])
+            raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[env["to"]])
         registered_sender = await ctx.accounts.is_registered(ctx.user) is not None
         owner = sender_key(ctx.user, registered_sender, ctx.address)
         await ctx.services.mailbox.leave(registered, ctx.user, owner, env["text"])
@@ -194,7 +195,7 @@ async def group_create(ctx: Context, env: Envelope) -> None:
         elif key(online) != key(ctx.user):
             found.append(online)
     if missing:
-        raise RequestError("user_not_online", users=list(dict.fromkeys(missing)))
+        raise RequestError(ErrorCode.USER_NOT_ONLINE, users=list(dict.fromkeys(missing)))
     guests = await _guests_among(ctx, found)
     if not ctx.registered:
         guests.add(key(ctx.user))
@@ -241,7 +242,8 @@ async def group_members(ctx: Context, env: Envelope) -> None:
     if name is not None:
         group = ctx.groups.get(name)
         if group.invite_only and not group.has(ctx.user):
-            raise RequestError("not_member", group=group.name)  # an invite-only group's members are private
+            # an invite-only group's members are private
+            raise RequestError(ErrorCode.NOT_MEMBER, group=group.name)
         groups = [group]
     else:
         groups = ctx.groups.of_user(ctx.user)[:MAX_LIST_ITEMS]

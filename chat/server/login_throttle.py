@@ -142,7 +142,9 @@ class LoginThrottle:
         ) or (self.per_prefix and self.prefixes.count(prefix, now) >= self.per_prefix):
             return None
         delay = self.name_delay(self.names.count(name_key, now))
-        keys = [(self.pairs, pair), (self.prefixes, prefix), (self.names, name_key), (self._all, "")]
+        keys: list[tuple[SlidingCounts, Hashable]] = [
+            (self.pairs, pair), (self.prefixes, prefix), (self.names, name_key), (self._all, ""),
+        ]  # fmt: skip
         for table, key in keys:
             table.add(key, now)
         self._alert(now)

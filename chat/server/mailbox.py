@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import encode_event
 from chat.server.errors import RequestError
 from chat.server.hub import Outbox
@@ -69,9 +70,9 @@ class Mailbox:
     async def leave(self, recipient: str, sender: str, sender_key: str, text: str) -> None:
         refusal = await self._storage.queue_offline(key(recipient), sender, sender_key, text, self._quota)
         if refusal == "sender":
-            raise RequestError("mailbox_share_full", user=recipient)
+            raise RequestError(ErrorCode.MAILBOX_SHARE_FULL, user=recipient)
         if refusal is not None:
-            raise RequestError("mailbox_full", user=recipient)
+            raise RequestError(ErrorCode.MAILBOX_FULL, user=recipient)
 
     async def waiting(self, user: str) -> int:
         """How many messages wait for ``user`` (told in ``welcome``, so the client knows

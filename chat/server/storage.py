@@ -1,4 +1,4 @@
-"""Durable server state in SQLite (SPEC section 6): accounts, groups, offline messages,
+"""Durable server state in SQLite (README "Accounts and guests"): accounts, groups, offline messages,
 group history.
 
 All database work runs on one dedicated thread, so a slow disk never stalls the event
