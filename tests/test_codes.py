@@ -14,7 +14,8 @@ from chat.protocol.codes import CloseCode, ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope
 from chat.protocol.errors import HandshakeErrorCode
 
-PROTOCOL = (Path(__file__).resolve().parent.parent / "PROTOCOL.md").read_text(encoding="utf-8")
+REPO = Path(__file__).resolve().parent.parent
+PROTOCOL = (REPO / "PROTOCOL.md").read_text(encoding="utf-8")
 SAMPLE = {"name": "bob", "group": "team", "user": "bob", "users": ["bob"], "limit": 3, "detail": "why"}
 
 
@@ -63,3 +64,17 @@ def test_an_unknown_code_still_renders_readably() -> None:
     assert render(Envelope("error", {"code": "from_the_future", "detail": "later"})) == [
         "Error: from_the_future: later"
     ]
+
+
+def test_the_message_catalogue_is_current() -> None:
+    """docs/messages.md is what ``python -m chat.client.catalogue`` prints: every line the
+    client can show for a server event, an error, a notice or a file, and every usage
+    line, so another client can render the same words."""
+    from chat.client.catalogue import catalogue
+
+    document = REPO / "docs" / "messages.md"
+    assert document.read_text(encoding="utf-8") == catalogue(), (
+        "docs/messages.md is stale: run `python -m chat.client.catalogue > docs/messages.md`"
+    )
+    for code in ErrorCode:
+        assert f"| `{code}` |" in catalogue()
