@@ -133,8 +133,9 @@ class RawSession:
     async def request(self, kind: str, **fields: Any) -> Envelope:
         return await self.reply(await self.send(kind, **fields))
 
-    async def login(self, name: str) -> None:
-        welcome = await self.request("login", name=name)
+    async def login(self, name: str, features: list[str] | None = None) -> None:
+        """Log in; ``features`` are the extensions asked for (PROTOCOL.md 6.6)."""
+        welcome = await self.request("login", name=name, **({"features": features} if features else {}))
         assert (welcome.type, welcome.get("name")) == ("welcome", name), welcome
 
     async def closed_by_server(self, timeout: float = TIMEOUT) -> tuple[int | None, str]:
@@ -173,9 +174,12 @@ class Peer:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def join(cls, port: int, public_key: rsa.RSAPublicKey, name: str, **options: Any) -> Peer:
+    async def join(
+        cls, port: int, public_key: rsa.RSAPublicKey, name: str,
+        features: list[str] | None = None, **options: Any,
+    ) -> Peer:  # fmt: skip
         session = await RawSession.established(port, public_key, **options)
-        await session.login(name)
+        await session.login(name, features)
         return cls(session, name)
 
     async def _read(self) -> None:

@@ -274,7 +274,7 @@ def test_file_errors_without_context(fields: dict[str, Any], line: str) -> None:
 def test_file_events_render_nothing_by_themselves() -> None:
     """The transfer code shows them (it knows the file's name)."""
     assert render(ev("file_go", id="ab", window=10)) == []
-    assert render(decode_event(encode_event("file_chunk", b"data", id="ab", offset=0))) == []
+    assert render(decode_event(encode_event("file_chunk", body=b"data", id="ab", offset=0))) == []
 
 
 def test_progress_line() -> None:

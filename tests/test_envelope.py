@@ -17,6 +17,7 @@ from chat.protocol.envelope import (
     MAX_REQUEST_ID,
     REQUESTS,
     Bool,
+    Envelope,
     Int,
     Kind,
     List,
@@ -277,8 +278,6 @@ def test_malformed_request_is_rejected(case: str) -> None:
 
 
 MALFORMED_EVENTS: dict[str, bytes] = {
-    "request field in an event": header({"type": "ok", "rid": 1}),
-    "request type as event": header({"type": "login", "name": "alice"}),
     "error code breaks its pattern": header({"type": "error", "code": "Bad-Request"}),
     "detail too long": header({"type": "notice", "code": "x", "detail": "d" * (MAX_DETAIL_CHARS + 1)}),
     "objects entry missing a key": header({"type": "group_members", "groups": [{"group": "g"}]}),
@@ -291,6 +290,22 @@ MALFORMED_EVENTS: dict[str, bytes] = {
     "presence naming too many": header({"type": "user_exited", "names": ["a"] * (MAX_PRESENCE_NAMES + 1)}),
     "presence with the old single name": header({"type": "user_joined", "name": "a"}),
 }
+
+
+def test_events_follow_the_evolution_rules() -> None:
+    """PROTOCOL.md section 6.6: a client keeps what it knows of an event. An unknown
+    field is dropped (a newer server may add one), an unknown type keeps only its ``re``
+    (so the request it answers still ends), and what is known is checked as ever."""
+    assert decode_event(header({"type": "ok", "rid": 1, "re": 4})) == Envelope("ok", {"re": 4})
+    welcome = decode_event(header({"type": "welcome", "name": "bob", "colour": "blue"}))
+    assert welcome == Envelope("welcome", {"name": "bob"})
+    assert decode_event(header({"type": "login", "name": "alice"})) == Envelope("login", {})
+    future = decode_event(header({"type": "poll_created", "re": 7, "poll": {}}))
+    assert future == Envelope("poll_created", {"re": 7})
+    with pytest.raises(EnvelopeError):
+        decode_event(header({"type": "welcome", "name": 5, "colour": "blue"}))
+    with pytest.raises(EnvelopeError):
+        decode_request(header({"type": "list", "colour": "blue"}))  # the server stays strict
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED_EVENTS))

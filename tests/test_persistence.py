@@ -54,9 +54,15 @@ class Server:
         assert self.process is not None
         return await open_session("127.0.0.1", self.process.port, self.public_key)
 
-    async def login(self, name: str, password: str | None = None) -> ClientSession:
+    async def login(
+        self, name: str, password: str | None = None, features: list[str] | None = None
+    ) -> ClientSession:
         session = await self.connect()
-        fields = {"name": name} if password is None else {"name": name, "password": password}
+        fields: dict[str, object] = {"name": name}
+        if password is not None:
+            fields["password"] = password
+        if features is not None:
+            fields["features"] = features
         welcome = await reply(session, "login", **fields)
         assert welcome.type == "welcome", welcome
         assert welcome["name"].casefold() == name.casefold(), welcome
@@ -186,14 +192,14 @@ async def test_offline_private_message_is_delivered_once_at_next_login(server: S
     before = int(time.time())
     await server.restart()
 
-    bob = await server.login("bob", "bob's secret")
+    bob = await server.login("bob", "bob's secret", ["offline_pages"])
     late = await asyncio.wait_for(bob.recv(), 5)
     assert (late.type, late["sender"], late["text"]) == ("private", "alice", "see you tomorrow")
     assert before - 60 <= late["sent_at"] <= before + 1
     page = await asyncio.wait_for(bob.recv(), 5)
     assert (page.type, page["upto"], page["more"]) == ("offline_page", late["id"], 0)
     await reply(bob, "quit")  # not acknowledged: kept, and delivered again
-    bob = await server.login("bob", "bob's secret")
+    bob = await server.login("bob", "bob's secret", ["offline_pages"])
     again = await asyncio.wait_for(bob.recv(), 5)
     assert (again.type, again["id"], again["text"]) == ("private", late["id"], "see you tomorrow")
     assert (await asyncio.wait_for(bob.recv(), 5)).type == "offline_page"
@@ -202,6 +208,32 @@ async def test_offline_private_message_is_delivered_once_at_next_login(server: S
     bob = await server.login("bob", "bob's secret")
     listed = await reply(bob, "list")  # the reply comes first: nothing was queued again
     assert listed["users"] == ["bob"]
+
+
+async def test_a_client_without_offline_pages_gets_stored_messages_as_version_1_did(server: Server) -> None:
+    """PROTOCOL.md section 6.6: a client that does not ask for ``offline_pages`` (an
+    earlier version-1 client) gets its stored messages right after ``welcome`` as plain
+    ``private {sender, text, sent_at}``, with no ``id``, no ``offline_page`` and no
+    ``welcome.offline``, and they are deleted once sent."""
+    bob = await server.login("bob")
+    await reply(bob, "register", password="bob's secret")
+    await reply(bob, "quit")
+    alice = await server.login("alice")
+    for text in ("one", "two"):
+        assert (await reply(alice, "private", to="bob", text=text)).type == "private_queued"
+    session = await server.connect()
+    welcome = await reply(session, "login", name="bob", password="bob's secret")
+    assert welcome.fields == {"name": "bob", "re": welcome["re"]}
+    first, second = [await asyncio.wait_for(session.recv(), 5) for _ in range(2)]
+    assert [(e.type, e["text"], "id" in e.fields) for e in (first, second)] == [
+        ("private", "one", False), ("private", "two", False),
+    ]  # fmt: skip
+    listed = await reply(session, "list")  # no offline_page before it
+    assert listed.type == "user_list"
+    await reply(session, "quit")
+    bob = await server.login("bob", "bob's secret", ["offline_pages"])
+    welcome_again = await reply(bob, "list")
+    assert welcome_again.type == "user_list", "nothing was kept to deliver again"
 
 
 async def test_history_is_kept_for_members_only(server: Server) -> None:

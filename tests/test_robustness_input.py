@@ -247,19 +247,22 @@ async def test_text_frames_are_refused_at_every_stage(
     server: ServerProcess, public_key: rsa.RSAPublicKey
 ) -> None:
     """A text frame instead of the ClientHello or the ClientFinished fails the handshake
-    (HandshakeError MALFORMED); after the handshake it closes the connection with 1003;
+    (HandshakeError MALFORMED, then close 1003); after the handshake it closes the
+    connection with 1003;
     after login others see the user exit."""
     watcher = await Peer.join(server.port, public_key, "watcher")
 
     session = await RawSession.open(server.port)
     await session.ws.send("hello?")
     assert await _handshake_refusal(session) is HandshakeErrorCode.MALFORMED
+    assert (await session.closed_by_server())[0] == 1003
 
     session = await RawSession.open(server.port)
     await session.ws.send(ClientHandshake(public_key).client_hello())
     assert isinstance(await session.recv_frame(), bytes)
     await session.ws.send("finished?")
     assert await _handshake_refusal(session) is HandshakeErrorCode.MALFORMED
+    assert (await session.closed_by_server())[0] == 1003
 
     session = await RawSession.established(server.port, public_key)
     await session.ws.send('{"type": "login", "name": "eve"}')
@@ -623,6 +626,31 @@ async def test_malformed_envelopes_get_bad_request_and_the_session_continues(
     await early.close()
     await watcher.close()
     await assert_fresh_pair_chats(server, public_key)
+
+
+async def test_bad_request_answers_a_readable_rid(
+    quick_server: ServerProcess, public_key: rsa.RSAPublicKey
+) -> None:
+    """A malformed request whose header has a valid ``rid`` gets its ``bad_request`` with
+    that ``re`` (PROTOCOL.md section 6), so a client waiting for the reply is not left
+    hanging; an invalid ``rid`` is not echoed."""
+    peer = await Peer.join(quick_server.port, public_key, "fuzzer")
+    cases = {
+        7: {"type": "broadcast", "rid": 7},  # a required field missing
+        8: {"type": "no_such_request", "rid": 8},  # an unknown type
+        9: {"type": "list", "rid": 9, "colour": "blue"},  # an unknown field
+        10: {"rid": 10},  # no type at all
+    }
+    for fields in cases.values():
+        header = json.dumps(fields).encode()
+        await peer.session.send_plaintext(len(header).to_bytes(4, "big") + header)
+    header = json.dumps({"type": "list", "rid": -1}).encode()
+    await peer.session.send_plaintext(len(header).to_bytes(4, "big") + header)
+    await peer.sync()
+    errors = [e for e in peer.events if e.type == "error"]
+    assert [e["code"] for e in errors] == ["bad_request"] * 5, errors
+    assert [e.get("re") for e in errors] == [7, 8, 9, 10, None], errors
+    await peer.close()
 
 
 async def test_login_twice_and_commands_before_login(

@@ -28,9 +28,10 @@ from robust_helpers import NO_ADDRESS_LIMITS, Peer, RawSession, assert_fresh_pai
 from websockets.exceptions import ConnectionClosed
 
 from chat.keys import load_public_key
-from chat.protocol.envelope import REQUESTS, Int, List, Str, decode_request, encode_request
+from chat.protocol.envelope import MAX_REQUEST_ID, REQUESTS, Int, List, Str, decode_request, encode_request
 from chat.protocol.errors import EnvelopeError
 from chat.protocol.handshake import ClientHandshake, decode_handshake_error
+from chat.protocol.limits import MAX_HEADER_BYTES
 
 #: Examples per property: each one is a real connection (a handshake, maybe a login).
 EXAMPLES = 50
@@ -214,7 +215,8 @@ async def _sealed_plaintext(
             assert answer.type != "ok" and "re" not in answer.fields, (request, answer)
         if request is None:
             assert (answer.type, answer.get("code")) == ("error", "bad_request"), answer
-            assert "re" not in answer.fields
+            # The rid of an unparsable request is echoed when its header had a valid one.
+            assert answer.get("re") == _readable_rid(plaintext), (plaintext, answer)
         elif "rid" in request.fields:
             assert answer.get("re") == request["rid"], (request, answer)
         if not logged_in and request is not None and request.type != "login":
@@ -222,6 +224,31 @@ async def _sealed_plaintext(
         assert not peer.ended
     finally:
         await peer.close()
+
+
+def _readable_rid(plaintext: bytes) -> int | None:
+    """The ``rid`` a server can read from a malformed request (PROTOCOL.md section 6): the
+    header is within the envelope, strict JSON (no duplicate keys, no NaN), an object,
+    and its ``rid`` an integer in range."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        if len({key for key, _ in pairs}) != len(pairs):
+            raise ValueError("duplicate key")
+        return dict(pairs)
+
+    def no_constants(name: str) -> object:
+        raise ValueError(name)
+
+    length = int.from_bytes(plaintext[:4], "big")
+    if len(plaintext) < 4 or length > MAX_HEADER_BYTES or length > len(plaintext) - 4:
+        return None
+    try:
+        text = plaintext[4 : 4 + length].decode("utf-8")
+        header = json.loads(text, object_pairs_hook=unique, parse_constant=no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    rid = header.get("rid") if isinstance(header, dict) else None
+    return rid if type(rid) is int and 0 <= rid <= MAX_REQUEST_ID else None
 
 
 async def test_any_sealed_plaintext_gets_exactly_one_answer(

@@ -133,7 +133,9 @@ async def test_a_slow_reader_misses_broadcasts_and_is_told_instead_of_cut_off(
     extra = ["--max-backlog", str(backlog), "--rate-limit", "0", "--max-per-ip", "0", *NO_ADDRESS_LIMITS,
              "--socket-send-buffer", str(64 * 1024)]  # fmt: skip
     async with running_server(key_pair[0], tmp_path / "server", *extra) as server:
-        sloth = await Peer.join(server.port, public_key, "sloth", sock=_small_buffer_socket(server.port))
+        sloth = await Peer.join(
+            server.port, public_key, "sloth", ["missed"], sock=_small_buffer_socket(server.port)
+        )
         chatters = await asyncio.gather(
             *(Peer.join(server.port, public_key, f"chat{i}") for i in range(senders))
         )

@@ -34,7 +34,7 @@ async def _session(port: int, key: rsa.RSAPublicKey, source: str, name: str, pas
     session = await opened_from(port, source)
     await session.handshake(key)
     fields = {"name": name} | ({"password": password} if password else {})
-    welcome = await session.request("login", **fields)
+    welcome = await session.request("login", features=["offline_pages"], **fields)
     assert welcome.type == "welcome", welcome
     return session
 

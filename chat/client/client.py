@@ -41,6 +41,7 @@ from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
 from chat.client.transfers import DEFAULT_MAX_FILE_SIZE, TransferManager
 from chat.client.transport import EXIT_DISCONNECTED, ClientError, ClientSession, Disconnected
+from chat.protocol.codes import Feature
 from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
 from chat.protocol.errors import EnvelopeError
 
@@ -52,6 +53,9 @@ DEFAULT_DOWNLOAD_DIR = "downloads/"
 EXIT_OK = 0
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
+#: Extensions this client understands (PROTOCOL.md section 6.6).
+FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED)]
+
 #: Our own pace, under the server's guaranteed minimum (README "Server options and limits": 10 per second,
 #: bursts of 30), so a piped script is slowed down rather than disconnected.
 PACE_PER_SECOND = 8.0
@@ -315,7 +319,7 @@ class ChatClient:
                 await self._show(render(rejection), ERROR)
                 continue
             # The receive loop prints the reply: the welcome line or why the name was refused.
-            reply = await self._session.request("login", name=name)
+            reply = await self._session.request("login", name=name, features=FEATURES)
             password = None
             if reply.type == "error" and reply.get("code") == "password_required":
                 password, self._password = self._password, None
@@ -323,7 +327,7 @@ class ChatClient:
                     password = await self._lines.read_secret(PASSWORD_PROMPT)
                 if password is None:
                     return False
-                reply = await self._session.request("login", name=name, password=password)
+                reply = await self._session.request("login", name=name, password=password, features=FEATURES)
             if reply.type == "welcome":
                 self._name, self._login_password = reply.get("name", name), password
                 self._lines.show_identity(self._name, True)
@@ -505,7 +509,7 @@ class ChatClient:
     async def _login_reply(self, session: ClientSession, fields: dict[str, Any]) -> Envelope:
         """Send ``login`` and receive until its reply (nothing else is expected before)."""
         await self._pacer.wait()
-        rid = await session.send("login", **fields)
+        rid = await session.send("login", features=FEATURES, **fields)
         while True:
             event = await session.recv()
             if event.get("re") == rid:

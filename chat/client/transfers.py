@@ -187,7 +187,7 @@ class TransferManager:
             limit = self.max_file_size
             return [f"File {printable(name)} is too large: this client sends at most {limit} bytes."]
         out = Outgoing(name, request.target, request.group, size, fd)
-        target = {"group": request.target} if request.group else {"to": request.target}
+        target: dict[str, Any] = {"group": request.target} if request.group else {"to": request.target}
         try:
             await self._pace()
             offered = await self._session.start_request(

@@ -155,7 +155,7 @@ class ClientSession:
     async def send_unanswered(self, kind: str, *, body: bytes = b"", **fields: Any) -> None:
         """Send a request the server never answers (``file_chunk``, ``file_ack``): no
         ``rid``, so nothing is added to the outstanding requests ``wait_idle`` waits for."""
-        data = encode_request(kind, body, **fields)
+        data = encode_request(kind, body=body, **fields)
         await self._seal_and_send(data)
 
     async def request(self, kind: str, *, body: bytes = b"", claim: bool = False, **fields: Any) -> Envelope:
@@ -184,7 +184,7 @@ class ClientSession:
         if self._failure is not None:
             raise self._failure
         rid = self._next_rid
-        data = encode_request(kind, body, rid=rid, **fields)
+        data = encode_request(kind, body=body, rid=rid, **fields)
         self._next_rid = rid + 1 if rid < MAX_REQUEST_ID else 1
         # Registered before sending: the reply may be received before send() returns.
         self._outstanding.add(rid)

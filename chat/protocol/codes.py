@@ -58,6 +58,17 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+class Feature(StrEnum):
+    """Extensions a client asks for in ``login {features}`` and the server confirms in
+    ``welcome {features}`` (PROTOCOL.md section 6.6). Without one, the server behaves as
+    version 1 did before it: new event types reach only clients that asked for them."""
+
+    #: Stored messages in acknowledged pages (``offline_page``, ``offline_ack``, ``welcome.offline``).
+    OFFLINE_PAGES = "offline_pages"
+    #: ``missed {count}`` after broadcasts were dropped for a slow reader.
+    MISSED = "missed"
+
+
 class NoticeCode(StrEnum):
     """``notice {code}``: a condition of the server, not a reply (PROTOCOL.md 6.3)."""
 

@@ -54,7 +54,7 @@ class Str:
     pattern: str | None = None
 
     def check(self, name: str, value: Any) -> None:
-        if type(value) is not str:
+        if not isinstance(value, str):  # str subclasses (codes.ErrorCode) too
             raise EnvelopeError(f"field '{name}' must be a string", name)
         if not self.min_chars <= len(value) <= self.max_chars:
             raise EnvelopeError(
@@ -153,12 +153,14 @@ MAX_HISTORY = 1000
 HISTORY = Objects({"sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_HISTORY)
 #: A stored message's id.
 MESSAGE_ID = Int(0, (1 << 53) - 1)
+#: Extensions named at login (codes.Feature); unknown ones are ignored, not refused.
+FEATURES = List(Str(32, 1, r"[a-z0-9_]+"), 32)
 #: Byte offsets and sizes; JSON-safe integers.
 OFFSET = Int(0, (1 << 53) - 1)
 
 #: What a client may send.
 REQUESTS: dict[str, Schema] = {
-    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": PASSWORD}),
+    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": PASSWORD, "features": FEATURES}),
     "broadcast": Schema({"text": TEXT}),
     "private": Schema({"to": NAME, "text": TEXT}),
     "list": Schema(),
@@ -199,7 +201,7 @@ EVENTS: dict[str, Schema] = {
          "detail": DETAIL, "limit": Int(0, 1 << 62)},
     ),
     "notice": Schema({"code": Str(64, 1, r"[a-z_]+")}, {"detail": DETAIL}),
-    "welcome": Schema({"name": NAME}, {"offline": Int(1, 1 << 62)}),
+    "welcome": Schema({"name": NAME}, {"offline": Int(1, 1 << 62), "features": FEATURES}),
     "user_joined": Schema({"names": PRESENCE_NAMES}),
     "user_exited": Schema({"names": PRESENCE_NAMES}),
     "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62), "registered": NAMES}),
@@ -267,6 +269,20 @@ class Envelope:
         return self.fields.get(key, default)
 
 
+def _known_part(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[str, Kind]) -> Envelope:
+    """What a receiver that follows the evolution rules (PROTOCOL.md section 6.6) keeps of
+    an event: of an unknown type, only its ``re``; of a known type, the fields it knows."""
+    schema = table.get(envelope.type)
+    if schema is None:
+        re_ = envelope.fields.get("re")
+        return Envelope(envelope.type, {"re": re_} if type(re_) is int else {})
+    known = {name: value for name, value in envelope.fields.items()
+             if name in schema.required or name in schema.optional or name in common}  # fmt: skip
+    if len(known) == len(envelope.fields):
+        return envelope
+    return Envelope(envelope.type, known, envelope.body)
+
+
 def _validate(envelope: Envelope, table: Mapping[str, Schema], common: Mapping[str, Kind]) -> None:
     schema = table.get(envelope.type)
     if schema is None:
@@ -324,7 +340,10 @@ def encode(envelope: Envelope, table: Mapping[str, Schema]) -> bytes:
     return data
 
 
-def decode(data: bytes, table: Mapping[str, Schema]) -> Envelope:
+def decode(data: bytes, table: Mapping[str, Schema], *, lenient: bool = False) -> Envelope:
+    """Parse and validate one envelope. ``lenient`` (events, on the client) applies the
+    evolution rules: unknown types and fields are dropped, not refused; what is known is
+    checked as strictly as ever."""
     if len(data) > MAX_ENVELOPE_BYTES:
         raise EnvelopeError("envelope too large")
     if len(data) < _LENGTH.size:
@@ -341,11 +360,26 @@ def decode(data: bytes, table: Mapping[str, Schema]) -> Envelope:
         raise EnvelopeError("envelope header must be a JSON object")
     kind = header.pop("type", None)
     if type(kind) is not str:
-        raise EnvelopeError("envelope type is missing", "type")
+        raise _with_rid(EnvelopeError("envelope type is missing", "type"), header, table)
     envelope = Envelope(kind, header, bytes(data[_LENGTH.size + header_len :]))
     common = _COMMON_REQUEST if table is REQUESTS else _COMMON_EVENT
-    _validate(envelope, table, common)
+    if lenient:
+        envelope = _known_part(envelope, table, common)
+        if envelope.type not in table:
+            return envelope
+    try:
+        _validate(envelope, table, common)
+    except EnvelopeError as exc:
+        raise _with_rid(exc, header, table) from None
     return envelope
+
+
+def _with_rid(error: EnvelopeError, header: dict[str, Any], table: Mapping[str, Schema]) -> EnvelopeError:
+    """``error`` with the request's ``rid`` if it has a valid one (for the reply's ``re``)."""
+    rid = header.get("rid")
+    if table is REQUESTS and type(rid) is int and 0 <= rid <= MAX_REQUEST_ID:
+        error.rid = rid
+    return error
 
 
 def encode_request(kind: str, body: bytes = b"", **fields: Any) -> bytes:
@@ -361,4 +395,5 @@ def decode_request(data: bytes) -> Envelope:
 
 
 def decode_event(data: bytes) -> Envelope:
-    return decode(data, EVENTS)
+    """An event as a client reads it: unknown types and fields are ignored (section 6.6)."""
+    return decode(data, EVENTS, lenient=True)

@@ -56,6 +56,9 @@ class EnvelopeError(ProtocolError):
         # (``\ud800`` escapes): keep them valid text, so they can go back in a ``detail``.
         super().__init__(_printable(message))
         self.field = None if field is None else _printable(field)
+        #: The request's ``rid``, when the header was readable and had a valid one: the
+        #: ``bad_request`` reply then carries it as ``re`` (PROTOCOL.md section 6).
+        self.rid: int | None = None
 
 
 def _printable(text: str) -> str:

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from chat.protocol.codes import CloseCode, ErrorCode, NoticeCode
+from chat.protocol.codes import CloseCode, ErrorCode, Feature, NoticeCode
 from chat.protocol.envelope import Envelope, decode_request, encode_event
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
 from chat.protocol.handshake import ServerHandshake, encode_handshake_error
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from chat.server.app import ChatServer
 
 log = logging.getLogger("chat.server")
+#: The reason given for a text frame, which ends the session at any step.
+TEXT_FRAME = "text frames are not allowed"
 _ids = itertools.count(1)
 
 
@@ -105,6 +107,8 @@ class ClientConnection:
         self.name: str | None = None
         #: Whether the logged-in user has an account (a guest otherwise).
         self.registered = False
+        #: Extensions the client asked for at login and this server has.
+        self.features: set[Feature] = set()
         self._ws = websocket
         self._server = server
         self._channel: SecureChannel | None = None
@@ -266,13 +270,13 @@ class ClientConnection:
             async with asyncio.timeout(self._server.config.handshake_timeout):
                 hello = await self._ws.recv()
                 if isinstance(hello, str):
-                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
+                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, TEXT_FRAME)
                 server_hello = await self._unwrap(machine, hello)
                 # Straight out: nothing else can be waiting for this connection yet.
                 self._send(binary_frame(server_hello))
                 finished = await self._ws.recv()
                 if isinstance(finished, str):
-                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, "text frames are not allowed")
+                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, TEXT_FRAME)
                 keys = machine.receive_client_finished(finished)
         except HandshakeFailed as exc:
             # DEBUG: anyone can cause these at will, and a flood must not flood the log.
@@ -309,9 +313,12 @@ class ClientConnection:
             server.pending_handshakes -= 1
 
     async def _refuse(self, message: bytes, reason: str) -> None:
+        """Send a HandshakeError and close: 1003 when the peer sent text (as after the
+        handshake), 1008 for every other failure (PROTOCOL.md sections 1 and 6.4)."""
+        code = CloseCode.UNSUPPORTED_DATA if reason == TEXT_FRAME else CloseCode.POLICY_VIOLATION
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message)
-            await self._ws.close(CloseCode.POLICY_VIOLATION, reason[:120])
+            await self._ws.close(code, reason[:120])
 
     async def _read_loop(self) -> None:
         assert self._channel is not None
@@ -320,7 +327,7 @@ class ClientConnection:
                 if self._closing:
                     break
                 if isinstance(message, str):
-                    self._abort(CloseCode.UNSUPPORTED_DATA, "text frames are not allowed")
+                    self._abort(CloseCode.UNSUPPORTED_DATA, TEXT_FRAME)
                     break
                 try:
                     plaintext = self._channel.open(message)
@@ -332,8 +339,7 @@ class ClientConnection:
                     envelope = decode_request(plaintext)
                 except EnvelopeError as exc:
                     log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, exc)
-                    detail = str(exc)[:MAX_DETAIL_CHARS]
-                    self.deliver(encode_event("error", code=ErrorCode.BAD_REQUEST, detail=detail))
+                    self._error(exc.rid, ErrorCode.BAD_REQUEST, detail=str(exc)[:MAX_DETAIL_CHARS])
                     envelope = None
                 metered = self._metered(envelope)
                 if self._bucket is not None and metered and not self._within_rate():
@@ -445,9 +451,15 @@ class ClientConnection:
         if self._login_timer is not None:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
-        waiting = await services.mailbox.waiting(name)
-        self._reply(rid, "welcome", name=name, **({"offline": waiting} if waiting else {}))
-        await services.mailbox.send_page(name, self)
+        asked = envelope.get("features")
+        self.features = {Feature(f) for f in asked or () if f in Feature.__members__.values()}
+        paged = Feature.OFFLINE_PAGES in self.features
+        waiting = await services.mailbox.waiting(name) if paged else 0
+        fields: dict[str, object] = {"offline": waiting} if waiting else {}
+        if asked is not None:
+            fields["features"] = sorted(self.features)
+        self._reply(rid, "welcome", name=name, **fields)
+        await services.mailbox.send_page(name, self, paged=paged)
 
     def _context(self, user: str, rid: int | None) -> Context:
         return Context(user, rid, self, self._server.services, address=self.ip, registered=self.registered)
@@ -507,11 +519,14 @@ class ClientConnection:
             self._writer = None
 
     def _tell_missed(self) -> None:
-        """The reader caught up after broadcasts were dropped for it: say how many."""
+        """The reader caught up after broadcasts were dropped for it: say how many (to a
+        client that asked for Feature.MISSED; others were dropped for silently)."""
         assert self._channel is not None
-        record = self._channel.seal(encode_event("missed", count=self._missed))
         log.info("broadcasts dropped for a slow reader conn=%d count=%d", self.id, self._missed)
-        self._missed = 0
+        count, self._missed = self._missed, 0
+        if Feature.MISSED not in self.features:
+            return
+        record = self._channel.seal(encode_event("missed", count=count))
         self._backlog += len(record)
         self._pending.append((record, False))
 

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import encode_event
@@ -79,21 +80,29 @@ class Mailbox:
         to acknowledge pages before it quits)."""
         return await self._storage.offline_count(key(user))
 
-    async def send_page(self, user: str, outbox: Outbox, after_id: int = 0) -> None:
-        """Deliver the next page of ``user``'s stored messages, if any."""
-        page, more = await self._storage.offline_page(key(user), after_id, PAGE_MESSAGES, PAGE_BYTES)
-        if not page:
-            self._unacknowledged.pop(key(user), None)
-            return
-        cutoff = time.time() - self.limits.days * 86400
-        for message in page:
-            if message.sent_at >= cutoff:  # expired ones are skipped, and deleted with the page
-                outbox.deliver(encode_event(
-                    "private", id=message.id, sender=message.sender, text=message.text,
-                    sent_at=int(message.sent_at),
-                ))  # fmt: skip
-        self._unacknowledged[key(user)] = page[-1].id
-        outbox.deliver(encode_event("offline_page", upto=page[-1].id, more=more))
+    async def send_page(self, user: str, outbox: Outbox, after_id: int = 0, *, paged: bool = True) -> None:
+        """Deliver the next page of ``user``'s stored messages, if any. A client without
+        Feature.OFFLINE_PAGES (``paged`` false) gets them as version 1 did: all of them,
+        each page deleted once written, with no ``id`` and no ``offline_page``."""
+        while True:
+            page, more = await self._storage.offline_page(key(user), after_id, PAGE_MESSAGES, PAGE_BYTES)
+            if not page:
+                self._unacknowledged.pop(key(user), None)
+                return
+            cutoff = time.time() - self.limits.days * 86400
+            for message in page:
+                if message.sent_at >= cutoff:  # expired ones are skipped, and deleted with the page
+                    numbered: dict[str, Any] = {"id": message.id} if paged else {}
+                    outbox.deliver(encode_event(
+                        "private", sender=message.sender, text=message.text,
+                        sent_at=int(message.sent_at), **numbered,
+                    ))  # fmt: skip
+            if paged:
+                self._unacknowledged[key(user)] = page[-1].id
+                outbox.deliver(encode_event("offline_page", upto=page[-1].id, more=more))
+                return
+            await self._storage.ack_offline(key(user), page[-1].id)
+            after_id = page[-1].id
 
     async def acknowledge(self, user: str, upto: int, outbox: Outbox) -> None:
         """Delete what was delivered up to ``upto`` (no further than was sent), then send

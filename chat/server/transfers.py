@@ -17,6 +17,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.limits import MAX_LIST_ITEMS
 from chat.server.errors import RequestError
@@ -120,13 +121,13 @@ class TransferRelay:
     def _get(self, transfer_id: str) -> Transfer | None:
         transfer = self._transfers.get(transfer_id)
         if transfer is None and transfer_id not in self._closed:
-            raise RequestError("bad_transfer", detail=f"no transfer {transfer_id}")
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=f"no transfer {transfer_id}")
         return transfer
 
     def _as_sender(self, transfer_id: str, user: str) -> Transfer | None:
         transfer = self._get(transfer_id)
         if transfer is not None and key(transfer.sender) != key(user):
-            raise RequestError("bad_transfer", detail=f"you are not sending transfer {transfer_id}")
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=f"you are not sending transfer {transfer_id}")
         return transfer
 
     # --- sender side ------------------------------------------------------------------
@@ -135,16 +136,17 @@ class TransferRelay:
         size: int = env["size"]
         to, group_name = env.get("to"), env.get("group")
         if (to is None) == (group_name is None):
-            raise RequestError("bad_request", detail="file_offer needs exactly one of 'to' and 'group'")
+            detail = "file_offer needs exactly one of 'to' and 'group'"
+            raise RequestError(ErrorCode.BAD_REQUEST, detail=detail)
         if size > self.max_file_size:
-            raise RequestError("file_too_large", limit=self.max_file_size)
+            raise RequestError(ErrorCode.FILE_TOO_LARGE, limit=self.max_file_size)
         if self._count_for(ctx.user) >= self.max_per_user:
-            raise RequestError("too_many_transfers", limit=self.max_per_user)
+            raise RequestError(ErrorCode.TOO_MANY_TRANSFERS, limit=self.max_per_user)
         if to is not None:
             recipients = [await ctx.online_user(to)]
             group = None
             if self._incoming_for(recipients[0]) >= self.max_incoming:
-                raise RequestError("too_many_transfers", user=recipients[0], limit=self.max_incoming)
+                raise RequestError(ErrorCode.TOO_MANY_TRANSFERS, user=recipients[0], limit=self.max_incoming)
         else:
             group = ctx.groups.member_group(group_name, ctx.user)
             # By key: a member may be online under another spelling ("Bob" vs "bob").
@@ -154,7 +156,7 @@ class TransferRelay:
                 if key(m) in online and self._incoming_for(m) < self.max_incoming
             ][:MAX_LIST_ITEMS]  # one envelope names at most this many (file_offered)
             if not recipients:
-                raise RequestError("no_recipients", group=group.name)
+                raise RequestError(ErrorCode.NO_RECIPIENTS, group=group.name)
         transfer = Transfer(
             id=secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
             group=group.name if group else None, pending={key(r): r for r in recipients},
@@ -193,11 +195,11 @@ class TransferRelay:
             problem = "empty chunk"
         if problem is not None:
             await self._abort(ctx, transfer, f"the sender broke the protocol ({problem})")
-            raise RequestError("bad_transfer", detail=problem)
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=problem)
         transfer.sent += len(data)
         transfer.chunks += 1
         transfer.last_progress = asyncio.get_running_loop().time()
-        payload = encode_event("file_chunk", data, id=transfer.id, offset=offset)
+        payload = encode_event("file_chunk", body=data, id=transfer.id, offset=offset)
         await ctx.hub.send(transfer.recipient_names(), payload, bulk=True)
 
     async def end(self, ctx: Context, env: Envelope) -> None:
@@ -207,7 +209,7 @@ class TransferRelay:
             return
         if not transfer.started or transfer.ended or transfer.sent != transfer.size:
             await self._abort(ctx, transfer, "the sender ended the transfer early")
-            raise RequestError("bad_transfer", detail="file_end before all data was sent")
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail="file_end before all data was sent")
         transfer.ended = True
         await ctx.notify(transfer.recipient_names(), "file_end", id=transfer.id, sha256=env["sha256"])
         ctx.reply("ok")
@@ -219,7 +221,8 @@ class TransferRelay:
         if transfer is None:
             return None
         if key(user) not in (transfer.pending if pending else transfer.receiving):
-            raise RequestError("bad_transfer", detail=f"transfer {transfer_id} is not waiting for you")
+            detail = f"transfer {transfer_id} is not waiting for you"
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=detail)
         return transfer
 
     async def accept(self, ctx: Context, env: Envelope) -> None:
@@ -246,7 +249,7 @@ class TransferRelay:
         name, before = transfer.receiving[key(ctx.user)]
         received = env["received"]
         if not before <= received <= transfer.sent:
-            raise RequestError("bad_transfer", detail="acknowledged bytes that were not sent")
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail="acknowledged bytes that were not sent")
         transfer.receiving[key(ctx.user)] = (name, received)
         transfer.last_progress = asyncio.get_running_loop().time()
         await self._progress(ctx, transfer)
@@ -255,7 +258,7 @@ class TransferRelay:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is not None:
             if not transfer.ended:
-                raise RequestError("bad_transfer", detail="file_done before file_end")
+                raise RequestError(ErrorCode.BAD_TRANSFER, detail="file_done before file_end")
             name, _ = transfer.receiving.pop(key(ctx.user))
             transfer.delivered.append(name)
             await self._progress(ctx, transfer)
@@ -280,7 +283,7 @@ class TransferRelay:
             elif me in transfer.receiving or me in transfer.pending:
                 await self._drop_recipient(ctx, transfer, me, env.get("detail") or "cancelled")
             else:
-                raise RequestError("bad_transfer", detail=f"transfer {transfer.id} is not yours")
+                raise RequestError(ErrorCode.BAD_TRANSFER, detail=f"transfer {transfer.id} is not yours")
         ctx.reply("ok")
 
     async def disconnected(self, ctx: Context) -> None:
