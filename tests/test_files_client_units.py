@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chat.client.app import Pacer, file_size
-from chat.client.transfers import RateMeter, offered_name
+from chat.client.transfer_base import RateMeter, offered_name
 from chat.protocol.limits import MAX_FILE_NAME_CHARS
 
 

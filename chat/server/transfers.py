@@ -19,6 +19,7 @@ from typing import Any
 
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
+from chat.protocol.flow import FlowError, RelayWindow
 from chat.protocol.limits import MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.handlers import Context
@@ -38,12 +39,15 @@ class Transfer:
     group: str | None
     #: key -> display name of recipients who have not answered the offer yet.
     pending: dict[str, str]
-    #: key -> (display name, bytes acknowledged) of recipients receiving the data.
-    receiving: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: key -> display name of recipients receiving the data.
+    receiving: dict[str, str] = field(default_factory=dict)
+    #: What was sent and what each receiving recipient acknowledged (the one set of
+    #: flow-control rules, shared with the client).
+    flow: RelayWindow = field(default_factory=lambda: RelayWindow.new(0, 0))
     delivered: list[str] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
-    sent: int = 0
-    acked: int = 0
+    #: Acknowledged bytes the sender has been told of.
+    told: int = 0
     started: bool = False
     ended: bool = False
     #: Chunks relayed so far (with ``sent``, the average chunk size).
@@ -56,7 +60,7 @@ class Transfer:
     ctx: Context | None = None
 
     def recipient_names(self) -> list[str]:
-        return [name for name, _ in self.receiving.values()]
+        return list(self.receiving.values())
 
 
 class TransferRelay:
@@ -91,10 +95,10 @@ class TransferRelay:
             return self.is_live(envelope["id"])
         me = key(user)
         if envelope.type == "file_chunk":
-            end = envelope["offset"] + len(envelope.body)
-            return key(transfer.sender) == me and transfer.started and end - transfer.acked <= self.window
-        entry = transfer.receiving.get(me)
-        return entry is not None and entry[1] < envelope["received"] <= transfer.sent
+            return key(transfer.sender) == me and transfer.started and transfer.flow.sender.fits(
+                envelope["offset"], len(envelope.body)
+            )
+        return transfer.flow.paced_ack(me, envelope["received"])
 
     def is_live(self, transfer_id: str) -> bool:
         """Whether file data for this id is paced by flow control (so exempt from the rate
@@ -160,6 +164,7 @@ class TransferRelay:
         transfer = Transfer(
             id=secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
             group=group.name if group else None, pending={key(r): r for r in recipients},
+            flow=RelayWindow.new(size, self.window),
         )
         transfer.ctx = ctx
         transfer.last_progress = asyncio.get_running_loop().time()
@@ -182,21 +187,13 @@ class TransferRelay:
             self._spend_late(env["id"])
             return  # a chunk already in flight when the transfer ended
         offset, data = env["offset"], env.body
-        problem = None
-        if not transfer.started or transfer.ended:
-            problem = "data sent outside the transfer"
-        elif offset != transfer.sent:
-            problem = f"chunk at offset {offset}, expected {transfer.sent}"
-        elif offset + len(data) > transfer.size:
-            problem = "more data than the declared size"
-        elif offset + len(data) - transfer.acked > self.window:
-            problem = "data sent beyond the flow-control window"
-        elif not data:
-            problem = "empty chunk"
-        if problem is not None:
-            await self._abort(ctx, transfer, f"the sender broke the protocol ({problem})")
-            raise RequestError(ErrorCode.BAD_TRANSFER, detail=problem)
-        transfer.sent += len(data)
+        try:
+            if not transfer.started or transfer.ended:
+                raise FlowError("data sent outside the transfer")
+            transfer.flow.sender.chunk(offset, len(data))
+        except FlowError as exc:
+            await self._abort(ctx, transfer, f"the sender broke the protocol ({exc})")
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=str(exc)) from None
         transfer.chunks += 1
         transfer.last_progress = asyncio.get_running_loop().time()
         payload = encode_event("file_chunk", body=data, id=transfer.id, offset=offset)
@@ -207,7 +204,7 @@ class TransferRelay:
         if transfer is None:
             ctx.reply("ok")
             return
-        if not transfer.started or transfer.ended or transfer.sent != transfer.size:
+        if not transfer.started or transfer.ended or not transfer.flow.sender.all_sent:
             await self._abort(ctx, transfer, "the sender ended the transfer early")
             raise RequestError(ErrorCode.BAD_TRANSFER, detail="file_end before all data was sent")
         transfer.ended = True
@@ -229,7 +226,8 @@ class TransferRelay:
         transfer = self._as_recipient(env["id"], ctx.user, pending=True)
         if transfer is not None:
             name = transfer.pending.pop(key(ctx.user))
-            transfer.receiving[key(ctx.user)] = (name, 0)
+            transfer.receiving[key(ctx.user)] = name
+            transfer.flow.add(key(ctx.user))
             await self._progress(ctx, transfer)
         ctx.reply("ok")
 
@@ -246,11 +244,10 @@ class TransferRelay:
         if transfer is None:
             self._spend_late(env["id"])
             return  # data acknowledged after the transfer ended
-        name, before = transfer.receiving[key(ctx.user)]
-        received = env["received"]
-        if not before <= received <= transfer.sent:
-            raise RequestError(ErrorCode.BAD_TRANSFER, detail="acknowledged bytes that were not sent")
-        transfer.receiving[key(ctx.user)] = (name, received)
+        try:
+            transfer.flow.ack(key(ctx.user), env["received"])
+        except FlowError as exc:
+            raise RequestError(ErrorCode.BAD_TRANSFER, detail=str(exc)) from None
         transfer.last_progress = asyncio.get_running_loop().time()
         await self._progress(ctx, transfer)
 
@@ -259,7 +256,8 @@ class TransferRelay:
         if transfer is not None:
             if not transfer.ended:
                 raise RequestError(ErrorCode.BAD_TRANSFER, detail="file_done before file_end")
-            name, _ = transfer.receiving.pop(key(ctx.user))
+            name = transfer.receiving.pop(key(ctx.user))
+            transfer.flow.drop(key(ctx.user))
             transfer.delivered.append(name)
             await self._progress(ctx, transfer)
         ctx.reply("ok")
@@ -267,7 +265,8 @@ class TransferRelay:
     async def failed(self, ctx: Context, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is not None:
-            name, _ = transfer.receiving.pop(key(ctx.user))
+            name = transfer.receiving.pop(key(ctx.user))
+            transfer.flow.drop(key(ctx.user))
             transfer.failed.append({"name": name, "detail": env["detail"]})
             await self._progress(ctx, transfer)
         ctx.reply("ok")
@@ -301,7 +300,8 @@ class TransferRelay:
 
     async def _drop_recipient(self, ctx: Context, transfer: Transfer, who: str, detail: str) -> None:
         entry = transfer.receiving.pop(who, None)
-        name = entry[0] if entry else transfer.pending.pop(who)
+        transfer.flow.drop(who)
+        name = entry if entry is not None else transfer.pending.pop(who)
         transfer.failed.append({"name": name, "detail": detail})
         await self._progress(ctx, transfer)
 
@@ -323,10 +323,10 @@ class TransferRelay:
             go = encode_event("file_go", id=transfer.id, window=self.window)
             await ctx.hub.send([transfer.sender], go)
             return
-        slowest = min(received for _, received in transfer.receiving.values())
-        if slowest > transfer.acked:
-            transfer.acked = slowest
-            ack = encode_event("file_ack", id=transfer.id, received=slowest)
+        acked = transfer.flow.sender.acked
+        if acked > transfer.told:
+            transfer.told = acked
+            ack = encode_event("file_ack", id=transfer.id, received=acked)
             await ctx.hub.send([transfer.sender], ack)
 
     async def _abort(self, ctx: Context, transfer: Transfer, detail: str) -> None:
@@ -393,6 +393,6 @@ class TransferRelay:
         ack for each from every recipient still receiving (when the sender went away,
         the data already relayed to them is still acknowledged). No more than flow
         control let through unmetered while the transfer was live."""
-        average = transfer.sent / transfer.chunks if transfer.chunks else self.window
+        average = transfer.flow.sender.sent / transfer.chunks if transfer.chunks else self.window
         per_window = math.ceil(self.window / max(1.0, average)) + 1
         return (len(transfer.receiving) + 1) * per_window

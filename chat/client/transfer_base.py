@@ -1,0 +1,185 @@
+"""What the file-transfer tasks of one client session share: their state, the events of
+each transfer, and the plumbing (paced answers, tasks, threads). Sending is in
+sending.py, receiving in receiving.py, and transfers.py puts them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from chat.client.file_policy import DownloadGate, DownloadLimits
+from chat.client.transport import ClientError, ClientSession
+from chat.protocol.envelope import Envelope
+from chat.protocol.flow import FlowError, ReceiveWindow, SendWindow
+from chat.protocol.limits import MAX_FILE_NAME_CHARS
+
+T = TypeVar("T")
+DEFAULT_MAX_FILE_SIZE = 1 << 30
+#: Ids of transfers not (yet) known whose early events are kept; more are dropped.
+MAX_EARLY = 256
+#: Received files remembered for ``/open``; older ones are forgotten.
+MAX_OPENABLE = 100
+
+
+class RateMeter:
+    """Bytes per second over the last few seconds, from (time, total bytes) samples."""
+
+    def __init__(self, span: float = 3.0) -> None:
+        self._span = span
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def update(self, now: float, total: int) -> float:
+        self._samples.append((now, total))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self._span:
+            self._samples.popleft()
+        then, before = self._samples[0]
+        return (total - before) / (now - then) if now > then else 0.0
+
+
+@dataclass
+class Outgoing:
+    """A file this client sends; ``feed`` takes the server's events about it."""
+
+    name: str
+    target: str
+    group: bool
+    size: int
+    fd: int
+    id: str | None = None
+    #: Flow control, from ``file_go {window}`` on.
+    flow: SendWindow | None = None
+    result: Envelope | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    meter: RateMeter = field(default_factory=RateMeter)
+
+    def feed(self, event: Envelope) -> None:
+        if event.type == "file_go":
+            self.flow = SendWindow(self.size, event["window"])
+        elif event.type == "file_ack" and self.flow is not None:
+            with contextlib.suppress(FlowError):  # an ack beyond what was sent means nothing
+                self.flow.acknowledge(event["received"])
+        elif event.type == "file_result":
+            self.result = event
+        self.wake.set()
+
+    @property
+    def acked(self) -> int:
+        return self.flow.acked if self.flow is not None else 0
+
+    async def changed(self) -> None:
+        """Wait for the next event fed (callers re-check their condition after)."""
+        await self.wake.wait()
+        self.wake.clear()
+
+
+@dataclass
+class Incoming:
+    """A file offered to this client; its events queue up for its task."""
+
+    id: str
+    sender: str
+    name: str
+    size: int
+    group: str | None
+    events: asyncio.Queue[Envelope] = field(default_factory=asyncio.Queue)
+    flow: ReceiveWindow = field(init=False)
+    meter: RateMeter = field(default_factory=RateMeter)
+    #: With ``--ask-files``: the number the user answers with, and the answer to come.
+    number: int = 0
+    decision: asyncio.Future[bool] | None = None
+
+    def __post_init__(self) -> None:
+        self.flow = ReceiveWindow(self.size)
+
+    @property
+    def received(self) -> int:
+        return self.flow.received
+
+
+class TransferBase:
+    """The state every transfer task of one session uses."""
+
+    def __init__(
+        self,
+        session: ClientSession,
+        *,
+        emit: Callable[[str], None],
+        pace: Callable[[], Awaitable[None]],
+        download_dir: Path,
+        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+        open_files: bool = False,
+        download_gate: DownloadGate | None = None,
+        ask_files: bool = False,
+    ) -> None:
+        """``download_gate`` bounds what others make this client download; it outlives a
+        reconnect (one quota per client process)."""
+        self._session = session
+        self._emit = emit
+        self._pace = pace
+        self.download_dir = download_dir
+        self.max_file_size = max_file_size
+        self.open_files = open_files
+        self._outgoing: dict[str, Outgoing] = {}
+        self._pending_offers: list[Outgoing] = []
+        self._incoming: dict[str, Incoming] = {}
+        self._early: dict[str, list[Envelope]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self._gate = download_gate or DownloadGate(DownloadLimits())
+        self.ask_files = ask_files
+        self._numbers = itertools.count(1)
+        #: Offers waiting for /accept or /decline, and saved files waiting for /open.
+        self._asked: dict[int, Incoming] = {}
+        self._openable: dict[int, Path] = {}
+
+    async def _answer(self, kind: str, **fields: Any) -> None:
+        """A paced request whose reply (``ok``, or an error) the receive loop shows."""
+        await self._pace()
+        await self._session.send(kind, **fields)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, ClientError):
+            # A bug, not a transfer problem: say so rather than fail silently.
+            self._emit(f"File transfer failed: internal error: {type(error).__name__}: {error}")
+
+
+def start_in_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    return asyncio.ensure_future(asyncio.to_thread(func, *args))
+
+
+async def in_thread(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a thread. If the caller is cancelled meanwhile, the thread is
+    still waited for: it may be using a descriptor that the caller closes next."""
+    future = start_in_thread(func, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
+
+
+def offered_name(path: Path) -> str:
+    """The name a file is offered under: its base name, as valid text, within limits."""
+    name = path.name or "file"
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if len(name) > MAX_FILE_NAME_CHARS:
+        _, dot, extension = name.rpartition(".")
+        keep = dot + extension if dot and len(extension) < 32 else ""
+        name = name[: MAX_FILE_NAME_CHARS - len(keep)] + keep
+    return name
