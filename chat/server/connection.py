@@ -22,24 +22,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from chat.protocol.codes import CloseCode, ErrorCode, Feature, NoticeCode
-from chat.protocol.envelope import Envelope, decode_request, encode_event
-from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
-from chat.protocol.handshake import ServerHandshake, encode_handshake_error
-from chat.protocol.limits import MAX_DETAIL_CHARS, MAX_FRAME_BYTES
-from chat.protocol.records import SecureChannel
+from chat.protocol.envelope import Envelope, encode_event
+from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed, RecordError
+from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.errors import RequestError
 from chat.server.handlers import HANDLERS, Context, drop_guest, encode_reply
 from chat.server.login_throttle import address_prefix
 from chat.server.names import display_form, reserved, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
+from chat.server.session import Action, End, Established, Refuse, SendHandshake, Serve, ServerSession, Unwrap
 
 if TYPE_CHECKING:
     from chat.server.app import ChatServer
 
 log = logging.getLogger("chat.server")
-#: The reason given for a text frame, which ends the session at any step.
-TEXT_FRAME = "text frames are not allowed"
 _ids = itertools.count(1)
 
 
@@ -111,7 +108,8 @@ class ClientConnection:
         self.features: set[Feature] = set()
         self._ws = websocket
         self._server = server
-        self._channel: SecureChannel | None = None
+        #: The protocol's state for this peer, without I/O (session.py).
+        self._session = ServerSession(server.private_key)
         self._transport = websocket.transport
         #: Frames written during this event-loop iteration, sent together at its end.
         self._frames: list[bytes] | None = None
@@ -146,7 +144,7 @@ class ClientConnection:
     # --- Outbox ---------------------------------------------------------------------
 
     def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
-        if self._closing or self._channel is None:
+        if self._closing or not self._session.established:
             return
         if droppable and self._backlog > self._drop_above:
             # A reader this far behind misses broadcasts (told by a ``missed`` event once
@@ -159,7 +157,7 @@ class ClientConnection:
             # user who joined causes to arrive here.
             self._presence.catch_up(self)
         try:
-            record = self._channel.seal(payload)
+            record = self._session.seal(payload)
         except RecordError as exc:
             # The session's key has protected all it may (records.MAX_BYTES_PER_KEY): end
             # the session; the client reconnects with fresh keys.
@@ -227,10 +225,8 @@ class ClientConnection:
     async def serve(self) -> None:
         log.debug("connection opened conn=%d peer=%s", self.id, self.peer)
         try:
-            channel = await self._handshake()
-            if channel is None:
+            if not await self._handshake():
                 return
-            self._channel = channel
             config = self._server.config
             loop = asyncio.get_running_loop()
             self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
@@ -264,101 +260,106 @@ class ClientConnection:
     def notice(self, code: NoticeCode) -> None:
         self.deliver(encode_event("notice", code=code))
 
-    async def _handshake(self) -> SecureChannel | None:
-        machine = ServerHandshake(self._server.private_key)
+    async def _handshake(self) -> bool:
+        """Carry out the session's handshake actions until it is established (True), or
+        ends (False: already answered and closed)."""
+        session = self._session
         try:
             async with asyncio.timeout(self._server.config.handshake_timeout):
-                hello = await self._ws.recv()
-                if isinstance(hello, str):
-                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, TEXT_FRAME)
-                server_hello = await self._unwrap(machine, hello)
-                # Straight out: nothing else can be waiting for this connection yet.
-                self._send(binary_frame(server_hello))
-                finished = await self._ws.recv()
-                if isinstance(finished, str):
-                    raise HandshakeFailed(HandshakeErrorCode.MALFORMED, TEXT_FRAME)
-                keys = machine.receive_client_finished(finished)
-        except HandshakeFailed as exc:
-            # DEBUG: anyone can cause these at will, and a flood must not flood the log.
-            log.debug("handshake failed conn=%d peer=%s code=%s", self.id, self.peer, exc.code.name)
-            await self._refuse(encode_handshake_error(exc.code, str(exc)), str(exc))
-            return None
+                while not session.established:
+                    message = await self._ws.recv()
+                    end = await self._handshake_actions(session.receive(message))
+                    if end is not None:
+                        await self._end_handshake(end)
+                        return False
         except TimeoutError:
-            log.debug("handshake timed out conn=%d peer=%s", self.id, self.peer)
-            await self._refuse(
-                encode_handshake_error(HandshakeErrorCode.TIMEOUT, "handshake timed out"), "timeout"
-            )
-            return None
+            timeout = HandshakeFailed(HandshakeErrorCode.TIMEOUT, "handshake timed out")
+            await self._end_handshake(session.fail(timeout))
+            return False
         except ConnectionClosed:
-            return None
+            return False
         log.debug("handshake done conn=%d", self.id)
-        # Records may now be as large as an envelope needs (2 KiB until here).
-        self._ws.protocol.max_message_size = MAX_FRAME_BYTES
-        return SecureChannel(keys)
+        return True
 
-    async def _unwrap(self, machine: ServerHandshake, hello: bytes) -> bytes:
+    async def _handshake_actions(self, actions: list[Action]) -> End | None:
+        """Do what the handshake asks; the End to carry out, if it came to one."""
+        for action in actions:
+            if isinstance(action, Unwrap):
+                outcome = await self._unwrap(action.hello)
+                return await self._handshake_actions(self._session.unwrapped(outcome))
+            if isinstance(action, SendHandshake):
+                # Straight out: nothing else can be waiting for this connection yet.
+                self._send(binary_frame(action.data))
+            elif isinstance(action, Established):
+                # Records may now be as large as an envelope needs (2 KiB until here).
+                self._ws.protocol.max_message_size = MAX_FRAME_BYTES
+            elif isinstance(action, End):
+                return action
+        return None
+
+    async def _unwrap(self, hello: bytes) -> bytes | HandshakeFailed:
         """The RSA unwrap of a ClientHello, in a thread (cryptography releases the GIL, so
         handshakes use every core and never stall the event loop), if this address and
         the server are within their handshake rates and the queue has room; otherwise
         SERVER_BUSY before any RSA work (review M1)."""
         server = self._server
         if not server.handshake_allowed(self.ip):
-            raise HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
+            return HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
         server.pending_handshakes += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                server.crypto_pool, machine.receive_client_hello, hello
+                server.crypto_pool, self._session.unwrap, hello
             )
+        except HandshakeFailed as exc:
+            return exc
         finally:
             server.pending_handshakes -= 1
 
-    async def _refuse(self, message: bytes, reason: str) -> None:
-        """Send a HandshakeError and close: 1003 when the peer sent text (as after the
-        handshake), 1008 for every other failure (PROTOCOL.md sections 1 and 6.4)."""
-        code = CloseCode.UNSUPPORTED_DATA if reason == TEXT_FRAME else CloseCode.POLICY_VIOLATION
+    async def _end_handshake(self, end: End) -> None:
+        """Send the HandshakeError and close (PROTOCOL.md sections 1 and 6.4)."""
+        # DEBUG: anyone can cause these at will, and a flood must not flood the log.
+        log.debug("handshake failed conn=%d peer=%s: %s", self.id, self.peer, end.reason)
         with contextlib.suppress(ConnectionClosed):
-            await self._ws.send(message)
-            await self._ws.close(code, reason[:120])
+            if end.handshake_error is not None:
+                await self._ws.send(end.handshake_error)
+            await self._ws.close(end.code, end.reason[:120])
 
     async def _read_loop(self) -> None:
-        assert self._channel is not None
         try:
             async for message in self._ws:
                 if self._closing:
                     break
-                if isinstance(message, str):
-                    self._abort(CloseCode.UNSUPPORTED_DATA, TEXT_FRAME)
-                    break
-                try:
-                    plaintext = self._channel.open(message)
-                except RecordError as exc:
-                    log.warning("record rejected conn=%d user=%s: %s", self.id, self.name, exc)
-                    self._abort(CloseCode.POLICY_VIOLATION, "record failed authentication")
-                    break
-                try:
-                    envelope = decode_request(plaintext)
-                except EnvelopeError as exc:
-                    log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, exc)
-                    self._error(exc.rid, ErrorCode.BAD_REQUEST, detail=str(exc)[:MAX_DETAIL_CHARS])
-                    envelope = None
-                metered = self._metered(envelope)
-                if self._bucket is not None and metered and not self._within_rate():
-                    break
-                if envelope is not None and metered and not self._network_allows(envelope, len(plaintext)):
-                    self._error(envelope.get("rid"), ErrorCode.NETWORK_TOO_FAST)
-                    continue
-                if envelope is not None:
-                    await self._handle(envelope)
+                for action in self._session.receive(message):
+                    if isinstance(action, End):
+                        log.warning("session ended conn=%d user=%s: %s", self.id, self.name, action.reason)
+                        self._abort(action.code, action.reason)
+                        return
+                    if self._bucket is not None and self._metered(action) and not self._within_rate():
+                        return
+                    if isinstance(action, Refuse):
+                        if action.code is ErrorCode.BAD_REQUEST:
+                            log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, action.detail)
+                        fields = {"detail": action.detail} if action.detail is not None else {}
+                        self._error(action.rid, action.code, **fields)
+                    elif isinstance(action, Serve):
+                        await self._serve(action)
         except ConnectionClosed:
             pass
 
-    def _metered(self, envelope: Envelope | None) -> bool:
+    async def _serve(self, action: Serve) -> None:
+        envelope = action.envelope
+        if self._metered(action) and not self._network_allows(envelope, action.size):
+            self._error(envelope.get("rid"), ErrorCode.NETWORK_TOO_FAST)
+            return
+        await self._handle(envelope)
+
+    def _metered(self, action: Action) -> bool:
         """File data that flow control bounds (a chunk from a transfer's sender within its
         window, an ack of new bytes from one of its recipients) is paced by it; all else,
-        file requests from anyone else included, is metered (review M3)."""
-        if envelope is None or envelope.type not in UNMETERED or self.name is None:
+        refused requests and file requests from anyone else included, is metered (M3)."""
+        if not isinstance(action, Serve) or action.envelope.type not in UNMETERED or self.name is None:
             return True
-        return not self._server.services.transfers.paced(envelope, self.name)
+        return not self._server.services.transfers.paced(action.envelope, self.name)
 
     def _within_rate(self) -> bool:
         """Charge one request to the bucket; warn, or cut the sender off."""
@@ -386,14 +387,8 @@ class ClientConnection:
 
     async def _handle(self, envelope: Envelope) -> None:
         rid = envelope.get("rid")
-        if self.name is None:
-            if envelope.type == "login":
-                await self._login(envelope, rid)
-            else:
-                self._error(rid, ErrorCode.NOT_LOGGED_IN)
-            return
-        if envelope.type == "login":
-            self._error(rid, ErrorCode.ALREADY_LOGGED_IN)
+        if self.name is None:  # the session lets only login through before it
+            await self._login(envelope, rid)
             return
         ctx = self._context(self.name, rid)
         try:
@@ -445,6 +440,7 @@ class ClientConnection:
             return
         self.name = name
         self.registered = registered
+        self._session.logged_in()
         # Announced to everyone online; subscribed after its own join, so not told of it.
         self._presence.joined(name)
         self._presence.subscribe(self)
@@ -521,12 +517,11 @@ class ClientConnection:
     def _tell_missed(self) -> None:
         """The reader caught up after broadcasts were dropped for it: say how many (to a
         client that asked for Feature.MISSED; others were dropped for silently)."""
-        assert self._channel is not None
         log.info("broadcasts dropped for a slow reader conn=%d count=%d", self.id, self._missed)
         count, self._missed = self._missed, 0
         if Feature.MISSED not in self.features:
             return
-        record = self._channel.seal(encode_event("missed", count=count))
+        record = self._session.seal(encode_event("missed", count=count))
         self._backlog += len(record)
         self._pending.append((record, False))
 
