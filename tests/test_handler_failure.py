@@ -12,17 +12,19 @@ from robust_helpers import Peer, RawSession
 
 from chat.keys import load_private_key, load_public_key
 from chat.protocol.envelope import Envelope
-from chat.server import handlers
-from chat.server.app import ChatServer, ServerConfig
+from chat.server import dispatch
+from chat.server.app import ChatServer
+from chat.server.config import ServerConfig
+from chat.server.context import Context
 
 
 async def test_a_failing_handler_answers_internal_error(
     key_pair: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def broken(ctx: handlers.Context, env: Envelope) -> None:
+    async def broken(ctx: Context, env: Envelope) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setitem(handlers.HANDLERS, "group_list", broken)
+    monkeypatch.setitem(dispatch.HANDLERS, "group_list", broken)
     server = ChatServer(load_private_key(key_pair[0]), ServerConfig(host=HOST, port=0, db_path=":memory:"))
     port = await server.start()
     public_key = load_public_key(key_pair[1])

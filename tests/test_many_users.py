@@ -13,7 +13,8 @@ from robust_helpers import RawSession
 
 from chat.keys import load_private_key, load_public_key
 from chat.protocol.limits import MAX_LIST_ITEMS
-from chat.server.app import ChatServer, ServerConfig
+from chat.server.app import ChatServer
+from chat.server.config import ServerConfig
 from chat.server.handlers import first_names
 
 USERS = MAX_LIST_ITEMS + 26

@@ -26,7 +26,8 @@ from robust_helpers import Peer, RawSession
 from chat.keys import load_private_key, load_public_key
 from chat.protocol.envelope import Envelope, decode_event
 from chat.protocol.limits import MAX_PRESENCE_NAMES
-from chat.server.app import ChatServer, ServerConfig
+from chat.server.app import ChatServer
+from chat.server.config import ServerConfig
 from chat.server.presence import PresenceFeed, encode_presence
 
 PRESENCE = ("user_joined", "user_exited")

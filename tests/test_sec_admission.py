@@ -28,7 +28,8 @@ from chat.keys import load_private_key, load_public_key
 from chat.protocol.errors import HandshakeErrorCode
 from chat.protocol.handshake import ClientHandshake
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
-from chat.server.app import ChatServer, ServerConfig
+from chat.server.app import ChatServer
+from chat.server.config import ServerConfig
 
 ATTACKER = "127.0.0.3"
 

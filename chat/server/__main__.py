@@ -24,7 +24,8 @@ from chat.keys import (
 )
 from chat.server import logs, process_limits
 from chat.server.add_account import AddAccountError, add_account
-from chat.server.app import ChatServer, ServerConfig
+from chat.server.app import ChatServer
+from chat.server.config import ServerConfig
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
 DEFAULT_PORT = 8767

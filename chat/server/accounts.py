@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Callable
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
 from chat.server.errors import RequestError
-from chat.server.handlers import Context
 from chat.server.login_throttle import LoginThrottle, SlidingCounts, address_prefix
 from chat.server.names import key
 from chat.server.passwords import (
@@ -27,6 +26,7 @@ from chat.server.passwords import (
     check_password,
     hash_password,
 )
+from chat.server.request_context import RequestContext
 from chat.server.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ class Accounts:
         except ServerBusy:
             raise RequestError(ErrorCode.SERVER_BUSY) from None
 
-    async def register(self, ctx: Context, env: Envelope) -> None:
+    async def register(self, ctx: RequestContext, env: Envelope) -> None:
         password = _checked(env["password"])
         prefix = address_prefix(_address(ctx))
         now = self._clock()
@@ -148,7 +148,7 @@ class Accounts:
             raise RequestError(ErrorCode.ALREADY_REGISTERED, name=ctx.user)
         ctx.reply("registered", name=ctx.user)
 
-    async def change_password(self, ctx: Context, env: Envelope) -> None:
+    async def change_password(self, ctx: RequestContext, env: Envelope) -> None:
         account = await self._storage.account(key(ctx.user))
         if account is None:
             raise RequestError(ErrorCode.NOT_REGISTERED, name=ctx.user)
@@ -158,7 +158,7 @@ class Accounts:
         ctx.reply("password_changed")
 
 
-def _address(ctx: Context) -> str:
+def _address(ctx: RequestContext) -> str:
     """The requesting connection's IP address ("?" if unknown)."""
     return str(getattr(ctx.outbox, "ip", "?"))
 

@@ -10,7 +10,6 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -21,24 +20,16 @@ from chat.keys import public_pem
 from chat.protocol.codes import CloseCode, NoticeCode
 from chat.protocol.envelope import encode_event
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
-from chat.server.accounts import Accounts
 from chat.server.admission import (
     Admission,
     AdmissionLimits,
     GuardedConnection,
     guarded_connection_class,
 )
+from chat.server.config import ServerConfig
 from chat.server.connection import ClientConnection, WriteBatch
-from chat.server.groups import GroupRegistry
-from chat.server.handlers import Services
-from chat.server.hub import LocalHub
-from chat.server.login_throttle import LoginThrottle
-from chat.server.mailbox import Mailbox, MailboxLimits
-from chat.server.passwords import PasswordWork
-from chat.server.presence import PresenceFeed
 from chat.server.ratelimit import KeyedBuckets
-from chat.server.storage import Storage
-from chat.server.transfers import TransferRelay
+from chat.server.services import build_services
 
 log = logging.getLogger("chat.server")
 
@@ -65,140 +56,13 @@ def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
-@dataclass
-class ServerConfig:
-    host: str = "0.0.0.0"
-    port: int = 8767
-    #: SQLite database file; ":memory:" keeps nothing across restarts.
-    db_path: str = "chat.db"
-    #: Group messages kept per group for /history.
-    history_limit: int = 1000
-    #: Seconds before a wrong password is answered.
-    wrong_password_delay: float = 1.0
-    #: Seconds a new connection has to complete the handshake.
-    handshake_timeout: float = 10.0
-    #: Bytes of sealed, unsent events a connection may have queued before it is dropped.
-    max_backlog_bytes: int = 4 * 1024 * 1024
-    #: Seconds allowed for flushing and closing a connection (the whole shutdown: 2x).
-    close_timeout: float = 2.0
-    #: Seconds a connection has, after the handshake, to log in.
-    login_timeout: float = 60.0
-    #: Requests per second sustained per connection (0: unlimited), and the burst allowed.
-    rate_limit: float = 10.0
-    rate_burst: int = 30
-    #: Kernel send buffer per connection, bytes. 0 keeps the system's autotuning, which
-    #: is faster for file transfers but lets the kernel hold up to a few MiB (Linux:
-    #: net.ipv4.tcp_wmem) for a reader that stopped, before --max-backlog counts.
-    socket_send_buffer: int = 0
-    #: Connections the kernel may hold waiting to be accepted.
-    listen_backlog: int = 1024
-    #: Requests per second and bytes per second that all connections from one network
-    #: (IPv4 /24, IPv6 /64) may send together (0: unlimited); bursts of 3x and 4x. A
-    #: class of 64 behind one NAT may each use their own full rate (64 x 10/s).
-    network_rate_limit: float = 640.0
-    network_byte_rate: float = 2 << 20
-    #: Bytes per second one network's broadcasts may make this server write (their size
-    #: times the connections they go to; review M4), after a burst of four seconds' worth.
-    network_fanout_rate: float = 256 << 20
-    #: Seconds a started transfer may go without a chunk or an ack before it is aborted,
-    #: and transfers one user may be receiving (or be offered) at once.
-    transfer_idle_timeout: float = 60.0
-    max_incoming_transfers: int = 16
-    #: Private messages kept for one offline registered user (count, bytes of text), the
-    #: share of that one sender may fill, all offline messages on the server (bytes), and
-    #: days before a stored message expires.
-    offline_max_messages: int = 1000
-    offline_max_bytes: int = 4 << 20
-    offline_sender_share: float = 0.25
-    offline_server_bytes: int = 1 << 30
-    offline_days: float = 30.0
-    #: Refuse guests: only registered users log in (accounts made with --add-account).
-    registered_only: bool = False
-    #: Names nobody may log in as, besides names.RESERVED_NAMES (compared by skeleton).
-    reserved_names: frozenset[str] = frozenset()
-    #: Connections in all and from one IP address (0: unlimited), counted from accept.
-    max_connections: int = 20000
-    max_connections_per_ip: int = 128
-    #: Connections from one address still in their HTTP upgrade, and the time they have.
-    max_upgrading_per_ip: int = 64
-    upgrade_timeout: float = 5.0
-    #: Handshakes (RSA decryptions) per second from one address and in all, and how many
-    #: may wait for a core; past these a ClientHello is answered SERVER_BUSY.
-    handshakes_per_ip: float = 20.0
-    handshakes_per_second: float = 1000.0
-    handshake_queue: int = 256
-    #: WebSocket pings a peer may send per second, and in a burst.
-    pings_per_second: float = 2.0
-    ping_burst: int = 20
-    #: Groups one user may be a member of, and groups on the server.
-    max_groups_per_user: int = 100
-    max_groups: int = 10000
-    #: Groups one user may own; groups one creator may create per hour (a network six
-    #: times that); days unused before a stored group is deleted (0: never).
-    max_owned_groups: int = 20
-    group_creations_per_hour: float = 10.0
-    group_expiry_days: float = 365.0
-    #: Largest file relayed, bytes a sender may be ahead of its slowest recipient, and
-    #: transfers one user may take part in at once.
-    max_file_size: int = 1 << 30
-    transfer_window: int = 4 * 1024 * 1024
-    max_transfers_per_user: int = 8
-    #: Seconds recipients have to accept or decline a file before they count as failed.
-    offer_timeout: float = 60.0
-    #: Keepalive ping interval and timeout, in seconds.
-    ping_interval: float = 20.0
-    ping_timeout: float = 20.0
-    #: Password attempts per (name, address) and per address prefix (IPv4 /24, IPv6 /64)
-    #: in 10 minutes, counted before the check and refunded when it succeeds.
-    max_login_attempts: int = 5
-    max_login_attempts_per_ip: int = 20
-    #: Cap, in seconds, of the growing delay before checking a password for a name that
-    #: has recent failures from anywhere (never a refusal: the owner still gets in).
-    login_delay_cap: float = 30.0
-    #: Failed logins server-wide in 10 minutes beyond which a warning is logged.
-    failed_login_alert: int = 1000
-    #: Password checks that may wait for a free core before requests get server_busy.
-    password_queue: int = 64
-    #: Accounts registered per address prefix per hour.
-    max_registrations_per_ip: int = 5
-
-
 class ChatServer:
     """Holds the key and the shared services; one ClientConnection per WebSocket."""
 
     def __init__(self, private_key: rsa.RSAPrivateKey, config: ServerConfig | None = None) -> None:
         self.private_key = private_key
         self.config = config = config or ServerConfig()
-        storage = Storage(config.db_path, history_limit=config.history_limit)
-        self.services = Services(
-            hub=LocalHub(),
-            groups=GroupRegistry(
-                config.max_groups_per_user, config.max_groups, config.max_owned_groups,
-                config.group_creations_per_hour,
-            ),
-            storage=storage,
-            accounts=Accounts(
-                storage, config.wrong_password_delay,
-                throttle=LoginThrottle(
-                    config.max_login_attempts, config.max_login_attempts_per_ip,
-                    config.failed_login_alert, config.login_delay_cap,
-                ),
-                work=PasswordWork(max_waiting=config.password_queue),
-                registrations_per_ip=config.max_registrations_per_ip,
-            ),
-            transfers=TransferRelay(
-                config.max_file_size, config.transfer_window, config.max_transfers_per_user,
-                config.offer_timeout, config.transfer_idle_timeout, config.max_incoming_transfers,
-            ),
-            presence=PresenceFeed(),
-            mailbox=Mailbox(
-                storage,
-                MailboxLimits(
-                    config.offline_max_messages, config.offline_max_bytes, config.offline_sender_share,
-                    config.offline_server_bytes, config.offline_days,
-                ),
-            ),
-        )
+        self.services = build_services(config)
         #: Threads for the handshake's RSA unwrap (cryptography releases the GIL), one per
         #: core: a small dedicated pool hands work over with less overhead than
         #: asyncio.to_thread and keeps password hashing from queueing behind handshakes.

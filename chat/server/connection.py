@@ -15,8 +15,10 @@ import itertools
 import logging
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from concurrent.futures import Executor
+from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -25,16 +27,34 @@ from chat.protocol.codes import CloseCode, ErrorCode, Feature, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed, RecordError
 from chat.protocol.limits import MAX_FRAME_BYTES
-from chat.server.errors import RequestError
-from chat.server.handlers import HANDLERS, Context, drop_guest, encode_reply
+from chat.server.config import ServerConfig
+from chat.server.context import Context, encode_reply
+from chat.server.dispatch import dispatch
+from chat.server.login import logout
 from chat.server.login_throttle import address_prefix
-from chat.server.names import display_form, reserved, username_problem
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
+from chat.server.services import Services
 from chat.server.session import Action, End, Established, Refuse, SendHandshake, Serve, ServerSession, Unwrap
 
-if TYPE_CHECKING:
-    from chat.server.app import ChatServer
+
+class Host(Protocol):
+    """What a connection uses of the server it belongs to (app.ChatServer)."""
+
+    private_key: rsa.RSAPrivateKey
+    config: ServerConfig
+    services: Services
+    write_batch: WriteBatch
+
+    @property
+    def crypto_pool(self) -> Executor: ...
+
+    #: ClientHellos whose RSA decryption is queued or running.
+    pending_handshakes: int
+
+    def handshake_allowed(self, ip: str) -> bool: ...
+
+    def network_allows(self, network: str, size: int, *, broadcast: bool = False) -> bool: ...
 
 log = logging.getLogger("chat.server")
 _ids = itertools.count(1)
@@ -99,7 +119,7 @@ class WriteBatch:
 class ClientConnection:
     """Implements the hub's Outbox for one logged-in user."""
 
-    def __init__(self, websocket: ServerConnection, server: ChatServer) -> None:
+    def __init__(self, websocket: ServerConnection, server: Host) -> None:
         self.id = next(_ids)
         self.name: str | None = None
         #: Whether the logged-in user has an account (a guest otherwise).
@@ -386,76 +406,25 @@ class ClientConnection:
             self.close_soon(CloseCode.POLICY_VIOLATION, "login timed out")
 
     async def _handle(self, envelope: Envelope) -> None:
-        rid = envelope.get("rid")
-        if self.name is None:  # the session lets only login through before it
-            await self._login(envelope, rid)
-            return
-        ctx = self._context(self.name, rid)
-        try:
-            await HANDLERS[envelope.type](ctx, envelope)
-        except RequestError as exc:
-            self._error(rid, exc.code, **exc.fields)
-        except Exception:
-            # A bug, not bad input: this request fails, the session and the server go on.
-            log.exception("request failed conn=%d user=%s type=%s", self.id, self.name, envelope.type)
-            self._error(rid, ErrorCode.INTERNAL_ERROR)
+        ctx = self._context(self.name or "", envelope.get("rid"))
+        await dispatch(ctx, envelope)
         if ctx.quitting:
             # Released before the reply, so the name is free once the client sees ``ok``.
             await self._logout()
-            self._reply(rid, "ok")
+            ctx.reply("ok")
             self.close_soon(CloseCode.NORMAL, "bye")
 
-    async def _login(self, envelope: Envelope, rid: int | None) -> None:
-        services = self._server.services
-        name: str = envelope["name"]
-        problem = username_problem(name)
-        if problem is not None:
-            self._error(rid, ErrorCode.USERNAME_INVALID, name=name, detail=problem)
-            return
-        name = display_form(name)
-        if (
-            await services.hub.lookup(name) is not None
-            or await services.hub.lookup_similar(name) is not None
-            or await services.storage.account_like(name) is not None
-        ):
-            # A look-alike of a name online or registered is as taken as the name itself.
-            self._error(rid, ErrorCode.USERNAME_TAKEN, name=name)
-            return
-        try:
-            name = await services.accounts.authenticate(name, envelope.get("password"), self.ip)
-        except RequestError as exc:
-            log.info("login refused conn=%d peer=%s: %s", self.id, self.peer, exc.code)
-            self._error(rid, exc.code, **exc.fields)
-            return
-        registered = await services.accounts.is_registered(name) is not None
-        if not registered and reserved(name, self._server.config.reserved_names):
-            # Only an account the operator made (--add-account) may bear such a name.
-            self._error(rid, ErrorCode.USERNAME_RESERVED, name=name)
-            return
-        if not registered and self._server.config.registered_only:
-            self._error(rid, ErrorCode.REGISTRATION_REQUIRED, name=name)
-            return
-        if self._closing or not await services.hub.claim(name, self):
-            self._error(rid, ErrorCode.USERNAME_TAKEN, name=name)
-            return
-        self.name = name
-        self.registered = registered
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
+        """The login handler accepted ``name`` for this connection."""
+        self.name, self.registered, self.features = name, registered, features
         self._session.logged_in()
-        # Announced to everyone online; subscribed after its own join, so not told of it.
-        self._presence.joined(name)
-        self._presence.subscribe(self)
         if self._login_timer is not None:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)
-        asked = envelope.get("features")
-        self.features = {Feature(f) for f in asked or () if f in Feature.__members__.values()}
-        paged = Feature.OFFLINE_PAGES in self.features
-        waiting = await services.mailbox.waiting(name) if paged else 0
-        fields: dict[str, object] = {"offline": waiting} if waiting else {}
-        if asked is not None:
-            fields["features"] = sorted(self.features)
-        self._reply(rid, "welcome", name=name, **fields)
-        await services.mailbox.send_page(name, self, paged=paged)
 
     def _context(self, user: str, rid: int | None) -> Context:
         return Context(user, rid, self, self._server.services, address=self.ip, registered=self.registered)
@@ -464,15 +433,8 @@ class ClientConnection:
         if self.name is None:
             return
         name, self.name = self.name, None
-        services = self._server.services
-        await services.transfers.disconnected(self._context(name, None))
-        if not self.registered:
-            await drop_guest(self._context(name, None))
-        await services.hub.release(name, self)
-        services.mailbox.forget(name)
+        await logout(self._context(name, None))
         log.info("exit conn=%d user=%s", self.id, name)
-        self._presence.unsubscribe(self)
-        self._presence.exited(name)
 
     def _reply(self, rid: int | None, kind: str, **fields: object) -> None:
         reply = encode_reply(rid, kind, **fields)

@@ -7,124 +7,17 @@ or raises :class:`RequestError`, which the dispatcher turns into the ``error`` r
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chat.protocol.codes import ErrorCode
-from chat.protocol.envelope import Envelope, encode_event
+from chat.protocol.envelope import Envelope
 from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
+from chat.server.context import Context
 from chat.server.errors import RequestError
-from chat.server.groups import GroupChange, GroupRegistry
-from chat.server.hub import Hub, Outbox
+from chat.server.groups import GroupChange
 from chat.server.login_throttle import address_prefix
 from chat.server.mailbox import sender_key
 from chat.server.names import key
-
-if TYPE_CHECKING:
-    from chat.server.accounts import Accounts
-    from chat.server.mailbox import Mailbox
-    from chat.server.presence import PresenceFeed
-    from chat.server.storage import Storage
-    from chat.server.transfers import TransferRelay
-
-
-@dataclass
-class Services:
-    """Everything a handler may use, shared by all connections of this server."""
-
-    hub: Hub
-    groups: GroupRegistry
-    storage: Storage
-    accounts: Accounts
-    transfers: TransferRelay
-    #: Announces logins and exits to everyone online, in batches.
-    presence: PresenceFeed
-    #: Private messages kept for offline registered users.
-    mailbox: Mailbox
-
-
-def encode_reply(rid: int | None, kind: str, **fields: Any) -> bytes | None:
-    """The reply to a request numbered ``rid``. A request without a ``rid`` is not
-    acknowledged: its ``ok`` is not sent (PROTOCOL.md section 6), which spares a sender
-    that does not wait for answers (a bot posting to everyone) one record per request."""
-    if rid is None:
-        return None if kind == "ok" else encode_event(kind, **fields)
-    return encode_event(kind, re=rid, **fields)
-
-
-@dataclass
-class Context:
-    user: str
-    rid: int | None
-    outbox: Outbox
-    services: Services
-    #: Set by the quit handler: the connection closes once the reply is sent.
-    quitting: bool = False
-    #: The peer's IP address.
-    address: str = ""
-    #: Whether ``user`` has an account (else a guest: nothing of theirs is kept).
-    registered: bool = False
-
-    @property
-    def hub(self) -> Hub:
-        return self.services.hub
-
-    @property
-    def groups(self) -> GroupRegistry:
-        return self.services.groups
-
-    @property
-    def storage(self) -> Storage:
-        return self.services.storage
-
-    @property
-    def accounts(self) -> Accounts:
-        return self.services.accounts
-
-    @property
-    def transfers(self) -> TransferRelay:
-        return self.services.transfers
-
-    async def commit(self, change: GroupChange) -> None:
-        """Store a planned group change, then apply it. Callers hold ``groups.changing``
-        and reply and notify right after, so the change, its announcement and its use for
-        routing happen together, and only once it is on disk."""
-        before, after = change.before, change.after
-        if after is None:
-            await self.storage.delete_group(key(change.name))
-        elif after.persistent:
-            await self.storage.save_group(key(change.name), after.to_stored())
-        elif before is not None and before.persistent:
-            await self.storage.forget_group(key(change.name))  # now a guest's: not kept
-        self.groups.apply(change)
-
-    def reply(self, kind: str, **fields: Any) -> None:
-        reply = encode_reply(self.rid, kind, **fields)
-        if reply is not None:
-            self.outbox.deliver(reply)
-
-    async def notify(self, names: Iterable[str], kind: str, **fields: Any) -> None:
-        await self.hub.send(names, encode_event(kind, **fields))
-
-    async def notify_others(self, kind: str, **fields: Any) -> None:
-        await self.hub.send_all(encode_event(kind, **fields), exclude=self.user)
-
-    async def online_user(self, name: str) -> str:
-        found = await self.hub.lookup(name)
-        if found is None:
-            raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[name])
-        return found
-
-    async def known_user(self, name: str) -> str:
-        """An online or registered user's name as they write it."""
-        found = await self.hub.lookup(name) or await self.accounts.is_registered(name)
-        if found is None:
-            raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[name])
-        return found
-
-
-Handler = Callable[[Context, Envelope], Awaitable[None]]
 
 #: Group messages /history shows when no count is given.
 DEFAULT_HISTORY = 20
@@ -381,26 +274,6 @@ async def quit_chat(ctx: Context, env: Envelope) -> None:
     ctx.quitting = True
 
 
-HANDLERS: dict[str, Handler] = {
-    "broadcast": broadcast,
-    "private": private,
-    "list": list_users,
-    "group_create": group_create,
-    "group_join": group_join,
-    "group_list": group_list,
-    "group_members": group_members,
-    "group_message": group_message,
-    "group_leave": group_leave,
-    "group_delete": group_delete,
-    "group_add": group_add,
-    "group_kick": group_kick,
-    "group_history": group_history,
-    "group_invite_only": group_invite_only,
-    "quit": quit_chat,
-    "offline_ack": offline_ack,
-}
-
-
 async def register(ctx: Context, env: Envelope) -> None:
     await ctx.accounts.register(ctx, env)
     ctx.registered = True
@@ -410,23 +283,3 @@ async def register(ctx: Context, env: Envelope) -> None:
 
 async def change_password(ctx: Context, env: Envelope) -> None:
     await ctx.accounts.change_password(ctx, env)
-
-
-HANDLERS.update({"register": register, "change_password": change_password})
-
-
-def _transfer_step(step: str) -> Handler:
-    """File requests are handled by the relay's method of the same name."""
-
-    async def handle(ctx: Context, env: Envelope) -> None:
-        await getattr(ctx.transfers, step)(ctx, env)
-
-    return handle
-
-
-HANDLERS.update(
-    {
-        f"file_{step}": _transfer_step(step)
-        for step in ("offer", "accept", "decline", "chunk", "ack", "end", "done", "failed", "cancel")
-    }
-)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from chat.protocol.codes import Feature
 from chat.server.names import key, skeleton
 
 
@@ -22,6 +23,17 @@ class Outbox(Protocol):
 
     #: Whether its user has an account (a guest otherwise).
     registered: bool
+    #: How far into the presence feed it has been sent (presence.py).
+    presence_seen: int
+    #: Extensions its client asked for at login (PROTOCOL.md section 6.6).
+    features: set[Feature]
+
+    @property
+    def closing(self) -> bool:
+        """Whether the connection is ending (a login on it must fail)."""
+
+    def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
+        """The login handler accepted ``name``: the connection records it."""
 
     def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
         """Seal and queue one encoded event; never blocks, never raises. ``bulk`` marks

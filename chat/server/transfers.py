@@ -22,8 +22,8 @@ from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.flow import FlowError, RelayWindow
 from chat.protocol.limits import MAX_LIST_ITEMS
 from chat.server.errors import RequestError
-from chat.server.handlers import Context
 from chat.server.names import key
+from chat.server.request_context import RequestContext
 
 #: Transfers whose result was sent; late chunks for them are ignored, not errors. Chunks
 #: and acks still in flight when a transfer ends must find it here even on a busy server.
@@ -57,7 +57,7 @@ class Transfer:
     #: When data last moved (a chunk, an ack, an accept): idle transfers are aborted.
     last_progress: float = 0.0
     #: The sender's context, to tell both sides when the transfer is aborted for idling.
-    ctx: Context | None = None
+    ctx: RequestContext | None = None
 
     def recipient_names(self) -> list[str]:
         return list(self.receiving.values())
@@ -136,7 +136,7 @@ class TransferRelay:
 
     # --- sender side ------------------------------------------------------------------
 
-    async def offer(self, ctx: Context, env: Envelope) -> None:
+    async def offer(self, ctx: RequestContext, env: Envelope) -> None:
         size: int = env["size"]
         to, group_name = env.get("to"), env.get("group")
         if (to is None) == (group_name is None):
@@ -181,7 +181,7 @@ class TransferRelay:
             incoming["group"] = group.name
         await ctx.notify(recipients, "file_incoming", **incoming)
 
-    async def chunk(self, ctx: Context, env: Envelope) -> None:
+    async def chunk(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_sender(env["id"], ctx.user)
         if transfer is None:
             self._spend_late(env["id"])
@@ -199,7 +199,7 @@ class TransferRelay:
         payload = encode_event("file_chunk", body=data, id=transfer.id, offset=offset)
         await ctx.hub.send(transfer.recipient_names(), payload, bulk=True)
 
-    async def end(self, ctx: Context, env: Envelope) -> None:
+    async def end(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_sender(env["id"], ctx.user)
         if transfer is None:
             ctx.reply("ok")
@@ -222,7 +222,7 @@ class TransferRelay:
             raise RequestError(ErrorCode.BAD_TRANSFER, detail=detail)
         return transfer
 
-    async def accept(self, ctx: Context, env: Envelope) -> None:
+    async def accept(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=True)
         if transfer is not None:
             name = transfer.pending.pop(key(ctx.user))
@@ -231,7 +231,7 @@ class TransferRelay:
             await self._progress(ctx, transfer)
         ctx.reply("ok")
 
-    async def decline(self, ctx: Context, env: Envelope) -> None:
+    async def decline(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=True)
         if transfer is not None:
             name = transfer.pending.pop(key(ctx.user))
@@ -239,7 +239,7 @@ class TransferRelay:
             await self._progress(ctx, transfer)
         ctx.reply("ok")
 
-    async def ack(self, ctx: Context, env: Envelope) -> None:
+    async def ack(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is None:
             self._spend_late(env["id"])
@@ -251,7 +251,7 @@ class TransferRelay:
         transfer.last_progress = asyncio.get_running_loop().time()
         await self._progress(ctx, transfer)
 
-    async def done(self, ctx: Context, env: Envelope) -> None:
+    async def done(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is not None:
             if not transfer.ended:
@@ -262,7 +262,7 @@ class TransferRelay:
             await self._progress(ctx, transfer)
         ctx.reply("ok")
 
-    async def failed(self, ctx: Context, env: Envelope) -> None:
+    async def failed(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._as_recipient(env["id"], ctx.user, pending=False)
         if transfer is not None:
             name = transfer.receiving.pop(key(ctx.user))
@@ -273,7 +273,7 @@ class TransferRelay:
 
     # --- either side ------------------------------------------------------------------
 
-    async def cancel(self, ctx: Context, env: Envelope) -> None:
+    async def cancel(self, ctx: RequestContext, env: Envelope) -> None:
         transfer = self._get(env["id"])
         if transfer is not None:
             me = key(ctx.user)
@@ -285,7 +285,7 @@ class TransferRelay:
                 raise RequestError(ErrorCode.BAD_TRANSFER, detail=f"transfer {transfer.id} is not yours")
         ctx.reply("ok")
 
-    async def disconnected(self, ctx: Context) -> None:
+    async def disconnected(self, ctx: RequestContext) -> None:
         """``ctx.user`` is gone: abort what they send, count them failed where they receive."""
         me = key(ctx.user)
         for transfer in list(self._transfers.values()):
@@ -298,14 +298,14 @@ class TransferRelay:
 
     # --- bookkeeping ------------------------------------------------------------------
 
-    async def _drop_recipient(self, ctx: Context, transfer: Transfer, who: str, detail: str) -> None:
+    async def _drop_recipient(self, ctx: RequestContext, transfer: Transfer, who: str, detail: str) -> None:
         entry = transfer.receiving.pop(who, None)
         transfer.flow.drop(who)
         name = entry if entry is not None else transfer.pending.pop(who)
         transfer.failed.append({"name": name, "detail": detail})
         await self._progress(ctx, transfer)
 
-    async def _progress(self, ctx: Context, transfer: Transfer) -> None:
+    async def _progress(self, ctx: RequestContext, transfer: Transfer) -> None:
         """Start the data, advance the sender's window, or finish, as the state allows."""
         if transfer.pending:
             return  # some recipients have not answered the offer yet
@@ -329,13 +329,13 @@ class TransferRelay:
             ack = encode_event("file_ack", id=transfer.id, received=acked)
             await ctx.hub.send([transfer.sender], ack)
 
-    async def _abort(self, ctx: Context, transfer: Transfer, detail: str) -> None:
+    async def _abort(self, ctx: RequestContext, transfer: Transfer, detail: str) -> None:
         """End the transfer for every recipient (the sender caused it, so knows)."""
         self._close(transfer)
         recipients = [*transfer.recipient_names(), *transfer.pending.values()]
         await ctx.hub.send(recipients, encode_event("file_aborted", id=transfer.id, detail=detail))
 
-    def _expire_offer(self, ctx: Context, transfer_id: str) -> None:
+    def _expire_offer(self, ctx: RequestContext, transfer_id: str) -> None:
         """Recipients who have not answered the offer in time count as failed."""
         transfer = self._transfers.get(transfer_id)
         if transfer is None or not transfer.pending:
