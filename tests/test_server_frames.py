@@ -8,7 +8,7 @@ import os
 import pytest
 from websockets.frames import Frame, Opcode
 
-from chat.server.connection import binary_frame
+from chat.server.frames import binary_frame
 
 SIZES = [0, 1, 125, 126, 127, 200, 65535, 65536, 65537, 300_000]
 

@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from chat.client.client import DEFAULT_DOWNLOAD_DIR, EXIT_OK, ChatClient, Pacer
+from chat.client.client import DEFAULT_DOWNLOAD_DIR, EXIT_OK, ChatClient
 from chat.client.file_policy import (
     DEFAULT_DOWNLOAD_QUOTA,
     DEFAULT_FILES_PER_MINUTE,
@@ -31,6 +31,7 @@ from chat.client.file_policy import (
 from chat.client.inputs import PipeInput
 from chat.client.known_servers import KnownServers
 from chat.client.output import PlainOutput, TerminalOutput
+from chat.client.pacing import Pacer
 from chat.client.roster import Roster
 from chat.client.style import colour_enabled
 from chat.client.transfers import DEFAULT_MAX_FILE_SIZE

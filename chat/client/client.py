@@ -35,12 +35,13 @@ from chat.client.commands import (
 from chat.client.file_policy import DownloadGate, DownloadLimits
 from chat.client.inputs import LineInput
 from chat.client.output import Output
-from chat.client.reconnect import backoff_delays, loss_reason, worth_retrying
+from chat.client.pacing import Pacer
+from chat.client.reconnect import backoff_delays, loss_reason, relogin, worth_retrying
 from chat.client.render import render
 from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
 from chat.client.transfers import DEFAULT_MAX_FILE_SIZE, TransferManager
-from chat.client.transport import EXIT_DISCONNECTED, ClientError, ClientSession, Disconnected
+from chat.client.transport import ClientError, ClientSession, Disconnected
 from chat.protocol.codes import Feature
 from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
 from chat.protocol.errors import EnvelopeError
@@ -56,59 +57,16 @@ QUIT_TIMEOUT = 10.0
 #: Extensions this client understands (PROTOCOL.md section 6.6).
 FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED)]
 
-#: Our own pace, under the server's guaranteed minimum (README "Server options and limits": 10 per second,
-#: bursts of 30), so a piped script is slowed down rather than disconnected.
-PACE_PER_SECOND = 8.0
-PACE_BURST = 20
 #: How often the terminal's transfer progress bar is redrawn.
 STATUS_INTERVAL = 0.5
 LOST = "the connection to the server was lost"
 HELD_NOTE = "(not connected: will send when reconnected)"
-#: Logging back in while the server still holds the old session (it notices a dead
-#: connection only after its keepalive timeout): try again this often, for this long
-#: (less than the server's default login timeout of 60 s).
-RELOGIN_RETRY = 2.0
-RELOGIN_PATIENCE = 50.0
-
 #: Opens a new session to the same server with the same trusted key.
 Reconnect = Callable[[], Awaitable[ClientSession]]
 
 
-class Pacer:
-    """A token bucket on our side of the rate limit: ``wait()`` before each request."""
-
-    def __init__(self, rate: float = PACE_PER_SECOND, burst: int = PACE_BURST) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last: float | None = None
-
-    async def wait(self) -> None:
-        """Take a token, sleeping until it is due. Safe with several waiting tasks (the
-        chat and file transfers): each reserves its token first, so the bucket may go
-        negative and later callers sleep correspondingly longer."""
-        now = asyncio.get_running_loop().time()
-        if self._last is not None:
-            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        self._tokens -= 1.0
-        if self._tokens < 0.0:
-            await asyncio.sleep(-self._tokens / self._rate)
-
-
 def _needs_server(parsed: Parsed) -> bool:
     return isinstance(parsed, Send | SendFile) or parsed in (Action.REGISTER, Action.PASSWD)
-
-
-def _relogin_refusal(reply: Envelope) -> str:
-    code = reply.get("code")
-    if code == "username_taken":
-        return "the name is still in use"
-    if code == "password_required":
-        return "the name now needs a password"
-    if code == "wrong_password":
-        return "the password was refused"
-    return " ".join(render(reply)) or f"the server answered {reply.type} {code or ''}".rstrip()
 
 
 class ChatClient:
@@ -461,7 +419,10 @@ class ChatClient:
                 what = failure.message.rstrip(".") + "."
                 continue
             try:
-                welcome = await self._relogin(session)
+                assert self._name is not None
+                welcome = await relogin(
+                    session, self._name, self._login_password, self._login_reply, self._say
+                )
             except ClientError as failure:
                 with contextlib.suppress(Exception):
                     await session.close()
@@ -476,36 +437,6 @@ class ChatClient:
             self._out.show(f"Reconnected as {self._name}.", SYSTEM)
             return
 
-    async def _relogin(self, session: ClientSession) -> Envelope:
-        """Log in on ``session`` as before; the welcome. Retries while the server still
-        holds our old session."""
-        assert self._name is not None
-        fields: dict[str, Any] = {"name": self._name}
-        if self._login_password is not None:
-            fields["password"] = self._login_password
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + RELOGIN_PATIENCE
-        told = False
-        while True:
-            reply = await self._login_reply(session, fields)
-            if reply.type == "welcome":
-                return reply
-            if reply.get("code") == "server_busy" and loop.time() < give_up:
-                await asyncio.sleep(RELOGIN_RETRY)  # too many password checks at once
-                continue
-            if reply.get("code") == "username_taken" and loop.time() < give_up:
-                if not told:
-                    self._out.show(
-                        f"The server still has the old session of {self._name}; "
-                        f"trying again every {RELOGIN_RETRY:g} s...",
-                        SYSTEM,
-                    )
-                    told = True
-                await asyncio.sleep(RELOGIN_RETRY)
-                continue
-            refusal = _relogin_refusal(reply)
-            raise ClientError(f"Cannot log back in as {self._name}: {refusal}.", EXIT_DISCONNECTED)
-
     async def _login_reply(self, session: ClientSession, fields: dict[str, Any]) -> Envelope:
         """Send ``login`` and receive until its reply (nothing else is expected before)."""
         await self._pacer.wait()
@@ -516,6 +447,9 @@ class ChatClient:
                 return event
             self._note(event)
             self._present(event)
+
+    def _say(self, line: str) -> None:
+        self._out.show(line, SYSTEM)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -9,10 +9,20 @@ protocol, is not: trying again would only repeat it.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
-from chat.client.transport import EXIT_CANNOT_CONNECT, ClientError, Disconnected
+from chat.client.render import render
+from chat.client.transport import (
+    EXIT_CANNOT_CONNECT,
+    EXIT_DISCONNECTED,
+    ClientError,
+    ClientSession,
+    Disconnected,
+)
+from chat.protocol.envelope import Envelope
 
 #: Going away (server shutdown), abnormal closure, internal error, service restart, try
 #: again later (server full), bad gateway.
@@ -52,3 +62,54 @@ def backoff_delays(
     while True:
         yield min(cap, delay * (1 + jitter * (2 * rand() - 1)))
         delay = min(cap, delay * 2)
+
+
+#: Logging back in while the server still holds the old session (it notices a dead
+#: connection only after its keepalive timeout): try again this often, for this long
+#: (less than the server's default login timeout of 60 s).
+RELOGIN_RETRY = 2.0
+RELOGIN_PATIENCE = 50.0
+
+#: Sends ``login`` with these fields on a session and returns its reply.
+LoginReply = Callable[[ClientSession, dict[str, Any]], Awaitable[Envelope]]
+
+
+async def relogin(
+    session: ClientSession, name: str, password: str | None, login: LoginReply, say: Callable[[str], None]
+) -> Envelope:
+    """Log in on ``session`` as ``name`` again; the welcome. Retries while the server
+    still holds our old session, or is too busy to check the password."""
+    fields: dict[str, Any] = {"name": name}
+    if password is not None:
+        fields["password"] = password
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + RELOGIN_PATIENCE
+    told = False
+    while True:
+        reply = await login(session, fields)
+        if reply.type == "welcome":
+            return reply
+        if reply.get("code") == "server_busy" and loop.time() < give_up:
+            await asyncio.sleep(RELOGIN_RETRY)  # too many password checks at once
+            continue
+        if reply.get("code") == "username_taken" and loop.time() < give_up:
+            if not told:
+                say(
+                    f"The server still has the old session of {name}; "
+                    f"trying again every {RELOGIN_RETRY:g} s..."
+                )
+                told = True
+            await asyncio.sleep(RELOGIN_RETRY)
+            continue
+        raise ClientError(f"Cannot log back in as {name}: {_relogin_refusal(reply)}.", EXIT_DISCONNECTED)
+
+
+def _relogin_refusal(reply: Envelope) -> str:
+    code = reply.get("code")
+    if code == "username_taken":
+        return "the name is still in use"
+    if code == "password_required":
+        return "the name now needs a password"
+    if code == "wrong_password":
+        return "the password was refused"
+    return " ".join(render(reply)) or f"the server answered {reply.type} {code or ''}".rstrip()

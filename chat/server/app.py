@@ -27,7 +27,8 @@ from chat.server.admission import (
     guarded_connection_class,
 )
 from chat.server.config import ServerConfig
-from chat.server.connection import ClientConnection, WriteBatch
+from chat.server.connection import ClientConnection
+from chat.server.frames import WriteBatch
 from chat.server.ratelimit import KeyedBuckets
 from chat.server.services import build_services
 

@@ -10,51 +10,27 @@ anyone else. The queue is bounded in bytes, and a connection that overflows it i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import struct
 from collections import deque
-from concurrent.futures import Executor
-from typing import Protocol
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from chat.protocol.codes import CloseCode, ErrorCode, Feature, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
-from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed, RecordError
-from chat.protocol.limits import MAX_FRAME_BYTES
-from chat.server.config import ServerConfig
+from chat.protocol.errors import RecordError
 from chat.server.context import Context, encode_reply
 from chat.server.dispatch import dispatch
+from chat.server.frames import binary_frame
+from chat.server.handshaking import run_handshake
+from chat.server.host import Host
 from chat.server.login import logout
 from chat.server.login_throttle import address_prefix
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
-from chat.server.services import Services
-from chat.server.session import Action, End, Established, Refuse, SendHandshake, Serve, ServerSession, Unwrap
-
-
-class Host(Protocol):
-    """What a connection uses of the server it belongs to (app.ChatServer)."""
-
-    private_key: rsa.RSAPrivateKey
-    config: ServerConfig
-    services: Services
-    write_batch: WriteBatch
-
-    @property
-    def crypto_pool(self) -> Executor: ...
-
-    #: ClientHellos whose RSA decryption is queued or running.
-    pending_handshakes: int
-
-    def handshake_allowed(self, ip: str) -> bool: ...
-
-    def network_allows(self, network: str, size: int, *, broadcast: bool = False) -> bool: ...
+from chat.server.session import Action, End, Refuse, Serve, ServerSession
 
 log = logging.getLogger("chat.server")
 _ids = itertools.count(1)
@@ -63,57 +39,8 @@ _ids = itertools.count(1)
 #: Below this many bytes waiting in the socket's buffer, an event is written directly.
 DIRECT_LIMIT = 64 * 1024
 
-#: Bytes of frames gathered for the end of an event-loop iteration before they are sent
-#: at once anyway.
-MAX_BATCH_BYTES = 1024 * 1024
-
 #: Requests exempt from the rate limit: file data, which flow control paces instead.
 UNMETERED = frozenset({"file_chunk", "file_ack"})
-
-
-_SHORT_FRAME_HEADERS = [bytes((0x82, n)) for n in range(126)]
-_MEDIUM_FRAME_HEADER = struct.Struct("!BBH")
-_LONG_FRAME_HEADER = struct.Struct("!BBQ")
-
-
-def binary_frame(payload: bytes) -> bytes:
-    """A final, unmasked binary WebSocket frame (RFC 6455 section 5.2): what a server
-    sends, so no mask and no extensions (compression is off)."""
-    size = len(payload)
-    if size < 126:
-        return _SHORT_FRAME_HEADERS[size] + payload
-    if size < 1 << 16:
-        return _MEDIUM_FRAME_HEADER.pack(0x82, 126, size) + payload
-    return _LONG_FRAME_HEADER.pack(0x82, 127, size) + payload
-
-
-class WriteBatch:
-    """The connections with frames waiting to be sent at the end of this event-loop
-    iteration. Several broadcasts handled in one iteration (one read can carry many) then
-    cost each recipient one ``send()`` system call, not one per broadcast. The wait is one
-    iteration of the loop: microseconds when it is idle."""
-
-    def __init__(self) -> None:
-        self._waiting: list[ClientConnection] = []
-        self._bytes = 0
-
-    def add(self, connection: ClientConnection) -> None:
-        if not self._waiting:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._waiting.append(connection)
-
-    def count(self, size: int) -> None:
-        """Bound what waits: one iteration announcing a batch of logins to 10,000 users
-        would otherwise hold every copy at once."""
-        self._bytes += size
-        if self._bytes > MAX_BATCH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        waiting, self._waiting = self._waiting, []
-        self._bytes = 0
-        for connection in waiting:
-            connection.flush_frames()
 
 
 class ClientConnection:
@@ -281,68 +208,8 @@ class ClientConnection:
         self.deliver(encode_event("notice", code=code))
 
     async def _handshake(self) -> bool:
-        """Carry out the session's handshake actions until it is established (True), or
-        ends (False: already answered and closed)."""
-        session = self._session
-        try:
-            async with asyncio.timeout(self._server.config.handshake_timeout):
-                while not session.established:
-                    message = await self._ws.recv()
-                    end = await self._handshake_actions(session.receive(message))
-                    if end is not None:
-                        await self._end_handshake(end)
-                        return False
-        except TimeoutError:
-            timeout = HandshakeFailed(HandshakeErrorCode.TIMEOUT, "handshake timed out")
-            await self._end_handshake(session.fail(timeout))
-            return False
-        except ConnectionClosed:
-            return False
-        log.debug("handshake done conn=%d", self.id)
-        return True
-
-    async def _handshake_actions(self, actions: list[Action]) -> End | None:
-        """Do what the handshake asks; the End to carry out, if it came to one."""
-        for action in actions:
-            if isinstance(action, Unwrap):
-                outcome = await self._unwrap(action.hello)
-                return await self._handshake_actions(self._session.unwrapped(outcome))
-            if isinstance(action, SendHandshake):
-                # Straight out: nothing else can be waiting for this connection yet.
-                self._send(binary_frame(action.data))
-            elif isinstance(action, Established):
-                # Records may now be as large as an envelope needs (2 KiB until here).
-                self._ws.protocol.max_message_size = MAX_FRAME_BYTES
-            elif isinstance(action, End):
-                return action
-        return None
-
-    async def _unwrap(self, hello: bytes) -> bytes | HandshakeFailed:
-        """The RSA unwrap of a ClientHello, in a thread (cryptography releases the GIL, so
-        handshakes use every core and never stall the event loop), if this address and
-        the server are within their handshake rates and the queue has room; otherwise
-        SERVER_BUSY before any RSA work (review M1)."""
-        server = self._server
-        if not server.handshake_allowed(self.ip):
-            return HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
-        server.pending_handshakes += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                server.crypto_pool, self._session.unwrap, hello
-            )
-        except HandshakeFailed as exc:
-            return exc
-        finally:
-            server.pending_handshakes -= 1
-
-    async def _end_handshake(self, end: End) -> None:
-        """Send the HandshakeError and close (PROTOCOL.md sections 1 and 6.4)."""
-        # DEBUG: anyone can cause these at will, and a flood must not flood the log.
-        log.debug("handshake failed conn=%d peer=%s: %s", self.id, self.peer, end.reason)
-        with contextlib.suppress(ConnectionClosed):
-            if end.handshake_error is not None:
-                await self._ws.send(end.handshake_error)
-            await self._ws.close(end.code, end.reason[:120])
+        """The session's handshake over this WebSocket (handshaking.py)."""
+        return await run_handshake(self._ws, self._session, self._server, self.ip, self._send)
 
     async def _read_loop(self) -> None:
         try:

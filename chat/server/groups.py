@@ -20,7 +20,7 @@ from chat.protocol.codes import ErrorCode
 from chat.server.errors import RequestError
 from chat.server.names import is_group_name, key
 from chat.server.ratelimit import KeyedBuckets
-from chat.server.storage import StoredGroup
+from chat.server.schema import StoredGroup
 
 
 @dataclass

@@ -25,7 +25,8 @@ from chat.server.errors import RequestError
 from chat.server.hub import Outbox
 from chat.server.login_throttle import address_prefix
 from chat.server.names import key
-from chat.server.storage import MailboxQuota, Storage
+from chat.server.schema import MailboxQuota
+from chat.server.storage import Storage
 
 log = logging.getLogger("chat.server")
 

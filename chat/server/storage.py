@@ -1,162 +1,27 @@
-"""Durable server state in SQLite (README "Accounts and guests"): accounts, groups, offline messages,
-group history.
-
-All database work runs on one dedicated thread, so a slow disk never stalls the event
-loop; callers await each call. The database is in WAL mode with ``synchronous=NORMAL``:
-a committed transaction survives the server process being killed. Handlers reply to a
-request only after its change is committed, so whatever a client saw acknowledged is
-there after a crash. The schema is versioned with ``PRAGMA user_version``; each entry of
-``MIGRATIONS`` moves it one version up.
-"""
+"""Durable server state (README "Accounts and guests"): the queries for accounts,
+groups, offline messages and group history, over database.Database (SQLite on its own
+thread; the schema is in schema.py). Handlers reply to a request only after its change is
+committed, so whatever a client saw acknowledged is there after a crash."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import sqlite3
-import stat
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
+from chat.server.database import Database
 from chat.server.names import key, skeleton
-
-T = TypeVar("T")
-
-MIGRATIONS: list[str] = [
-    # 1: accounts, groups, memberships, kicks, offline messages, group history.
-    """
-    CREATE TABLE account (
-        name_key TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        password_hash TEXT NOT NULL,
-        created_at REAL NOT NULL
-    );
-    CREATE TABLE chat_group (
-        name_key TEXT PRIMARY KEY,
-        name TEXT NOT NULL,
-        owner_key TEXT NOT NULL,
-        created_seq INTEGER NOT NULL
-    );
-    CREATE TABLE group_member (
-        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
-        user_key TEXT NOT NULL,
-        user_name TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        PRIMARY KEY (group_key, user_key)
-    );
-    CREATE TABLE group_kick (
-        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
-        user_key TEXT NOT NULL,
-        PRIMARY KEY (group_key, user_key)
-    );
-    CREATE TABLE offline_message (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        recipient_key TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        text TEXT NOT NULL,
-        sent_at REAL NOT NULL
-    );
-    CREATE INDEX offline_by_recipient ON offline_message(recipient_key, id);
-    CREATE TABLE group_message (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        group_key TEXT NOT NULL,
-        sender TEXT NOT NULL,
-        text TEXT NOT NULL,
-        sent_at REAL NOT NULL
-    );
-    CREATE INDEX history_by_group ON group_message(group_key, id);
-    """,
-    # 2: offline messages know who left them (an account, or a guest's network) and their
-    # size, for the per-recipient, per-sender and server-wide quotas.
-    """
-    ALTER TABLE offline_message ADD COLUMN sender_key TEXT NOT NULL DEFAULT '';
-    ALTER TABLE offline_message ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
-    UPDATE offline_message SET size = length(CAST(text AS BLOB));
-    CREATE INDEX offline_by_sender ON offline_message(recipient_key, sender_key);
-    CREATE INDEX offline_by_age ON offline_message(sent_at);
-    """,
-    # 3: what each registered name looks like (names.skeleton), so a look-alike name is
-    # refused like the name itself; filled in by _migrate for existing accounts.
-    """
-    ALTER TABLE account ADD COLUMN skeleton TEXT NOT NULL DEFAULT '';
-    CREATE INDEX account_by_skeleton ON account(skeleton);
-    """,
-    # 4: invite-only groups; members added by the owner who have not accepted yet; where
-    # each member's view of the history starts.
-    """
-    ALTER TABLE chat_group ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE group_member ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE group_member ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
-    """,
-    # 5: when each group was last used (a message or a change), so abandoned groups expire;
-    # existing groups count as used at the migration.
-    """
-    ALTER TABLE chat_group ADD COLUMN active_at REAL NOT NULL DEFAULT 0;
-    UPDATE chat_group SET active_at = CAST(strftime('%s', 'now') AS REAL);
-    """,
-]
-
-
-def _tighten(path: str) -> None:
-    """Make the database and its WAL files readable by their owner only (POSIX)."""
-    for name in (path, path + "-wal", path + "-shm"):
-        with contextlib.suppress(OSError):
-            mode = stat.S_IMODE(os.stat(name).st_mode)
-            if mode & 0o077:
-                os.chmod(name, mode & 0o700)
-
+from chat.server.schema import MailboxQuota, StoredGroup, StoredMessage
 
 #: A group's history is pruned to ``history_limit`` once every this many of its inserts.
 PRUNE_EVERY = 64
 
 
-@dataclass
-class StoredGroup:
-    name: str
-    owner_key: str
-    #: (user_key, user_name) in join order.
-    members: list[tuple[str, str]] = field(default_factory=list)
-    kicked: set[str] = field(default_factory=set)
-    invite_only: bool = False
-    #: Members who have not accepted the owner's add yet.
-    pending: set[str] = field(default_factory=set)
-    #: user_key -> id of the last group message before they joined.
-    joined: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    sender: str
-    text: str
-    sent_at: float
-    #: The row's id, where the caller needs it (offline messages, acknowledged by id).
-    id: int = 0
-
-
-@dataclass(frozen=True)
-class MailboxQuota:
-    """What may wait for one offline user: in all, from one sender (an account, or a
-    guest's network), and on the whole server."""
-
-    max_messages: int
-    max_bytes: int
-    sender_messages: int
-    sender_bytes: int
-    server_bytes: int
-
-
-class Storage:
+class Storage(Database):
     """The SQLite database behind the server, used from asyncio."""
 
     def __init__(self, path: str, *, history_limit: int = 1000) -> None:
-        self.path = path
+        super().__init__(path)
         self.history_limit = history_limit
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
-        self._db: sqlite3.Connection | None = None
         self._group_seq = 0
         #: The id of the newest group message (a member's history starts after the one
         #: that was newest when they joined).
@@ -166,46 +31,7 @@ class Storage:
         #: Inserts per group since start, which decide when a group's history is pruned.
         self._inserts: dict[str, int] = {}
 
-    # --- plumbing ---------------------------------------------------------------------
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def _conn(self) -> sqlite3.Connection:
-        assert self._db is not None, "Storage.open() was not awaited"
-        return self._db
-
-    async def open(self) -> None:
-        await self._run(self._open)
-
-    def _open(self) -> None:
-        private = self.path != ":memory:" and hasattr(os, "umask")
-        # The database holds password hashes, offline messages and history: private to the
-        # server's user (review L4). SQLite gives the -wal and -shm files the database
-        # file's mode, so a new database is created under a umask of 077 and an existing
-        # one with looser permissions is tightened.
-        old_umask = os.umask(0o077) if private else None
-        try:
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-        finally:
-            if old_umask is not None:
-                os.umask(old_umask)
-        if private:
-            _tighten(self.path)
-        self._migrate(db)
-
-    def _migrate(self, db: sqlite3.Connection) -> None:
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise RuntimeError(
-                f"database {self.path} has schema version {version}, newer than this server knows"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+    def _loaded(self, db: sqlite3.Connection) -> None:
         self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
         missing = db.execute("SELECT name_key, name FROM account WHERE skeleton = ''").fetchall()
         db.executemany(
@@ -213,24 +39,6 @@ class Storage:
         )
         self.last_message_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM group_message").fetchone()[0]
         self._offline_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM offline_message").fetchone()[0]
-        self._db = db
-
-    async def close(self) -> None:
-        if self._db is not None:
-            await self._run(self._conn().close)
-            self._db = None
-        self._executor.shutdown(wait=True)
-
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
 
     # --- accounts ---------------------------------------------------------------------
 

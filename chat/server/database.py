@@ -1,0 +1,100 @@
+"""SQLite from asyncio: one dedicated thread runs every statement (so a slow disk never
+stalls the event loop), the file is private to its user (review L4), WAL mode with
+``synchronous=NORMAL`` (a committed transaction survives the process being killed), and
+the schema is brought up to date at open (schema.MIGRATIONS)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from chat.server.schema import MIGRATIONS
+
+T = TypeVar("T")
+
+
+def _tighten(path: str) -> None:
+    """Make the database and its WAL files readable by their owner only (POSIX)."""
+    for name in (path, path + "-wal", path + "-shm"):
+        with contextlib.suppress(OSError):
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+
+
+class Database:
+    """An SQLite database used from asyncio; :class:`storage.Storage` adds the queries."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
+        self._db: sqlite3.Connection | None = None
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None, "Storage.open() was not awaited"
+        return self._db
+
+    async def open(self) -> None:
+        await self._run(self._open)
+
+    def _open(self) -> None:
+        private = self.path != ":memory:" and hasattr(os, "umask")
+        # The database holds password hashes, offline messages and history: private to the
+        # server's user (review L4). SQLite gives the -wal and -shm files the database
+        # file's mode, so a new database is created under a umask of 077 and an existing
+        # one with looser permissions is tightened.
+        old_umask = os.umask(0o077) if private else None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+        finally:
+            if old_umask is not None:
+                os.umask(old_umask)
+        if private:
+            _tighten(self.path)
+        self._migrate(db)
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"database {self.path} has schema version {version}, newer than this server knows"
+            )
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
+        self._loaded(db)
+        self._db = db
+
+    def _loaded(self, db: sqlite3.Connection) -> None:
+        """Called once the schema is current, before the database is used."""
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(self._conn().close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result

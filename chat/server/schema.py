@@ -1,0 +1,115 @@
+"""The database's schema (versioned with ``PRAGMA user_version``: each entry of
+``MIGRATIONS`` moves it one version up) and the rows the storage hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIGRATIONS: list[str] = [
+    # 1: accounts, groups, memberships, kicks, offline messages, group history.
+    """
+    CREATE TABLE account (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE chat_group (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        owner_key TEXT NOT NULL,
+        created_seq INTEGER NOT NULL
+    );
+    CREATE TABLE group_member (
+        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
+        user_key TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    CREATE TABLE group_kick (
+        group_key TEXT NOT NULL REFERENCES chat_group(name_key) ON DELETE CASCADE,
+        user_key TEXT NOT NULL,
+        PRIMARY KEY (group_key, user_key)
+    );
+    CREATE TABLE offline_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX offline_by_recipient ON offline_message(recipient_key, id);
+    CREATE TABLE group_message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        group_key TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at REAL NOT NULL
+    );
+    CREATE INDEX history_by_group ON group_message(group_key, id);
+    """,
+    # 2: offline messages know who left them (an account, or a guest's network) and their
+    # size, for the per-recipient, per-sender and server-wide quotas.
+    """
+    ALTER TABLE offline_message ADD COLUMN sender_key TEXT NOT NULL DEFAULT '';
+    ALTER TABLE offline_message ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    UPDATE offline_message SET size = length(CAST(text AS BLOB));
+    CREATE INDEX offline_by_sender ON offline_message(recipient_key, sender_key);
+    CREATE INDEX offline_by_age ON offline_message(sent_at);
+    """,
+    # 3: what each registered name looks like (names.skeleton), so a look-alike name is
+    # refused like the name itself; filled in by _migrate for existing accounts.
+    """
+    ALTER TABLE account ADD COLUMN skeleton TEXT NOT NULL DEFAULT '';
+    CREATE INDEX account_by_skeleton ON account(skeleton);
+    """,
+    # 4: invite-only groups; members added by the owner who have not accepted yet; where
+    # each member's view of the history starts.
+    """
+    ALTER TABLE chat_group ADD COLUMN invite_only INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE group_member ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE group_member ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 5: when each group was last used (a message or a change), so abandoned groups expire;
+    # existing groups count as used at the migration.
+    """
+    ALTER TABLE chat_group ADD COLUMN active_at REAL NOT NULL DEFAULT 0;
+    UPDATE chat_group SET active_at = CAST(strftime('%s', 'now') AS REAL);
+    """,
+]
+
+
+@dataclass
+class StoredGroup:
+    name: str
+    owner_key: str
+    #: (user_key, user_name) in join order.
+    members: list[tuple[str, str]] = field(default_factory=list)
+    kicked: set[str] = field(default_factory=set)
+    invite_only: bool = False
+    #: Members who have not accepted the owner's add yet.
+    pending: set[str] = field(default_factory=set)
+    #: user_key -> id of the last group message before they joined.
+    joined: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    sender: str
+    text: str
+    sent_at: float
+    #: The row's id, where the caller needs it (offline messages, acknowledged by id).
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class MailboxQuota:
+    """What may wait for one offline user: in all, from one sender (an account, or a
+    guest's network), and on the whole server."""
+
+    max_messages: int
+    max_bytes: int
+    sender_messages: int
+    sender_bytes: int
+    server_bytes: int
