@@ -21,7 +21,8 @@ import sys
 import threading
 from pathlib import Path
 
-from chat.client.client import DEFAULT_DOWNLOAD_DIR, EXIT_OK, ChatClient
+from chat.client.client import EXIT_OK, ChatClient
+from chat.client.config import DEFAULT_DOWNLOAD_DIR, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT, ClientConfig
 from chat.client.file_policy import (
     DEFAULT_DOWNLOAD_QUOTA,
     DEFAULT_FILES_PER_MINUTE,
@@ -34,7 +35,6 @@ from chat.client.output import PlainOutput, TerminalOutput
 from chat.client.pacing import Pacer
 from chat.client.roster import Roster
 from chat.client.style import colour_enabled
-from chat.client.transfers import DEFAULT_MAX_FILE_SIZE
 from chat.client.transport import ClientError, open_session
 from chat.client.trust import (
     DEFAULT_PUBLIC_PEM,
@@ -49,7 +49,6 @@ from chat.keys import fingerprint
 __all__ = ["EXIT_OK", "Pacer", "build_parser", "file_size", "main"]
 
 PROG = "chat-client"
-DEFAULT_PORT = 8767
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -272,19 +271,12 @@ async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal
         open_session, args.server_host, args.port, trusted.key, key_label=trusted.label
     )
     session = await connect()
-    options = {
-        "download_dir": Path(args.download_dir),
-        "max_file_size": args.max_file_size,
-        "open_files": args.open,
-        "download_limits": DownloadLimits(
-            args.download_quota, args.files_per_minute, args.max_incoming_files
-        ),
-        "ask_files": args.ask_files,
-        "password": password,
-    }
+    config = client_config(args)
     if prompt is None:
         fd = sys.stdin.fileno() if sys.stdin is not None else None
-        client = ChatClient(session, PipeInput(fd), PlainOutput(), ordered_local_output=True, **options)
+        client = ChatClient(
+            session, PipeInput(fd), PlainOutput(), ordered_local_output=True, config=config, password=password
+        )
         return await client.run(args.username)
 
     from prompt_toolkit.patch_stdout import patch_stdout
@@ -294,9 +286,22 @@ async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal
     out.show(f"Connected to {session.uri} (server key {key}). Type /help for the commands.")
     with patch_stdout(raw=True):
         client = ChatClient(
-            session, prompt, out, ordered_local_output=False, reconnect=connect, roster=roster, **options
-        )
+            session, prompt, out, ordered_local_output=False, config=config, password=password,
+            reconnect=connect, roster=roster,
+        )  # fmt: skip
         return await client.run(args.username)
+
+
+def client_config(args: argparse.Namespace) -> ClientConfig:
+    """The configuration the command line asks for."""
+    return ClientConfig(
+        port=args.port,
+        download_dir=Path(args.download_dir),
+        max_file_size=args.max_file_size,
+        open_files=args.open,
+        ask_files=args.ask_files,
+        download_limits=DownloadLimits(args.download_quota, args.files_per_minute, args.max_incoming_files),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from pathlib import Path
 from typing import Any
 
 from chat.client.commands import (
@@ -32,7 +31,8 @@ from chat.client.commands import (
     help_lines,
     parse,
 )
-from chat.client.file_policy import DownloadGate, DownloadLimits
+from chat.client.config import ClientConfig
+from chat.client.file_policy import DownloadGate
 from chat.client.inputs import LineInput
 from chat.client.output import Output
 from chat.client.pacing import Pacer
@@ -40,7 +40,7 @@ from chat.client.reconnect import backoff_delays, loss_reason, relogin, worth_re
 from chat.client.render import render
 from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
-from chat.client.transfers import DEFAULT_MAX_FILE_SIZE, TransferManager
+from chat.client.transfers import TransferManager
 from chat.client.transport import ClientError, ClientSession, Disconnected
 from chat.protocol.codes import Feature
 from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
@@ -50,7 +50,6 @@ USERNAME_PROMPT = "Enter your username: "
 PASSWORD_PROMPT = "Password: "
 NEW_PASSWORD_PROMPT = "New password: "
 REPEAT_PASSWORD_PROMPT = "Repeat password: "
-DEFAULT_DOWNLOAD_DIR = "downloads/"
 EXIT_OK = 0
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
@@ -77,11 +76,7 @@ class ChatClient:
         out: Output,
         *,
         ordered_local_output: bool,
-        download_dir: Path = Path(DEFAULT_DOWNLOAD_DIR),
-        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-        open_files: bool = False,
-        download_limits: DownloadLimits | None = None,
-        ask_files: bool = False,
+        config: ClientConfig | None = None,
         password: str | None = None,
         reconnect: Reconnect | None = None,
         roster: Roster | None = None,
@@ -100,10 +95,9 @@ class ChatClient:
         self._roster = roster if roster is not None else Roster()
         self._quitting = False
         self._pacer = Pacer()
-        self._transfer_options: dict[str, Any] = {
-            "download_dir": download_dir, "max_file_size": max_file_size, "open_files": open_files,
-            "download_gate": DownloadGate(download_limits or DownloadLimits()), "ask_files": ask_files,
-        }  # fmt: skip
+        self._config = config = config or ClientConfig()
+        #: One download quota for the whole process, across reconnects.
+        self._download_gate = DownloadGate(config.download_limits)
         self._transfers = self._new_transfers()
         #: Who we are once logged in, and the password that worked (memory only).
         self._name: str | None = None
@@ -123,7 +117,8 @@ class ChatClient:
             self._session,
             emit=lambda line: self._out.show(line, FILE),
             pace=self._pacer.wait,
-            **self._transfer_options,
+            config=self._config,
+            download_gate=self._download_gate,
         )
 
     async def run(self, username: str | None) -> int:

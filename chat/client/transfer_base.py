@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from chat.client.file_policy import DownloadGate, DownloadLimits
+from chat.client.config import ClientConfig
+from chat.client.file_policy import DownloadGate
 from chat.client.transport import ClientError, ClientSession
 from chat.protocol.envelope import Envelope
 from chat.protocol.flow import FlowError, ReceiveWindow, SendWindow
 from chat.protocol.limits import MAX_FILE_NAME_CHARS
 
 T = TypeVar("T")
-DEFAULT_MAX_FILE_SIZE = 1 << 30
 #: Ids of transfers not (yet) known whose early events are kept; more are dropped.
 MAX_EARLY = 256
 #: Received files remembered for ``/open``; older ones are forgotten.
@@ -111,28 +111,25 @@ class TransferBase:
         *,
         emit: Callable[[str], None],
         pace: Callable[[], Awaitable[None]],
-        download_dir: Path,
-        max_file_size: int = DEFAULT_MAX_FILE_SIZE,
-        open_files: bool = False,
+        config: ClientConfig,
         download_gate: DownloadGate | None = None,
-        ask_files: bool = False,
     ) -> None:
         """``download_gate`` bounds what others make this client download; it outlives a
         reconnect (one quota per client process)."""
         self._session = session
         self._emit = emit
         self._pace = pace
-        self.download_dir = download_dir
-        self.max_file_size = max_file_size
-        self.open_files = open_files
+        self.download_dir = config.download_dir
+        self.max_file_size = config.max_file_size
+        self.open_files = config.open_files
         self._outgoing: dict[str, Outgoing] = {}
         self._pending_offers: list[Outgoing] = []
         self._incoming: dict[str, Incoming] = {}
         self._early: dict[str, list[Envelope]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._accepting = True
-        self._gate = download_gate or DownloadGate(DownloadLimits())
-        self.ask_files = ask_files
+        self._gate = download_gate or DownloadGate(config.download_limits)
+        self.ask_files = config.ask_files
         self._numbers = itertools.count(1)
         #: Offers waiting for /accept or /decline, and saved files waiting for /open.
         self._asked: dict[int, Incoming] = {}

@@ -23,11 +23,11 @@ import asyncio
 from chat.client.receiving import Receiving
 from chat.client.render import file_aborted_line, progress_line
 from chat.client.sending import Sending
-from chat.client.transfer_base import DEFAULT_MAX_FILE_SIZE, MAX_EARLY, offered_name
+from chat.client.transfer_base import MAX_EARLY, offered_name
 from chat.protocol.envelope import Envelope
 from chat.safe_text import printable
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "TransferManager", "offered_name"]
+__all__ = ["TransferManager", "offered_name"]
 
 
 class TransferManager(Sending, Receiving):
