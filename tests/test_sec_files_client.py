@@ -9,11 +9,15 @@ send what the command line cannot (offers with no data).
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 import psutil
+import pytest
 from e2e_harness import Chat
 from files_helpers import RawPeer, random_file, spawn_client, wait_until
+
+from chat.client.file_policy import risky_content, risky_name, risky_to_open
 
 
 async def _offer(peer: RawPeer, to: str, name: str, size: int) -> str:
@@ -122,3 +126,59 @@ async def test_ask_files_waits_for_accept_or_decline(chat: Chat, tmp_path: Path)
     await bob.expect("No file offer is waiting for an answer.")
     bob.send("/accept seven")
     await bob.expect("Usage: /accept [<n>]")
+
+
+# --- what --open never opens ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "evil.desktop", "EVIL.DESKTOP", "run.sh", "setup.EXE", "a.Exe", "page.html", "x.svg",
+        "macro.docm", "tool.AppImage", "link.lnk", "s.ps1", "go.command",
+        # disguised: invisible, space or dot characters at the end or inside the type,
+        # full-width letters
+        "run.sh\u200b", "run.s\u200bh", "evil.desktop\u00a0", "a.exe.", "a.exe\u3000",
+        "setup.\uff45\uff58\uff45",
+    ],
+)  # fmt: skip
+def test_program_script_and_launcher_names_are_risky(name: str) -> None:
+    assert risky_name(name)
+
+
+@pytest.mark.parametrize("name", ["pic.png", "notes.txt", "report.pdf", "a.tar.gz", "exe", "shell", "x.shx"])
+def test_ordinary_names_are_not_risky(name: str) -> None:
+    assert not risky_name(name)
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"#!/bin/sh\ntouch pwned\n", b"\x7fELF\x02\x01\x01", b"MZ\x90\x00", b"\xcf\xfa\xed\xfe\x07",
+        b"[Desktop Entry]\nExec=sh -c 'touch pwned'\n", b"# comment\n[Desktop Entry]\nExec=x\n",
+        b"\xef\xbb\xbf  <!DOCTYPE html><p>hi", b"<HTML><script>alert(1)</script>", b"<svg onload=x>",
+        b"[InternetShortcut]\nURL=file:///bin/sh\n",
+    ],
+)  # fmt: skip
+def test_programs_and_launchers_are_recognised_by_content(head: bytes) -> None:
+    assert risky_content(head)
+
+
+def test_risky_to_open_checks_name_content_and_execute_bit(tmp_path: Path) -> None:
+    harmless = tmp_path / "notes.txt"
+    harmless.write_bytes(b"just text\n")
+    assert not risky_to_open(harmless)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    assert not risky_to_open(tmp_path / "empty.txt")
+    disguised = tmp_path / "holiday.png"
+    disguised.write_bytes(b"[Desktop Entry]\nType=Application\nExec=sh -c 'touch pwned'\n")
+    assert risky_to_open(disguised)
+    executable = tmp_path / "data.txt"
+    executable.write_bytes(b"just text\n")
+    executable.chmod(0o744)
+    assert risky_to_open(executable)
+    assert risky_to_open(tmp_path / "gone.txt"), "what cannot be checked is not opened"
+    assert risky_to_open(tmp_path), "a directory is not opened"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.txt")
+        assert risky_to_open(tmp_path / "pipe.txt"), "a FIFO is not opened (nor does the check hang)"
