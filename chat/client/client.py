@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
@@ -145,6 +146,7 @@ class ChatClient:
         self._transfer_options: dict[str, Any] = {
             "download_dir": download_dir, "max_file_size": max_file_size, "open_files": open_files,
             "download_gate": DownloadGate(download_limits or DownloadLimits()), "ask_files": ask_files,
+            "numbers": itertools.count(1), "openable": {},
         }  # fmt: skip
         self._transfers = self._new_transfers()
         #: Who we are once logged in, and the password that worked (memory only).

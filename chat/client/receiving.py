@@ -19,14 +19,16 @@ from chat.client.render import (
     file_damaged_line,
     file_declined_line,
     file_not_opened_line,
+    file_open_failed_line,
     file_open_offer_line,
     file_received_line,
     file_refused_line,
+    no_offer_waiting_line,
+    nothing_to_open_line,
 )
 from chat.client.transfer_base import MAX_OPENABLE, Incoming, TransferBase, in_thread
 from chat.protocol.envelope import Envelope
 from chat.protocol.flow import FlowError
-from chat.safe_text import printable
 
 
 class Receiving(TransferBase):
@@ -61,27 +63,26 @@ class Receiving(TransferBase):
         """``/accept`` or ``/decline`` an offer (the oldest waiting one without a number);
         lines to show if there is nothing to answer."""
         if not self._asked:
-            return ["No file offer is waiting for an answer."]
+            return [no_offer_waiting_line(number, [])]
         key = min(self._asked) if number is None else number
         incoming = self._asked.pop(key, None)
         if incoming is None or incoming.decision is None:
-            return [f"No file offer numbered {number} is waiting; the waiting ones: "
-                    + ", ".join(str(n) for n in sorted(self._asked)) + "."]  # fmt: skip
+            return [no_offer_waiting_line(number, list(self._asked))]
         incoming.decision.set_result(accept)
         return []
 
     async def open_received(self, number: int | None) -> list[str]:
         """``/open``: open a file received with ``--open`` (the latest without a number)."""
         if not self._openable:
-            return ["No received file is waiting to be opened (see --open)."]
+            return [nothing_to_open_line(None)]
         key = max(self._openable) if number is None else number
         path = self._openable.pop(key, None)
         if path is None:
-            return [f"No received file numbered {number} is waiting to be opened."]
-        if await in_thread(risky_to_open, path):
+            return [nothing_to_open_line(number)]
+        if await in_thread(risky_to_open, path):  # again: it may have changed since
             return [file_not_opened_line(path.name)]
         problem = await open_with_default_program(path)
-        return [] if problem is None else [f"Could not open '{printable(path.name)}': {problem}."]
+        return [] if problem is None else [file_open_failed_line(path.name, problem)]
 
     async def _run_incoming(self, incoming: Incoming) -> None:
         box: list[PartFile] = []  # the temporary file, once the first data arrives
@@ -205,5 +206,3 @@ class Receiving(TransferBase):
 def _theirs(reason: str) -> str:
     """A refusal as the sender reads it ("your quota" becomes "their quota")."""
     return reason.replace("your ", "their ")
-
-

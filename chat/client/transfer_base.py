@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -116,9 +116,14 @@ class TransferBase:
         open_files: bool = False,
         download_gate: DownloadGate | None = None,
         ask_files: bool = False,
+        numbers: Iterator[int] | None = None,
+        openable: dict[int, Path] | None = None,
     ) -> None:
         """``download_gate`` bounds what others make this client download; it outlives a
-        reconnect (one quota per client process)."""
+        reconnect (one quota per client process). So do ``numbers`` (the numbers offers
+        and received files are answered and opened by: a number typed for an offer the
+        lost connection ended never names a new one) and ``openable`` (received files
+        waiting for /open)."""
         self._session = session
         self._emit = emit
         self._pace = pace
@@ -133,10 +138,10 @@ class TransferBase:
         self._accepting = True
         self._gate = download_gate or DownloadGate(DownloadLimits())
         self.ask_files = ask_files
-        self._numbers = itertools.count(1)
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         #: Offers waiting for /accept or /decline, and saved files waiting for /open.
         self._asked: dict[int, Incoming] = {}
-        self._openable: dict[int, Path] = {}
+        self._openable = openable if openable is not None else {}
 
     async def _answer(self, kind: str, **fields: Any) -> None:
         """A paced request whose reply (``ok``, or an error) the receive loop shows."""
