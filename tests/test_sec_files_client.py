@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 from e2e_harness import Chat
-from files_helpers import RawPeer, random_file, spawn_client, wait_until
+from files_helpers import RawPeer, chat_with_server_options, random_file, spawn_client, wait_until
 
 from chat.client.file_policy import risky_content, risky_name, risky_to_open
 
@@ -126,6 +127,102 @@ async def test_ask_files_waits_for_accept_or_decline(chat: Chat, tmp_path: Path)
     await bob.expect("No file offer is waiting for an answer.")
     bob.send("/accept seven")
     await bob.expect("Usage: /accept [<n>]")
+
+
+async def test_an_asked_offer_left_unanswered_expires(key_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """--ask-files: an offer nobody answers waits until the server's offer timeout ends
+    it; the client drops it with a line, and a late /accept has nothing to answer."""
+    async with chat_with_server_options(key_pair, tmp_path, "--offer-timeout", "1") as chat:
+        alice = await spawn_client(chat, "alice")
+        bob = await spawn_client(chat, "bob", "--ask-files")
+        random_file(tmp_path / "late.txt", 100)
+        alice.send(f"/file bob {tmp_path / 'late.txt'}")
+        await bob.expect("alice offers file 'late.txt' (100 B): type /accept 1 or /decline 1.")
+        await bob.expect("Transfer of 'late.txt' from alice was aborted: the offer expired.")
+        await alice.expect("File late.txt could not be sent to bob: no answer to the offer.")
+        bob.send("/accept 1")
+        await bob.expect("No file offer is waiting for an answer.")
+        assert bob.saved() == {} and bob.part_files() == []
+
+
+async def test_asked_offers_hold_quota_until_declined_and_empty_files_work(
+    chat: Chat, tmp_path: Path
+) -> None:
+    """--ask-files with a quota: an offer waiting for an answer holds its share of the
+    quota (so waiting offers cannot together pass it), /decline gives it back; /accept
+    of an empty file creates it when the transfer ends (no data ever arrives)."""
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--ask-files", "--download-quota", "1500")
+    for name in ("one.bin", "two.bin", "three.bin"):
+        random_file(tmp_path / name, 1000)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    alice.send(f"/file bob {tmp_path / 'one.bin'}")
+    await bob.expect("alice offers file 'one.bin' (1000 B): type /accept 1 or /decline 1.")
+    alice.send(f"/file bob {tmp_path / 'two.bin'}")
+    await bob.expect("Refused file 'two.bin' from alice: it would pass your download quota of 1500 bytes.")
+    await alice.expect(
+        "File two.bin could not be sent to bob: declined: it would pass their download quota of 1500 bytes."
+    )
+    bob.send("/decline 5")
+    await bob.expect("No file offer numbered 5 is waiting; the waiting ones: 1.")
+    bob.send("/decline")
+    await bob.expect("Declined file 'one.bin' from alice.")
+    await alice.expect("File one.bin could not be sent to bob: declined: they said no.")
+    alice.send(f"/file bob {tmp_path / 'three.bin'}")
+    await bob.expect("alice offers file 'three.bin' (1000 B): type /accept 2 or /decline 2.")
+    alice.send(f"/file bob {tmp_path / 'empty.txt'}")
+    await bob.expect("alice offers file 'empty.txt' (0 B): type /accept 3 or /decline 3.")
+    bob.send("/accept 3")
+    await bob.expect("You received file 'empty.txt' from alice.")
+    await alice.expect("File empty.txt sent to bob successfully.")
+    bob.send("/accept 2")
+    await bob.expect("You received file 'three.bin' from alice.")
+    assert bob.saved() == {"empty.txt": b"", "three.bin": (tmp_path / "three.bin").read_bytes()}
+    assert bob.part_files() == []
+
+
+@pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="uses a stand-in xdg-open")
+async def test_open_refuses_programs_and_asks_before_opening_others(
+    chat: Chat, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--open: a launcher, a script, a Windows program and a launcher disguised as a
+    picture are never opened; a picture is opened only on /open, by the desktop's opener
+    (here a stand-in ``xdg-open`` first on PATH that records what it was given)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened.txt"
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--open")
+    launcher = b"[Desktop Entry]\nType=Application\nExec=sh -c 'touch pwned'\n"
+    files = {
+        "evil.desktop": launcher, "run.sh": b"#!/bin/sh\ntouch pwned\n", "setup.EXE": b"MZ\x90\x00",
+        "holiday.png": launcher,
+    }  # fmt: skip
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        alice.send(f"/file bob {tmp_path / name}")
+        await bob.expect(f"You received file '{name}' from alice.")
+        await bob.expect(f"Not opening '{name}': programs, scripts and launchers are never opened.")
+    picture = random_file(tmp_path / "pic.jpg", 500)
+    alice.send(f"/file bob {tmp_path / 'pic.jpg'}")
+    await bob.expect("You received file 'pic.jpg' from alice.")
+    await bob.expect("Type /open 1 to open 'pic.jpg'.")
+    await asyncio.sleep(0.3)
+    assert not opened.exists(), "nothing is opened before the user asks"
+    bob.send("/open 2")
+    await bob.expect("No received file numbered 2 is waiting to be opened.")
+    bob.send("/open 1")
+    assert await wait_until(opened.exists, timeout=5)
+    bob.send("/open")
+    await bob.expect("No received file is waiting to be opened (see --open).")
+    await bob.close()
+    assert opened.read_text().splitlines() == [str(bob.downloads / "pic.jpg")]
+    assert bob.saved()["pic.jpg"] == picture
+    assert not (bob.downloads / "pwned").exists() and not Path("pwned").exists()
 
 
 # --- what --open never opens ------------------------------------------------------------
