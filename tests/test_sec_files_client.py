@@ -9,14 +9,16 @@ send what the command line cannot (offers with no data).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sys
 from pathlib import Path
 
 import psutil
 import pytest
-from e2e_harness import Chat
+from e2e_harness import HOST, Chat, ServerProcess
 from files_helpers import RawPeer, chat_with_server_options, random_file, spawn_client, wait_until
+from test_terminal_support import Peer, Terminal
 
 from chat.client.file_policy import risky_content, risky_name, risky_to_open
 
@@ -44,6 +46,13 @@ async def _first_answer(peer: RawPeer, transfer: str) -> str:
             if event.type == "file_result":
                 return str(event["failed"][0]["detail"])
         await asyncio.sleep(0.02)
+
+
+def open_downloads(process: psutil.Process, downloads: Path) -> list[str]:
+    """The files of the download directory that ``process`` holds open."""
+    inside = os.path.realpath(downloads) + os.sep
+    paths = (os.path.realpath(f.path) for f in process.open_files())
+    return sorted(path for path in paths if path.startswith(inside))
 
 
 async def test_the_download_quota_declines_what_would_pass_it(chat: Chat, tmp_path: Path) -> None:
@@ -95,9 +104,11 @@ async def test_idle_offers_hold_no_descriptor_and_incoming_files_are_bounded(
     assert answers == ["go"] * 4 + ["declined: 4 files are arriving already"] * 2, answers
     assert bob.part_files() == []
     assert process.num_fds() <= before, (before, process.num_fds())
-    # The first chunk of one of them creates its file.
+    assert open_downloads(process, bob.downloads) == []
+    # The first chunk of one of them creates its file, and only that one is open.
     await mallory.session.send_unanswered("file_chunk", body=b"x" * 10, id=ids[0], offset=0)
     assert await wait_until(lambda: len(bob.part_files()) == 1, timeout=5), bob.report()
+    assert open_downloads(process, bob.downloads) == [os.path.realpath(p) for p in bob.part_files()]
     await mallory.close()
     await bob.expect_prefix("Transfer of 'idle0.bin' from mallory was aborted")
     assert await wait_until(lambda: bob.part_files() == [], timeout=5)
@@ -223,6 +234,39 @@ async def test_open_refuses_programs_and_asks_before_opening_others(
     assert opened.read_text().splitlines() == [str(bob.downloads / "pic.jpg")]
     assert bob.saved()["pic.jpg"] == picture
     assert not (bob.downloads / "pwned").exists() and not Path("pwned").exists()
+
+
+async def test_ask_files_on_a_terminal(
+    key_pair: tuple[Path, Path], server: ServerProcess, tmp_path: Path
+) -> None:
+    """--ask-files in interactive mode: the offer is shown above the input line, /accept
+    answers it and the file arrives byte for byte."""
+    terminal = Terminal.spawn(
+        [HOST, str(key_pair[1]), "--port", str(server.port), "--ask-files"],
+        cwd=tmp_path / "terminal", config_dir=tmp_path / "config",
+    )  # fmt: skip
+    jojo = await Peer.login(server.port, key_pair[1], "jojo")
+    try:
+        await terminal.expect("Enter your username:")
+        terminal.send("sophia\r")
+        await terminal.expect("sophia>")
+        data = os.urandom(3000)
+        transfer = str(
+            (await jojo.session.request("file_offer", name="notes.txt", size=3000, to="sophia"))["id"]
+        )
+        await terminal.expect("jojo offers file 'notes.txt' (2.9 KiB): type /accept 1 or /decline 1.")
+        terminal.send("/accept\r")
+        await jojo.wait_for(lambda e: e.type == "file_go" and e["id"] == transfer, "file_go")
+        await jojo.session.send_unanswered("file_chunk", body=data, id=transfer, offset=0)
+        digest = hashlib.sha256(data).hexdigest()
+        assert (await jojo.session.request("file_end", id=transfer, sha256=digest)).type == "ok"
+        result = await jojo.wait_for(lambda e: e.type == "file_result", "file_result")
+        assert result["delivered"] == ["sophia"], result
+        await terminal.expect("You received file 'notes.txt' from jojo.")
+        assert (tmp_path / "terminal" / "downloads" / "notes.txt").read_bytes() == data
+    finally:
+        await jojo.close()
+        terminal.close()
 
 
 # --- what --open never opens ------------------------------------------------------------
