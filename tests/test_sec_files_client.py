@@ -20,7 +20,8 @@ from e2e_harness import HOST, Chat, ServerProcess
 from files_helpers import RawPeer, chat_with_server_options, random_file, spawn_client, wait_until
 from test_terminal_support import Peer, Terminal
 
-from chat.client.file_policy import risky_content, risky_name, risky_to_open
+from chat.client.app import build_parser
+from chat.client.file_policy import DownloadGate, DownloadLimits, risky_content, risky_name, risky_to_open
 
 
 async def _offer(peer: RawPeer, to: str, name: str, size: int) -> str:
@@ -323,3 +324,66 @@ def test_risky_to_open_checks_name_content_and_execute_bit(tmp_path: Path) -> No
     if hasattr(os, "mkfifo"):
         os.mkfifo(tmp_path / "pipe.txt")
         assert risky_to_open(tmp_path / "pipe.txt"), "a FIFO is not opened (nor does the check hang)"
+
+
+# --- the bounds themselves ---------------------------------------------------------------
+
+
+class Clock:
+    """A clock the test moves forward (the gate takes its time source as a parameter)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_gate_charges_the_quota_and_refills_a_senders_rate() -> None:
+    clock = Clock()
+    gate = DownloadGate(DownloadLimits(quota=2500, per_minute=2, max_incoming=3), clock)
+    assert gate.refusal("mallory", 1000, receiving=0) is None
+    assert gate.refusal("mallory", 1000, receiving=1) is None
+    assert gate.refusal("mallory", 10, receiving=2) == "mallory sent more than 2 files a minute"
+    assert gate.refusal("carol", 1000, receiving=2) == "it would pass your download quota of 2500 bytes"
+    assert gate.refusal("carol", 10, receiving=3) == "3 files are arriving already"
+    gate.give_back(1000)  # one of mallory's was declined, failed or aborted
+    assert gate.used == 1000
+    clock.now += 29  # half a minute at 2 a minute: not yet a whole offer back
+    assert gate.refusal("mallory", 10, receiving=0) == "mallory sent more than 2 files a minute"
+    clock.now += 2
+    assert gate.refusal("mallory", 10, receiving=0) is None
+    assert gate.used == 1010
+
+
+def test_a_rate_under_one_a_minute_still_lets_one_through() -> None:
+    clock = Clock()
+    gate = DownloadGate(DownloadLimits(quota=0, per_minute=0.5, max_incoming=0), clock)
+    assert gate.refusal("alice", 1, receiving=0) is None
+    assert gate.refusal("alice", 1, receiving=0) == "alice sent more than 0.5 files a minute"
+    clock.now += 121
+    assert gate.refusal("alice", 1, receiving=0) is None
+
+
+def test_zero_means_no_bound() -> None:
+    gate = DownloadGate(DownloadLimits(quota=0, per_minute=0, max_incoming=0))
+    assert all(gate.refusal("alice", 1 << 40, receiving=1000) is None for _ in range(100))
+
+
+def test_the_options_and_their_values() -> None:
+    args = build_parser().parse_args(["host"])
+    assert (args.download_quota, args.files_per_minute, args.max_incoming_files) == (1 << 30, 10, 8)
+    assert not args.ask_files and not args.open
+    args = build_parser().parse_args(
+        ["host", "--download-quota", "512M", "--files-per-minute", "2.5", "--max-incoming-files", "0",
+         "--ask-files", "--open"]
+    )  # fmt: skip
+    assert (args.download_quota, args.files_per_minute, args.max_incoming_files) == (512 << 20, 2.5, 0)
+    assert args.ask_files and args.open
+    for option, value in [
+        ("--download-quota", "-1"), ("--download-quota", "lots"), ("--files-per-minute", "-1"),
+        ("--files-per-minute", "nan"), ("--files-per-minute", "inf"), ("--max-incoming-files", "1.5"),
+        ("--max-incoming-files", "-3"),
+    ]:  # fmt: skip
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["host", option, value])

@@ -144,9 +144,10 @@ class DownloadGate:
 
     def _take(self, sender: str) -> bool:
         now = self._clock()
-        burst = self.limits.per_minute
+        rate = self.limits.per_minute
+        burst = max(1.0, rate)  # under one a minute still lets one through now and then
         tokens, last = self._senders.pop(sender, (burst, now))
-        tokens = min(burst, tokens + (now - last) * burst / 60)
+        tokens = min(burst, tokens + (now - last) * rate / 60)
         allowed = tokens >= 1
         self._senders[sender] = (tokens - 1 if allowed else tokens, now)
         while len(self._senders) > _MAX_SENDERS:
