@@ -270,6 +270,21 @@ async def test_ask_files_on_a_terminal(
         terminal.close()
 
 
+async def test_quitting_declines_the_offers_still_waiting(chat: Chat, tmp_path: Path) -> None:
+    """--ask-files: /quit does not wait for the server to expire unanswered offers; they
+    are declined at once and their sender told the recipient left."""
+    alice = await spawn_client(chat, "alice")
+    bob = await spawn_client(chat, "bob", "--ask-files")
+    random_file(tmp_path / "later.txt", 100)
+    alice.send(f"/file bob {tmp_path / 'later.txt'}")
+    await bob.expect("alice offers file 'later.txt' (100 B): type /accept 1 or /decline 1.")
+    bob.send("/quit")
+    await bob.expect("Refused file 'later.txt' from alice: this client is exiting.")
+    await bob.wait_clean_exit(timeout=5)
+    await alice.expect("File later.txt could not be sent to bob: declined: they are leaving.")
+    assert bob.saved() == {} and bob.part_files() == []
+
+
 # --- what --open never opens ------------------------------------------------------------
 
 

@@ -30,6 +30,10 @@ from chat.client.transfer_base import MAX_OPENABLE, Incoming, TransferBase, in_t
 from chat.protocol.envelope import Envelope
 from chat.protocol.flow import FlowError
 
+#: Offers declined because the client is exiting: why, for the user and for the sender.
+LEAVING = "this client is exiting"
+LEFT = "declined: they are leaving"
+
 
 class Receiving(TransferBase):
     """The receiving half of a session's transfers."""
@@ -37,8 +41,8 @@ class Receiving(TransferBase):
     def _offered(self, event: Envelope) -> None:
         transfer_id, sender, name, size = event["id"], event["sender"], event["name"], event["size"]
         if not self._accepting:
-            self._emit(file_refused_line(name, sender, "this client is exiting"))
-            self._spawn(self._answer("file_decline", id=transfer_id, detail="declined: they are leaving"))
+            self._emit(file_refused_line(name, sender, LEAVING))
+            self._spawn(self._answer("file_decline", id=transfer_id, detail=LEFT))
         elif size > self.max_file_size:
             limit = self.max_file_size
             self._emit(file_refused_line(name, sender, f"larger than your limit of {limit} bytes"))
@@ -123,8 +127,12 @@ class Receiving(TransferBase):
             self._emit(file_aborted_line(incoming.name, incoming.sender, detail))
             return False
         if not incoming.decision.result():
-            self._emit(file_declined_line(incoming.name, incoming.sender))
-            await self._answer("file_decline", id=incoming.id, detail="declined: they said no")
+            if incoming.refusal is not None:
+                self._emit(file_refused_line(incoming.name, incoming.sender, incoming.refusal))
+                await self._answer("file_decline", id=incoming.id, detail=LEFT)
+            else:
+                self._emit(file_declined_line(incoming.name, incoming.sender))
+                await self._answer("file_decline", id=incoming.id, detail="declined: they said no")
             return False
         return True
 

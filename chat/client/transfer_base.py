@@ -93,6 +93,8 @@ class Incoming:
     #: With ``--ask-files``: the number the user answers with, and the answer to come.
     number: int = 0
     decision: asyncio.Future[bool] | None = None
+    #: Set when the client declines it for the user (leaving): why, as the user reads it.
+    refusal: str | None = None
 
     def __post_init__(self) -> None:
         self.flow = ReceiveWindow(self.size)
