@@ -359,7 +359,7 @@ def test_the_gate_charges_the_quota_and_refills_a_senders_rate() -> None:
     gate = DownloadGate(DownloadLimits(quota=2500, per_minute=2, max_incoming=3), clock)
     assert gate.refusal("mallory", 1000, receiving=0) is None
     assert gate.refusal("mallory", 1000, receiving=1) is None
-    assert gate.refusal("mallory", 10, receiving=2) == "mallory sent more than 2 files a minute"
+    assert gate.refusal("MALLORY", 10, receiving=2) == "MALLORY sent more than 2 files a minute"
     assert gate.refusal("carol", 1000, receiving=2) == "it would pass your download quota of 2500 bytes"
     assert gate.refusal("carol", 10, receiving=3) == "3 files are arriving already"
     gate.give_back(1000)  # one of mallory's was declined, failed or aborted

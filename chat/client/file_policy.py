@@ -146,10 +146,11 @@ class DownloadGate:
         now = self._clock()
         rate = self.limits.per_minute
         burst = max(1.0, rate)  # under one a minute still lets one through now and then
-        tokens, last = self._senders.pop(sender, (burst, now))
+        who = sender.casefold()  # the server matches names without case too
+        tokens, last = self._senders.pop(who, (burst, now))
         tokens = min(burst, tokens + (now - last) * rate / 60)
         allowed = tokens >= 1
-        self._senders[sender] = (tokens - 1 if allowed else tokens, now)
+        self._senders[who] = (tokens - 1 if allowed else tokens, now)
         while len(self._senders) > _MAX_SENDERS:
             self._senders.popitem(last=False)
         return allowed
