@@ -15,11 +15,14 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import math
 import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from chat.client.client import EXIT_OK, ChatClient
 from chat.client.config import DEFAULT_DOWNLOAD_DIR, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT, ClientConfig
@@ -49,6 +52,7 @@ from chat.keys import fingerprint
 __all__ = ["EXIT_OK", "Pacer", "build_parser", "file_size", "main"]
 
 PROG = "chat-client"
+N = TypeVar("N", int, float)
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -82,6 +86,8 @@ examples:
       {known}
   printf 'hello everyone\\n/quit\\n' | {PROG} chat.lan --username bot --accept-new-key
       line mode, for a script
+  {PROG} chat.lan --ask-files --download-quota 200M
+      ask before accepting each file (/accept, /decline), and accept 200 MiB in all
 
 exit status: 0 after /quit or at the end of input; 2 wrong usage or an unreadable file;
 3 cannot reach the server; 4 the server's key is wrong, has changed or is not trusted;
@@ -152,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--files-per-minute",
         metavar="N",
-        type=float,
+        type=count_of(float),
         default=DEFAULT_FILES_PER_MINUTE,
         help=f"file offers accepted from one sender per minute, after a burst of as many "
         f"(0 = no limit; default: {DEFAULT_FILES_PER_MINUTE})",
@@ -160,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-incoming-files",
         metavar="N",
-        type=int,
+        type=count_of(int),
         default=DEFAULT_MAX_INCOMING,
         help=f"files received at once; further offers are declined (default: {DEFAULT_MAX_INCOMING})",
     )
@@ -174,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--open",
         action="store_true",
         help="offer to open each received file with the desktop's default program (/open "
-        "opens it; programs, scripts and launchers are never opened; off by default)",
+        "opens it; programs, scripts, launchers and web pages, by name or by content, and "
+        "files with an execute bit are never opened; off by default)",
     )
     parser.add_argument(
         "--no-color",
@@ -199,6 +206,21 @@ def file_size(text: str) -> int:
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def count_of(kind: Callable[[str], N]) -> Callable[[str], N]:
+    """An argparse type: a finite number of ``kind`` (int or float), 0 or more."""
+
+    def parse(text: str) -> N:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"not a number of 0 or more: {text!r}")
+        return value
+
+    return parse
 
 
 def read_password_file(path: Path | None) -> str | None:

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from chat.client.commands import (
@@ -98,6 +100,10 @@ class ChatClient:
         self._config = config = config or ClientConfig()
         #: One download quota for the whole process, across reconnects.
         self._download_gate = DownloadGate(config.download_limits)
+        #: Offer and file numbers, and files waiting for /open: they outlive a reconnect,
+        #: so a number typed for an offer the lost connection ended never names a new one.
+        self._numbers = itertools.count(1)
+        self._openable: dict[int, Path] = {}
         self._transfers = self._new_transfers()
         #: Who we are once logged in, and the password that worked (memory only).
         self._name: str | None = None
@@ -119,6 +125,8 @@ class ChatClient:
             pace=self._pacer.wait,
             config=self._config,
             download_gate=self._download_gate,
+            numbers=self._numbers,
+            openable=self._openable,
         )
 
     async def run(self, username: str | None) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,16 +46,62 @@ RISKY_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 
+#: How a program, script or launcher begins, whatever its name: a ``#!`` script, ELF,
+#: a Windows executable (``MZ``), Mach-O and fat binaries (also Java classes), a Windows
+#: shortcut. Checked after a UTF-8 byte order mark and leading white space.
+_RISKY_PREFIXES = (
+    b"#!", b"\x7fELF", b"MZ", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe",
+    b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe", b"L\x00\x00\x00\x01\x14\x02\x00",
+)  # fmt: skip
+#: What a desktop recognises by content as a launcher, a shortcut or a web page (which
+#: runs scripts), looked for in the first bytes in any case.
+_RISKY_MARKERS = (
+    b"[desktop entry]", b"[desktop action", b"[kde desktop entry]", b"[internetshortcut]",
+    b"<html", b"<!doctype html", b"<script", b"<svg", b"<?xml", b"<hta:",
+)  # fmt: skip
+#: Bytes of the file's beginning looked at.
+_SNIFF_BYTES = 1024
+
+
+def risky_name(name: str) -> bool:
+    """Whether ``name`` ends in a type of :data:`RISKY_EXTENSIONS`, in any case and also
+    when disguised by look-alike forms (full-width letters), or by invisible, space or
+    dot characters at its end or inside the extension (``run.sh\u200b``, ``a.exe.``)."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    kept = "".join(char for char in folded if unicodedata.category(char)[0] not in "CZ")
+    _, dot, extension = kept.rstrip(".").rpartition(".")
+    return bool(dot) and f".{extension}" in RISKY_EXTENSIONS
+
+
+def risky_content(head: bytes) -> bool:
+    """Whether a file beginning with ``head`` looks like a program, script, launcher or
+    web page, whatever its name says (desktops pick a program by content too)."""
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if start.startswith(_RISKY_PREFIXES):
+        return True
+    lowered = start[:_SNIFF_BYTES].lower()
+    return any(marker in lowered for marker in _RISKY_MARKERS)
+
+
 def risky_to_open(path: Path) -> bool:
     """Whether opening ``path`` with the desktop's default program could run code: an
-    executable or launcher type, or a file with an execute permission bit."""
-    if path.suffix.lower() in RISKY_EXTENSIONS:
+    executable or launcher type by name or by content, or a file with an execute
+    permission bit (anything that cannot be checked counts as risky)."""
+    if risky_name(path.name):
         return True
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        mode = os.stat(path).st_mode
+        fd = os.open(path, flags)  # non-blocking: a FIFO put in its place cannot hang us
+        try:
+            mode = os.fstat(fd).st_mode
+            head = os.read(fd, _SNIFF_BYTES) if stat.S_ISREG(mode) else b""
+        finally:
+            os.close(fd)
     except OSError:
         return True
-    return bool(mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH))
+    if not stat.S_ISREG(mode) or mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+        return True
+    return risky_content(head)
 
 
 @dataclass(frozen=True)
@@ -97,11 +144,13 @@ class DownloadGate:
 
     def _take(self, sender: str) -> bool:
         now = self._clock()
-        burst = self.limits.per_minute
-        tokens, last = self._senders.pop(sender, (burst, now))
-        tokens = min(burst, tokens + (now - last) * burst / 60)
+        rate = self.limits.per_minute
+        burst = max(1.0, rate)  # under one a minute still lets one through now and then
+        who = sender.casefold()  # the server matches names without case too
+        tokens, last = self._senders.pop(who, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate / 60)
         allowed = tokens >= 1
-        self._senders[sender] = (tokens - 1 if allowed else tokens, now)
+        self._senders[who] = (tokens - 1 if allowed else tokens, now)
         while len(self._senders) > _MAX_SENDERS:
             self._senders.popitem(last=False)
         return allowed

@@ -19,14 +19,20 @@ from chat.client.render import (
     file_damaged_line,
     file_declined_line,
     file_not_opened_line,
+    file_open_failed_line,
     file_open_offer_line,
     file_received_line,
     file_refused_line,
+    no_offer_waiting_line,
+    nothing_to_open_line,
 )
 from chat.client.transfer_base import MAX_OPENABLE, Incoming, TransferBase, in_thread
 from chat.protocol.envelope import Envelope
 from chat.protocol.flow import FlowError
-from chat.safe_text import printable
+
+#: Offers declined because the client is exiting: why, for the user and for the sender.
+LEAVING = "this client is exiting"
+LEFT = "declined: they are leaving"
 
 
 class Receiving(TransferBase):
@@ -35,8 +41,8 @@ class Receiving(TransferBase):
     def _offered(self, event: Envelope) -> None:
         transfer_id, sender, name, size = event["id"], event["sender"], event["name"], event["size"]
         if not self._accepting:
-            self._emit(file_refused_line(name, sender, "this client is exiting"))
-            self._spawn(self._answer("file_decline", id=transfer_id, detail="declined: they are leaving"))
+            self._emit(file_refused_line(name, sender, LEAVING))
+            self._spawn(self._answer("file_decline", id=transfer_id, detail=LEFT))
         elif size > self.max_file_size:
             limit = self.max_file_size
             self._emit(file_refused_line(name, sender, f"larger than your limit of {limit} bytes"))
@@ -61,27 +67,26 @@ class Receiving(TransferBase):
         """``/accept`` or ``/decline`` an offer (the oldest waiting one without a number);
         lines to show if there is nothing to answer."""
         if not self._asked:
-            return ["No file offer is waiting for an answer."]
+            return [no_offer_waiting_line(number, [])]
         key = min(self._asked) if number is None else number
         incoming = self._asked.pop(key, None)
         if incoming is None or incoming.decision is None:
-            return [f"No file offer numbered {number} is waiting; the waiting ones: "
-                    + ", ".join(str(n) for n in sorted(self._asked)) + "."]  # fmt: skip
+            return [no_offer_waiting_line(number, list(self._asked))]
         incoming.decision.set_result(accept)
         return []
 
     async def open_received(self, number: int | None) -> list[str]:
         """``/open``: open a file received with ``--open`` (the latest without a number)."""
         if not self._openable:
-            return ["No received file is waiting to be opened (see --open)."]
+            return [nothing_to_open_line(None)]
         key = max(self._openable) if number is None else number
         path = self._openable.pop(key, None)
         if path is None:
-            return [f"No received file numbered {number} is waiting to be opened."]
-        if await in_thread(risky_to_open, path):
+            return [nothing_to_open_line(number)]
+        if await in_thread(risky_to_open, path):  # again: it may have changed since
             return [file_not_opened_line(path.name)]
         problem = await open_with_default_program(path)
-        return [] if problem is None else [f"Could not open '{printable(path.name)}': {problem}."]
+        return [] if problem is None else [file_open_failed_line(path.name, problem)]
 
     async def _run_incoming(self, incoming: Incoming) -> None:
         box: list[PartFile] = []  # the temporary file, once the first data arrives
@@ -122,8 +127,12 @@ class Receiving(TransferBase):
             self._emit(file_aborted_line(incoming.name, incoming.sender, detail))
             return False
         if not incoming.decision.result():
-            self._emit(file_declined_line(incoming.name, incoming.sender))
-            await self._answer("file_decline", id=incoming.id, detail="declined: they said no")
+            if incoming.refusal is not None:
+                self._emit(file_refused_line(incoming.name, incoming.sender, incoming.refusal))
+                await self._answer("file_decline", id=incoming.id, detail=LEFT)
+            else:
+                self._emit(file_declined_line(incoming.name, incoming.sender))
+                await self._answer("file_decline", id=incoming.id, detail="declined: they said no")
             return False
         return True
 
@@ -205,5 +214,3 @@ class Receiving(TransferBase):
 def _theirs(reason: str) -> str:
     """A refusal as the sender reads it ("your quota" becomes "their quota")."""
     return reason.replace("your ", "their ")
-
-

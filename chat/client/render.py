@@ -340,6 +340,25 @@ def file_not_opened_line(saved_name: str) -> str:
     return f"Not opening '{printable(saved_name)}': programs, scripts and launchers are never opened."
 
 
+def no_offer_waiting_line(number: int | None, waiting: list[int]) -> str:
+    """``/accept`` or ``/decline`` with nothing (or not that number) to answer."""
+    if not waiting:
+        return "No file offer is waiting for an answer."
+    numbers = ", ".join(str(n) for n in sorted(waiting))
+    return f"No file offer numbered {number} is waiting; the waiting ones: {numbers}."
+
+
+def nothing_to_open_line(number: int | None) -> str:
+    """``/open`` with nothing (or not that number) to open."""
+    if number is None:
+        return "No received file is waiting to be opened (see --open)."
+    return f"No received file numbered {number} is waiting to be opened."
+
+
+def file_open_failed_line(saved_name: str, problem: str) -> str:
+    return f"Could not open '{printable(saved_name)}': {_reason(problem)}."
+
+
 def file_damaged_line(name: str, sender: str, problem: str) -> str:
     return f"File '{printable(name)}' from {sender} was not saved: {_reason(problem)}."
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -93,6 +93,8 @@ class Incoming:
     #: With ``--ask-files``: the number the user answers with, and the answer to come.
     number: int = 0
     decision: asyncio.Future[bool] | None = None
+    #: Set when the client declines it for the user (leaving): why, as the user reads it.
+    refusal: str | None = None
 
     def __post_init__(self) -> None:
         self.flow = ReceiveWindow(self.size)
@@ -113,9 +115,14 @@ class TransferBase:
         pace: Callable[[], Awaitable[None]],
         config: ClientConfig,
         download_gate: DownloadGate | None = None,
+        numbers: Iterator[int] | None = None,
+        openable: dict[int, Path] | None = None,
     ) -> None:
         """``download_gate`` bounds what others make this client download; it outlives a
-        reconnect (one quota per client process)."""
+        reconnect (one quota per client process). So do ``numbers`` (the numbers offers
+        and received files are answered and opened by: a number typed for an offer the
+        lost connection ended never names a new one) and ``openable`` (received files
+        waiting for /open)."""
         self._session = session
         self._emit = emit
         self._pace = pace
@@ -130,10 +137,10 @@ class TransferBase:
         self._accepting = True
         self._gate = download_gate or DownloadGate(config.download_limits)
         self.ask_files = config.ask_files
-        self._numbers = itertools.count(1)
+        self._numbers = numbers if numbers is not None else itertools.count(1)
         #: Offers waiting for /accept or /decline, and saved files waiting for /open.
         self._asked: dict[int, Incoming] = {}
-        self._openable: dict[int, Path] = {}
+        self._openable = openable if openable is not None else {}
 
     async def _answer(self, kind: str, **fields: Any) -> None:
         """A paced request whose reply (``ok``, or an error) the receive loop shows."""

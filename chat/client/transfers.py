@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 
-from chat.client.receiving import Receiving
+from chat.client.receiving import LEAVING, Receiving
 from chat.client.render import file_aborted_line, progress_line
 from chat.client.sending import Sending
 from chat.client.transfer_base import MAX_EARLY, offered_name
@@ -39,8 +39,14 @@ class TransferManager(Sending, Receiving):
         return len(self._tasks)
 
     def stop_accepting(self) -> None:
-        """From now on, offers are declined (the client is leaving)."""
+        """From now on, offers are declined (the client is leaving), and so are those
+        still waiting for /accept or /decline: nobody is left to answer them."""
         self._accepting = False
+        for incoming in self._asked.values():
+            if incoming.decision is not None and not incoming.decision.done():
+                incoming.refusal = LEAVING
+                incoming.decision.set_result(False)
+        self._asked.clear()
 
     async def wait_finished(self) -> None:
         """Return once every transfer has ended (sent, received, failed or aborted)."""
