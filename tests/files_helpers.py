@@ -166,3 +166,16 @@ class RawPeer:
         self._reader.cancel()
         with contextlib.suppress(BaseException):
             await self._reader
+
+
+def stand_in_opener(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a real program named ``xdg-open`` first on PATH that records each file it is
+    asked to open; returns the file it records into (absent until something is opened)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    opened = tmp_path / "opened.txt"
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
+    opener.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    return opened

@@ -22,6 +22,7 @@ from files_helpers import (
     random_file,
     sparse_file,
     spawn_client,
+    stand_in_opener,
     wait_until,
 )
 
@@ -290,13 +291,7 @@ async def test_open_asks_first_and_never_opens_programs(
     """``--open`` (review M10): a stored file is opened with ``xdg-open`` only when the
     user types ``/open``; a launcher, a script or an executable file is never opened;
     without ``--open`` nothing is offered."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    opened = tmp_path / "opened.txt"
-    fake = bin_dir / "xdg-open"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
-    fake.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    opened = stand_in_opener(tmp_path, monkeypatch)
     alice = await spawn_client(chat, "alice")
     bob = await spawn_client(chat, "bob", "--open")
     carol = await spawn_client(chat, "carol")

@@ -17,7 +17,14 @@ from pathlib import Path
 import psutil
 import pytest
 from e2e_harness import HOST, Chat, ServerProcess
-from files_helpers import RawPeer, chat_with_server_options, random_file, spawn_client, wait_until
+from files_helpers import (
+    RawPeer,
+    chat_with_server_options,
+    random_file,
+    spawn_client,
+    stand_in_opener,
+    wait_until,
+)
 from test_terminal_support import Peer, Terminal
 
 from chat.client.app import build_parser
@@ -200,13 +207,7 @@ async def test_open_refuses_programs_and_asks_before_opening_others(
     """--open: a launcher, a script, a Windows program and a launcher disguised as a
     picture are never opened; a picture is opened only on /open, by the desktop's opener
     (here a stand-in ``xdg-open`` first on PATH that records what it was given)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    opened = tmp_path / "opened.txt"
-    opener = bin_dir / "xdg-open"
-    opener.write_text(f'#!/bin/sh\nprintf "%s\\n" "$1" >> {opened}\n')
-    opener.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    opened = stand_in_opener(tmp_path, monkeypatch)
     alice = await spawn_client(chat, "alice")
     bob = await spawn_client(chat, "bob", "--open")
     launcher = b"[Desktop Entry]\nType=Application\nExec=sh -c 'touch pwned'\n"
