@@ -44,3 +44,13 @@ def test_no_import_circles_in_chat() -> None:
         if name not in done:
             visit(name, [name], done)
     assert not circles, "\n".join(" -> ".join(circle) for circle in circles)
+
+
+def test_no_module_over_400_lines() -> None:
+    """A module that grows past this is doing more than one job: split it by job."""
+    long = {
+        str(path.relative_to(CHAT.parent)): count
+        for path in CHAT.rglob("*.py")
+        if (count := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert not long, long

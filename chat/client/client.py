@@ -38,13 +38,12 @@ from chat.client.file_policy import DownloadGate
 from chat.client.inputs import LineInput
 from chat.client.output import Output
 from chat.client.pacing import Pacer
-from chat.client.reconnect import backoff_delays, loss_reason, relogin, worth_retrying
+from chat.client.reconnecting import FEATURES, LOST, Reconnecting
 from chat.client.render import render
 from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
 from chat.client.transfers import TransferManager
 from chat.client.transport import ClientError, ClientSession, Disconnected
-from chat.protocol.codes import Feature
 from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
 from chat.protocol.errors import EnvelopeError
 
@@ -55,12 +54,9 @@ REPEAT_PASSWORD_PROMPT = "Repeat password: "
 EXIT_OK = 0
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
-#: Extensions this client understands (PROTOCOL.md section 6.6).
-FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED)]
 
 #: How often the terminal's transfer progress bar is redrawn.
 STATUS_INTERVAL = 0.5
-LOST = "the connection to the server was lost"
 HELD_NOTE = "(not connected: will send when reconnected)"
 #: Opens a new session to the same server with the same trusted key.
 Reconnect = Callable[[], Awaitable[ClientSession]]
@@ -70,7 +66,7 @@ def _needs_server(parsed: Parsed) -> bool:
     return isinstance(parsed, Send | SendFile) or parsed in (Action.REGISTER, Action.PASSWD)
 
 
-class ChatClient:
+class ChatClient(Reconnecting):
     def __init__(
         self,
         session: ClientSession,
@@ -384,72 +380,6 @@ class ChatClient:
         self._quitting = True
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError, ClientError):
             await asyncio.wait_for(self._session.request("quit"), QUIT_TIMEOUT)
-
-    # --- reconnecting (terminal mode) -----------------------------------------------------
-
-    def _may_reconnect(self, error: ClientError) -> bool:
-        return (
-            self._reconnect is not None
-            and self._name is not None
-            and not self._quitting
-            and worth_retrying(error)
-        )
-
-    def _set_online(self, online: bool) -> None:
-        self._online = online
-        if self._name is not None:
-            self._lines.show_identity(self._name, online)
-
-    async def _recover(self, error: ClientError) -> None:
-        """Say the connection was lost, then reconnect with backoff and log back in.
-        Returns once logged in; raises ClientError when trying again cannot help (the
-        server's key changed, the name or password is refused)."""
-        assert self._reconnect is not None
-        self._set_online(False)
-        await self._transfers.close(LOST)  # says which transfers were interrupted
-        with contextlib.suppress(Exception):
-            await self._session.close()
-        what, then = f"Connection lost: {loss_reason(error)}.", "Reconnecting"
-        for delay in backoff_delays():
-            self._out.show(f"{what} {then} in {delay:.0f} s...", ERROR)
-            await asyncio.sleep(delay)
-            then = "Retrying"
-            try:
-                session = await self._reconnect()
-            except ClientError as failure:
-                if not worth_retrying(failure):
-                    raise
-                what = failure.message.rstrip(".") + "."
-                continue
-            try:
-                assert self._name is not None
-                welcome = await relogin(
-                    session, self._name, self._login_password, self._login_reply, self._say
-                )
-            except ClientError as failure:
-                with contextlib.suppress(Exception):
-                    await session.close()
-                if not worth_retrying(failure):
-                    raise
-                what = f"Connection lost again: {loss_reason(failure)}."
-                continue
-            self._session = session
-            self._transfers = self._new_transfers()
-            self._note(welcome)
-            self._set_online(True)
-            self._out.show(f"Reconnected as {self._name}.", SYSTEM)
-            return
-
-    async def _login_reply(self, session: ClientSession, fields: dict[str, Any]) -> Envelope:
-        """Send ``login`` and receive until its reply (nothing else is expected before)."""
-        await self._pacer.wait()
-        rid = await session.send("login", features=FEATURES, **fields)
-        while True:
-            event = await session.recv()
-            if event.get("re") == rid:
-                return event
-            self._note(event)
-            self._present(event)
 
     def _say(self, line: str) -> None:
         self._out.show(line, SYSTEM)
