@@ -1,4 +1,6 @@
-"""Shared fixtures: one server key pair per session, a fresh server process per test."""
+"""Shared fixtures: one server key pair per session; per test, a fresh server with
+line-mode clients, in this process (``chat``: local_chat.py) or as processes
+(``process_chat``, ``server``: e2e_harness.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from e2e_harness import Chat, ServerProcess
+from local_chat import LocalChat, LocalServer
 
 from chat.keys import generate_private_key, write_key_pair
 
@@ -20,7 +23,7 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 @pytest_asyncio.fixture
-async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[ServerProcess]:
+async def server_process(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[ServerProcess]:
     """A fresh server process on 127.0.0.1 (port 0), its working directory in tmp_path.
 
     The test fails if the server died before teardown or printed a Traceback."""
@@ -34,9 +37,38 @@ async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[S
 
 
 @pytest_asyncio.fixture
-async def chat(server: ServerProcess, key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[Chat]:
-    """The test's server plus a factory for line-mode clients (all stopped at teardown)."""
-    world = Chat(server, key_pair[1], tmp_path)
+async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[LocalServer]:
+    """A fresh server in this event loop on 127.0.0.1 (port 0), its database in tmp_path.
+
+    The test fails if the server logged a Traceback."""
+    running = await LocalServer.start(key_pair[0], tmp_path / "server")
+    try:
+        yield running
+    finally:
+        problems = await running.stop()
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + running.report())
+
+
+@pytest_asyncio.fixture
+async def chat(
+    server: LocalServer, key_pair: tuple[Path, Path], tmp_path: Path
+) -> AsyncIterator[LocalChat]:
+    """The test's server plus a factory for line-mode clients, all tasks of this event
+    loop on real sockets (all stopped at teardown)."""
+    world = LocalChat(server, key_pair[1], tmp_path)
+    try:
+        yield world
+    finally:
+        await world.shutdown()
+
+
+@pytest_asyncio.fixture
+async def process_chat(
+    server_process: ServerProcess, key_pair: tuple[Path, Path], tmp_path: Path
+) -> AsyncIterator[Chat]:
+    """The test's server process plus a factory for line-mode client processes."""
+    world = Chat(server_process, key_pair[1], tmp_path)
     try:
         yield world
     finally:

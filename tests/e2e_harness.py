@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -225,23 +226,30 @@ class ServerProcess(Process):
         return problems
 
 
-class LineClient(Process):
-    """``python -m chat.client 127.0.0.1 PUB --port P [--username NAME]`` in line mode."""
+class LineExpectations:
+    """What a test checks of a line-mode client's output, whether the client runs as a
+    process (``LineClient``) or as a task of the test (local_chat.py). A subclass
+    provides ``out``, ``send``, ``drain``, ``report`` and ``wait_exit``."""
 
-    server: ServerProcess | None = None
+    label: str
+    out: OutputLog
+    err: OutputLog
+    server: Any = None
     name: str | None = None
+    #: The client's working directory (relative paths it is given are relative to it).
+    cwd: Path
 
     def send(self, line: str) -> None:
-        """Write one line to the client's stdin."""
-        assert self.proc.stdin is not None
-        if self.proc.stdin.is_closing():
-            pytest.fail(f"{self.label}: stdin already closed, cannot send {line!r}")
-        self.proc.stdin.write(line.encode("utf-8") + b"\n")
+        raise NotImplementedError
 
     async def drain(self) -> None:
-        assert self.proc.stdin is not None
-        with contextlib.suppress(ConnectionError):
-            await self.proc.stdin.drain()
+        """Let what was sent reach the client."""
+
+    def report(self) -> str:
+        raise NotImplementedError
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        raise NotImplementedError
 
     def _fail(self, message: str) -> None:
         extra = f"\n{self.server.report()}" if self.server is not None else ""
@@ -296,14 +304,6 @@ class LineClient(Process):
         self.send("/list")
         await self.expect(online)
 
-    async def close(self, timeout: float = TIMEOUT) -> None:
-        """End of input; the client must exit with code 0 and no traceback."""
-        assert self.proc.stdin is not None
-        await self.drain()
-        if not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        await self.wait_clean_exit(timeout)
-
     async def wait_clean_exit(self, timeout: float = TIMEOUT) -> None:
         """The client must exit by itself with code 0 and without a traceback."""
         code = await self.wait_exit(timeout)
@@ -313,6 +313,30 @@ class LineClient(Process):
             self._fail(f"exited with code {code}, expected 0")
         if any("Traceback" in line for line in self.err.lines):
             self._fail("printed a Traceback")
+
+
+class LineClient(Process, LineExpectations):
+    """``python -m chat.client 127.0.0.1 PUB --port P [--username NAME]`` in line mode."""
+
+    def send(self, line: str) -> None:
+        """Write one line to the client's stdin."""
+        assert self.proc.stdin is not None
+        if self.proc.stdin.is_closing():
+            pytest.fail(f"{self.label}: stdin already closed, cannot send {line!r}")
+        self.proc.stdin.write(line.encode("utf-8") + b"\n")
+
+    async def drain(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(ConnectionError):
+            await self.proc.stdin.drain()
+
+    async def close(self, timeout: float = TIMEOUT) -> None:
+        """End of input; the client must exit with code 0 and no traceback."""
+        assert self.proc.stdin is not None
+        await self.drain()
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        await self.wait_clean_exit(timeout)
 
 
 class Chat:
@@ -325,8 +349,15 @@ class Chat:
         self.clients: list[LineClient] = []
         self._count = 0
 
-    async def spawn(self, username: str | None = None, label: str | None = None) -> LineClient:
-        """Start a client; with ``username`` it logs in via ``--username``."""
+    async def spawn(
+        self,
+        username: str | None = None,
+        label: str | None = None,
+        *options: str,
+        kind: type[LineClient] = LineClient,
+    ) -> LineClient:
+        """Start a client with ``options`` in a directory of its own (``cwd``); with
+        ``username`` it logs in via ``--username``."""
         self._count += 1
         label = label or username or f"client{self._count}"
         cwd = self.tmp_path / f"client-{self._count}-{label}"
@@ -334,10 +365,11 @@ class Chat:
         args = ["-m", "chat.client", HOST, str(self.public_pem), "--port", str(self.server.port)]
         if username is not None:
             args += ["--username", username]
-        client = await LineClient.spawn(label, args, cwd, split_prompts=True)
-        assert isinstance(client, LineClient)
+        client = await kind.spawn(label, [*args, *options], cwd, split_prompts=True)
+        assert isinstance(client, kind)
         client.server = self.server
         client.name = username
+        client.cwd = cwd
         self.clients.append(client)
         return client
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_harness import HOST, Chat, LineClient, ServerProcess
+from e2e_harness import HOST, Chat, LineClient, LineExpectations, ServerProcess
+from local_chat import LocalChat, LocalClient, LocalServer
 
 from chat.client.transport import ClientSession, Disconnected, open_session
 from chat.keys import load_public_key
@@ -26,8 +27,8 @@ from chat.protocol.envelope import Envelope
 PART_SUFFIX = ".part"
 
 
-class FileClient(LineClient):
-    """A line-mode client whose download directory is known."""
+class FileClient(LineExpectations):
+    """What the file tests read of a line-mode client: its download directory."""
 
     downloads: Path
 
@@ -43,41 +44,49 @@ class FileClient(LineClient):
         return [p for p in self.downloads.iterdir() if p.name.endswith(PART_SUFFIX)]
 
 
-async def spawn_client(chat: Chat, username: str, *options: str) -> FileClient:
-    """Start a line-mode client logged in as ``username`` and wait for its welcome."""
-    cwd = chat.tmp_path / f"files-{username}-{len(chat.clients)}"
-    cwd.mkdir(parents=True)
-    args = [
-        "-m", "chat.client", HOST, str(chat.public_pem), "--port", str(chat.server.port),
-        "--username", username, *options,
-    ]  # fmt: skip
-    client = await FileClient.spawn(username, args, cwd, split_prompts=True)
-    assert isinstance(client, FileClient)
-    client.server = chat.server
-    client.name = username
-    client.downloads = cwd / "downloads"
+class LocalFileClient(LocalClient, FileClient):
+    """A line-mode client task (local_chat.py)."""
+
+
+class ProcessFileClient(LineClient, FileClient):
+    """A line-mode client process (to stop it with a signal or measure it)."""
+
+
+async def spawn_client(chat: LocalChat | Chat, username: str, *options: str) -> Any:
+    """Start a line-mode client logged in as ``username`` with ``options`` (as a task
+    or a process, as ``chat`` starts them) and wait for its welcome."""
+    if isinstance(chat, LocalChat):
+        client: FileClient = await chat.spawn(username, None, *options, kind=LocalFileClient)
+    else:
+        client = await chat.spawn(username, None, *options, kind=ProcessFileClient)
+    client.downloads = client.cwd / "downloads"
     for index, option in enumerate(options):
         if option == "--download-dir":
-            client.downloads = cwd / options[index + 1]
-    chat.clients.append(client)
+            client.downloads = client.cwd / options[index + 1]
     await client.expect(f"[Welcome {username}]")
     return client
 
 
 @contextlib.asynccontextmanager
 async def chat_with_server_options(
-    key_pair: tuple[Path, Path], tmp_path: Path, *server_options: str
-) -> AsyncIterator[Chat]:
-    """Like the ``chat`` fixture, with options for the server."""
-    server = await ServerProcess.start(key_pair[0], tmp_path / "server", *server_options)
-    world = Chat(server, key_pair[1], tmp_path)
+    key_pair: tuple[Path, Path], tmp_path: Path, *server_options: str, process: bool = False
+) -> AsyncIterator[Any]:
+    """Like the ``chat`` fixture (or, with ``process``, ``process_chat``), with options
+    for the server."""
+    world: LocalChat | Chat
+    if process:
+        server = await ServerProcess.start(key_pair[0], tmp_path / "server", *server_options)
+        world = Chat(server, key_pair[1], tmp_path)
+    else:
+        local = await LocalServer.start(key_pair[0], tmp_path / "server", *server_options)
+        world = LocalChat(local, key_pair[1], tmp_path)
     try:
         yield world
     finally:
         await world.shutdown()
-        problems = await server.stop()
+        problems = await world.server.stop()
     if problems:
-        pytest.fail("; ".join(problems) + "\n" + server.report())
+        pytest.fail("; ".join(problems) + "\n" + world.server.report())
 
 
 def random_file(path: Path, size: int) -> bytes:

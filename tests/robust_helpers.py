@@ -20,6 +20,7 @@ import psutil
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_harness import HOST, ServerProcess
+from local_chat import LocalServer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -41,16 +42,23 @@ _fresh = itertools.count(1)
 
 
 @asynccontextmanager
-async def running_server(private_pem: Path, cwd: Path, *extra: str) -> AsyncIterator[ServerProcess]:
-    """A server process started with ``extra`` options; fails the test if it died or
-    printed a traceback (like the ``server`` fixture, which takes no options)."""
-    process = await ServerProcess.start(private_pem, cwd, *extra)
+async def running_server(
+    private_pem: Path, cwd: Path, *extra: str, process: bool = False
+) -> AsyncIterator[Any]:
+    """A server started with ``extra`` options, in this event loop (local_chat.py) or,
+    with ``process``, as a process (to measure it, or to flood it from another process);
+    fails the test if it died or printed a traceback, like the ``server`` fixture."""
+    running: LocalServer | ServerProcess
+    if process:
+        running = await ServerProcess.start(private_pem, cwd, *extra)
+    else:
+        running = await LocalServer.start(private_pem, cwd, *extra)
     try:
-        yield process
+        yield running
     finally:
-        problems = await process.stop()
+        problems = await running.stop()
     if problems:
-        pytest.fail("; ".join(problems) + "\n" + process.report())
+        pytest.fail("; ".join(problems) + "\n" + running.report())
 
 
 async def opened_from(port: int, source: str) -> RawSession:

@@ -7,14 +7,15 @@ import re
 import time
 from pathlib import Path
 
-from e2e_harness import HOST, USERNAME_PROMPT, Chat, LineClient
+from e2e_harness import USERNAME_PROMPT, LineExpectations
+from local_chat import LocalChat as Chat
 
 from chat.client.render import when
 
 HISTORY_LINE = re.compile(r"\[\d{4}-\d\d-\d\d \d\d:\d\d\] ")
 
 
-async def register(client: LineClient, password: str) -> None:
+async def register(client: LineExpectations, password: str) -> None:
     client.send("/register")
     await client.expect("Password: ")
     client.send(password)
@@ -23,7 +24,7 @@ async def register(client: LineClient, password: str) -> None:
     await client.expect(f"[Name '{client.name}' is now registered.]")
 
 
-async def login_with_password(chat: Chat, name: str, password: str) -> LineClient:
+async def login_with_password(chat: Chat, name: str, password: str) -> LineExpectations:
     client = await chat.spawn(label=name)
     await client.expect(USERNAME_PROMPT)
     client.send(name)
@@ -99,20 +100,9 @@ async def test_passwd_changes_the_password(chat: Chat, tmp_path: Path) -> None:
     # --password-file answers the Password: question itself (for scripts).
     secret = tmp_path / "password.txt"
     secret.write_text("new password\n")
-    scripted = await _spawn_with_password_file(chat, "nana", secret)
+    scripted = await chat.spawn("nana", None, "--password-file", str(secret))
     await scripted.expect("[Welcome nana]")
     await scripted.assert_no_line("Password: ")
-
-
-async def _spawn_with_password_file(chat: Chat, name: str, secret: Path) -> LineClient:
-    cwd = chat.tmp_path / "password-file-client"
-    cwd.mkdir()
-    args = ["-m", "chat.client", HOST, str(chat.public_pem), "--port", str(chat.server.port),
-            "--username", name, "--password-file", str(secret)]  # fmt: skip
-    client = await LineClient.spawn(name, args, cwd, split_prompts=True)
-    assert isinstance(client, LineClient)
-    chat.clients.append(client)
-    return client
 
 
 async def test_offline_message_arrives_once_marked_late(chat: Chat) -> None:

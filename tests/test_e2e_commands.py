@@ -8,7 +8,9 @@ that nothing was delivered rather than that nothing arrived yet.
 
 from __future__ import annotations
 
-from e2e_harness import USERNAME_PROMPT, Chat
+from e2e_harness import USERNAME_PROMPT
+from e2e_harness import Chat as ProcessChat
+from local_chat import LocalChat as Chat
 
 ADDED = "[You have been added to the {g} group]"
 REMOVED = "[You have been removed from the {g} group]"
@@ -63,8 +65,9 @@ async def test_end_of_input_quits_and_announces_exit(chat: Chat) -> None:
     await alice.sync("alice")
 
 
-async def test_killed_client_is_announced_as_exited(chat: Chat) -> None:
+async def test_killed_client_is_announced_as_exited(process_chat: ProcessChat) -> None:
     """A client that drops without /quit is announced like /quit, and its name is free again."""
+    chat = process_chat
     alice, bob = await chat.login("alice", "bob")
     await bob.kill()
     await alice.expect("[bob exited]")

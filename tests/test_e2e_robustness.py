@@ -17,7 +17,8 @@ import struct
 import sys
 from pathlib import Path
 
-from e2e_harness import HOST, Chat
+from e2e_harness import HOST
+from local_chat import LocalChat as Chat
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 

@@ -1,8 +1,8 @@
-"""End to end: the seed's "Example Chat Session" (flower-bottle-chat.md), steps 1, 2, 3 and 5.
+"""End to end: the example session of README "A first session", as processes.
 
-Two real ``python -m chat.client`` processes in line mode, sophia and jojo, each typing
-their username at the ``Enter your username: `` prompt as in the seed. The file steps
-(4 and the group file of 5) are a later work item.
+A real ``python -m chat.server`` and two real ``python -m chat.client`` processes in line
+mode, sophia and jojo, each typing their username at the ``Enter your username: ``
+prompt. (Files between them are in test_files_e2e.py.)
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 from e2e_harness import USERNAME_PROMPT, Chat
 
 
-async def test_example_chat_session(chat: Chat) -> None:
+async def test_example_chat_session(process_chat: Chat) -> None:
+    chat = process_chat
     sophia = await chat.spawn(label="sophia")
     await sophia.expect(USERNAME_PROMPT)
     sophia.send("sophia")

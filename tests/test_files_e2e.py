@@ -1,6 +1,7 @@
 """File transfer end to end (README "Files", PROTOCOL.md section 7).
 
-Real server and line-mode client processes on 127.0.0.1, real files in tmp_path. Saved
+A real server and line-mode clients on 127.0.0.1 (tasks of the test, local_chat.py; client
+processes where one is killed or paused with a signal), real files in tmp_path. Saved
 files are compared byte for byte; hostile names and a wrong checksum come from a raw
 protocol peer (``RawPeer``), since the command line cannot produce them.
 """
@@ -188,7 +189,8 @@ async def test_group_of_three(chat: Chat, tmp_path: Path) -> None:
     await carol.expect("No other member of group team is online.")
 
 
-async def test_recipient_disconnects_midway(chat: Chat, tmp_path: Path) -> None:
+async def test_recipient_disconnects_midway(process_chat: Chat, tmp_path: Path) -> None:
+    chat = process_chat
     alice = await spawn_client(chat, "alice")
     bob = await spawn_client(chat, "bob")
     carol = await spawn_client(chat, "carol")
@@ -206,7 +208,8 @@ async def test_recipient_disconnects_midway(chat: Chat, tmp_path: Path) -> None:
     assert carol.saved() == {"later.txt": data}
 
 
-async def test_sender_disconnects_midway(chat: Chat, tmp_path: Path) -> None:
+async def test_sender_disconnects_midway(process_chat: Chat, tmp_path: Path) -> None:
+    chat = process_chat
     alice = await spawn_client(chat, "alice")
     bob = await spawn_client(chat, "bob")
     sparse_file(tmp_path / "big.bin", 512 * MIB)
@@ -325,7 +328,9 @@ async def test_acks_of_data_relayed_before_the_sender_left_are_not_rate_limited(
     """A recipient that is behind when the sender disconnects still acknowledges the data
     already relayed to it (a window's worth: here 128 chunks, far over the rate limit's
     burst). Those late acks are flow-controlled traffic, not a flood: it stays connected."""
-    async with chat_with_server_options(key_pair, tmp_path, "--transfer-window", str(32 * MIB)) as chat:
+    async with chat_with_server_options(
+        key_pair, tmp_path, "--transfer-window", str(32 * MIB), process=True
+    ) as chat:
         alice = await spawn_client(chat, "alice")
         bob = await spawn_client(chat, "bob")
         sparse_file(tmp_path / "big.bin", 1024 * MIB)

@@ -1,6 +1,7 @@
 """Accounts and storage (README "Accounts and guests") end to end: accounts, groups,
 offline messages and history survive restarts and a ``kill -9``; every check runs against
-the real server process."""
+a real server on 127.0.0.1 (in the test's event loop, local_chat.py; a process where it
+is killed)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import session_helpers
 from e2e_harness import ServerProcess
+from local_chat import LocalServer
 
 from chat.client.transport import ClientError, ClientSession, Disconnected, open_session
 from chat.keys import load_public_key
@@ -25,17 +28,20 @@ NOTIFICATIONS = {
 
 
 class Server:
-    """A server process whose database lives in one directory across restarts."""
+    """A server whose database lives in one directory across restarts; a process if
+    ``killable``."""
 
-    def __init__(self, private_pem: Path, public_pem: Path, directory: Path) -> None:
+    def __init__(self, private_pem: Path, public_pem: Path, directory: Path, *, killable: bool) -> None:
         self.private_pem = private_pem
         self.public_key = load_public_key(public_pem)
         self.directory = directory
-        self.process: ServerProcess | None = None
+        self.killable = killable
+        self.process: ServerProcess | LocalServer | None = None
 
     async def start(self, *options: str) -> None:
         options = ("--rate-limit", "0", "--network-rate-limit", "0", *options)
-        self.process = await ServerProcess.start(self.private_pem, self.directory, *options)
+        kind = ServerProcess if self.killable else LocalServer
+        self.process = await kind.start(self.private_pem, self.directory, *options)
 
     async def stop(self) -> None:
         assert self.process is not None
@@ -47,7 +53,7 @@ class Server:
         await self.start()
 
     def kill(self) -> None:
-        assert self.process is not None
+        assert isinstance(self.process, ServerProcess)
         os.kill(self.process.proc.pid, signal.SIGKILL)
 
     async def connect(self) -> ClientSession:
@@ -85,13 +91,24 @@ async def reply(session: ClientSession, kind: str, **fields: object) -> Envelope
     return await session_helpers.reply(session, kind, skip=NOTIFICATIONS, **fields)
 
 
-@pytest.fixture
-async def server(key_pair: tuple[Path, Path], tmp_path: Path):  # type: ignore[no-untyped-def]
-    instance = Server(key_pair[0], key_pair[1], tmp_path / "server")
+async def _started(key_pair: tuple[Path, Path], tmp_path: Path, *, killable: bool) -> AsyncIterator[Server]:
+    instance = Server(key_pair[0], key_pair[1], tmp_path / "server", killable=killable)
     await instance.start()
     yield instance
     if instance.process is not None and instance.process.returncode is None:
         await instance.stop()
+
+
+@pytest.fixture
+async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[Server]:
+    async for instance in _started(key_pair, tmp_path, killable=False):
+        yield instance
+
+
+@pytest.fixture
+async def server_process(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[Server]:
+    async for instance in _started(key_pair, tmp_path, killable=True):
+        yield instance
 
 
 async def test_registered_name_needs_its_password_after_a_restart(server: Server) -> None:
@@ -254,7 +271,8 @@ async def test_history_is_kept_for_members_only(server: Server) -> None:
     assert [m["text"] for m in last_two["messages"]] == ["message 1", "message 2"]
 
 
-async def test_kill_9_during_traffic_loses_nothing_acknowledged(server: Server) -> None:
+async def test_kill_9_during_traffic_loses_nothing_acknowledged(server_process: Server) -> None:
+    server = server_process
     alice = await server.account("alice")
     await server.login("bob")
     await reply(alice, "group_create", group="busy", members=["bob"])

@@ -55,7 +55,7 @@ async def quick_server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIter
     async with running_server(
         key_pair[0], tmp_path / "server",
         "--handshake-timeout", str(HANDSHAKE_TIMEOUT), "--max-per-ip", "0", "--rate-limit", "0",
-        *NO_ADDRESS_LIMITS,
+        *NO_ADDRESS_LIMITS, process=True,
     ) as process:
         yield process
 

@@ -59,7 +59,7 @@ async def test_a_client_that_never_reads_is_cut_off_and_others_get_everything(
     # server's own --max-backlog bound is reached.
     extra = ["--max-backlog", str(MAX_BACKLOG), "--rate-limit", "0", "--max-per-ip", "0", *NO_ADDRESS_LIMITS,
              "--socket-send-buffer", str(256 * 1024)]  # fmt: skip
-    async with running_server(key_pair[0], tmp_path / "server", *extra) as server:
+    async with running_server(key_pair[0], tmp_path / "server", *extra, process=True) as server:
         process = server_ps(server)
         sloth = await Peer.join(server.port, public_key, "sloth", sock=_small_buffer_socket(server.port))
         sloth.session.ws.transport.pause_reading()

@@ -51,7 +51,7 @@ async def test_slowloris_is_bounded_at_accept(
     of them send a partial request line). The server keeps only what its per-address
     bounds allow (64 upgrading, 4 more being told why they are refused), not 600, and
     users elsewhere connect and chat."""
-    async with running_server(key_pair[0], tmp_path / "server") as server:
+    async with running_server(key_pair[0], tmp_path / "server", process=True) as server:
         process = server_ps(server)
         baseline = process.num_fds()
         writers = []
@@ -76,7 +76,7 @@ async def test_frames_before_the_handshake_are_small(
     """M2: before the handshake a frame may be 2 KiB. 100 connections each announcing a
     1 MiB frame and sending part of it are closed at once with 1009; the server's memory
     does not grow by the ~100 MiB they used to park."""
-    async with running_server(key_pair[0], tmp_path / "server") as server:
+    async with running_server(key_pair[0], tmp_path / "server", process=True) as server:
         process = server_ps(server)
         rss = process.memory_info().rss
         sessions = [await opened_from(server.port, ATTACKER) for _ in range(100)]
@@ -124,7 +124,7 @@ async def test_handshake_flood_leaves_logins_fast(
     """M1: one address forces handshakes as fast as it can (32 loops); a user elsewhere
     still connects, handshakes and logs in in well under a second, and the flooder is
     answered SERVER_BUSY before any RSA work once over its rate."""
-    async with running_server(key_pair[0], tmp_path / "server") as server:
+    async with running_server(key_pair[0], tmp_path / "server", process=True) as server:
         seen: dict[str, int] = {"refused": 0, "closed": 0, "other": 0}
         seen.update({code.name: 0 for code in HandshakeErrorCode})
         until = time.monotonic() + 6
@@ -155,7 +155,7 @@ async def test_logged_in_users_keep_chatting_through_a_handshake_flood(
     together as many RSA decryptions as the cores can do) while two logged-in users
     exchange private messages: their round trips stay short, because RSA work runs on
     its own bounded threads and queue and the event loop serves sessions first."""
-    async with running_server(key_pair[0], tmp_path / "server") as server:
+    async with running_server(key_pair[0], tmp_path / "server", process=True) as server:
         alice = await opened_from(server.port, "127.0.0.1")
         await alice.handshake(public_key)
         await alice.login("alice")

@@ -36,7 +36,8 @@ def _unsafe(line: str) -> list[str]:
     ]
 
 
-async def test_hostile_texts_show_as_one_visible_line_each(chat: Chat) -> None:
+async def test_hostile_texts_show_as_one_visible_line_each(process_chat: Chat) -> None:
+    chat = process_chat
     victim = await chat.login_one("victim")
     mallory = await login(chat.server.port, chat.public_pem, "mallory")
     try:

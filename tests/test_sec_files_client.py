@@ -98,11 +98,12 @@ async def test_offers_per_sender_are_rate_limited(chat: Chat, tmp_path: Path) ->
 
 
 async def test_idle_offers_hold_no_descriptor_and_incoming_files_are_bounded(
-    chat: Chat, tmp_path: Path
+    process_chat: Chat, tmp_path: Path
 ) -> None:
     """The review's descriptor exhaustion: accepted offers that never send data. The
     client creates a file only when data arrives, and past --max-incoming-files it
     declines further offers."""
+    chat = process_chat
     bob = await spawn_client(chat, "bob", "--max-incoming-files", "4", "--files-per-minute", "0")
     process = psutil.Process(bob.proc.pid)
     before = process.num_fds()

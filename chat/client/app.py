@@ -32,9 +32,9 @@ from chat.client.file_policy import (
     DEFAULT_MAX_INCOMING,
     DownloadLimits,
 )
-from chat.client.inputs import PipeInput
+from chat.client.inputs import LineInput, PipeInput
 from chat.client.known_servers import KnownServers
-from chat.client.output import PlainOutput, TerminalOutput
+from chat.client.output import Output, PlainOutput, TerminalOutput
 from chat.client.pacing import Pacer
 from chat.client.roster import Roster
 from chat.client.style import colour_enabled
@@ -237,7 +237,7 @@ async def run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal:
     """``trusted`` is the key from a key file, or None for trust on first use."""
     terminated = _cancel_on_sigterm()
     try:
-        return await _run(args, trusted, terminal=terminal)
+        return await _run(args, trusted, terminal=terminal, lines=None, out=None)
     except asyncio.CancelledError:
         if terminated.is_set():
             return EXIT_TERMINATED  # stopped by SIGTERM, temporary files cleaned up
@@ -269,7 +269,22 @@ def _say_on_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal: bool) -> int:
+async def run_line_mode(
+    args: argparse.Namespace, trusted: TrustedKey | None, lines: LineInput, out: Output
+) -> int:
+    """Line mode reading ``lines`` and showing events on ``out`` (tests run clients in
+    one process this way). Raises ClientError as ``run`` does."""
+    return await _run(args, trusted, terminal=False, lines=lines, out=out)
+
+
+async def _run(
+    args: argparse.Namespace,
+    trusted: TrustedKey | None,
+    *,
+    terminal: bool,
+    lines: LineInput | None,
+    out: Output | None,
+) -> int:
     password = read_password_file(args.password_file)
     colour = terminal and colour_enabled(args.no_color)
     roster = Roster()
@@ -295,9 +310,10 @@ async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal
     session = await connect()
     config = client_config(args)
     if prompt is None:
-        fd = sys.stdin.fileno() if sys.stdin is not None else None
+        if lines is None:
+            lines = PipeInput(sys.stdin.fileno() if sys.stdin is not None else None)
         client = ChatClient(
-            session, PipeInput(fd), PlainOutput(), ordered_local_output=True, config=config, password=password
+            session, lines, out or PlainOutput(), ordered_local_output=True, config=config, password=password
         )
         return await client.run(args.username)
 
@@ -312,6 +328,16 @@ async def _run(args: argparse.Namespace, trusted: TrustedKey | None, *, terminal
             reconnect=connect, roster=roster,
         )  # fmt: skip
         return await client.run(args.username)
+
+
+def trusted_key(args: argparse.Namespace) -> TrustedKey | None:
+    """The server key from the key file (checked against --fingerprint and the pin), or
+    None: fetch it and trust it on first use. Raises ClientError."""
+    path = key_file(args.public_pem)
+    trusted = load_key_file(path, args.fingerprint, PROG) if path is not None else None
+    if trusted is not None and args.public_pem is None:
+        trusted = check_against_pin(trusted, args.server_host, args.port, KnownServers())
+    return trusted
 
 
 def client_config(args: argparse.Namespace) -> ClientConfig:
@@ -339,11 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(errors="replace")
     terminal = sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        path = key_file(args.public_pem)
-        trusted = load_key_file(path, args.fingerprint, PROG) if path is not None else None
-        if trusted is not None and args.public_pem is None:
-            trusted = check_against_pin(trusted, args.server_host, args.port, KnownServers())
-        return asyncio.run(run(args, trusted, terminal=terminal))
+        return asyncio.run(run(args, trusted_key(args), terminal=terminal))
     except ClientError as exc:
         print(exc.message, file=sys.stderr)
         return exc.exit_code

@@ -225,6 +225,15 @@ def add_account_command(db_path: str, name: str) -> int:
     return 0
 
 
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The configuration the command line asks for."""
+    chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
+    return ServerConfig(
+        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve),
+        registered_only=args.registered_only, **chosen
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.add_account is not None:
@@ -237,11 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chat-server: error: {exc}", file=sys.stderr)
         return 2
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
-    chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
-    config = ServerConfig(
-        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve),
-        registered_only=args.registered_only, **chosen
-    )
+    config = config_from_args(args)
     config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
