@@ -15,6 +15,12 @@ from local_chat import LocalChat, LocalServer
 from chat.keys import generate_private_key, write_key_pair
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (the order is otherwise kept): with three workers
+    (pytest-xdist), a long test started last would leave the others idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(private.pem, public.pem): one 2048-bit server key for the whole session."""

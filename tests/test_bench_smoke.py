@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # ``bench`` is a top-level directory, not an installed package
     sys.path.insert(0, str(REPO))
 
+#: One worker runs the whole module: its tests share one benchmark run.
+pytestmark = [pytest.mark.xdist_group("bench"), pytest.mark.slow]
+
 procstat = pytest.importorskip("bench.procstat")
 if not procstat.available():
     pytest.skip("process measurements need psutil or /proc", allow_module_level=True)

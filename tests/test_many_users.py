@@ -8,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 from e2e_harness import HOST
 from robust_helpers import RawSession
 
@@ -20,6 +21,7 @@ from chat.server.handlers import first_names
 USERS = MAX_LIST_ITEMS + 26
 
 
+@pytest.mark.slow
 async def test_list_with_more_users_online_than_one_reply_names(key_pair: tuple[Path, Path]) -> None:
     config = ServerConfig(host=HOST, port=0, db_path=":memory:", rate_limit=0, max_connections_per_ip=0,
                           max_upgrading_per_ip=0, handshakes_per_ip=0)

@@ -111,6 +111,7 @@ async def server_process(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIt
         yield instance
 
 
+@pytest.mark.slow
 async def test_registered_name_needs_its_password_after_a_restart(server: Server) -> None:
     alice = await server.login("Alice")
     weak = await reply(alice, "register", password="short")
@@ -152,6 +153,7 @@ async def test_unregistered_names_work_without_password(server: Server) -> None:
     assert (not_registered.type, not_registered["code"]) == ("error", "not_registered")
 
 
+@pytest.mark.slow
 async def test_wrong_passwords_are_throttled_per_name(server: Server) -> None:
     await server.stop()
     await server.start("--wrong-password-delay", "0.05")

@@ -224,6 +224,7 @@ async def test_join_exit_join_stay_separate_and_a_quitter_is_caught_up(
         await close_all(observer, first, again)
 
 
+@pytest.mark.slow
 async def test_a_lone_login_is_announced_at_once_and_a_burst_at_the_interval(
     key_pair: tuple[Path, Path], public_key: rsa.RSAPublicKey
 ) -> None:

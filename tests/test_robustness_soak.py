@@ -1,5 +1,6 @@
-"""A bounded soak: 200 clients chatting with random joins, leaves, drops and reconnects
-against the real server process, and a checker that proves exact delivery.
+"""A bounded soak: 100 clients chatting with random joins, leaves, drops and reconnects
+against a real server, and a checker that proves exact delivery (about 1,700 routed
+events, 80,000 deliveries and 300 connections in a few seconds).
 
 The oracle
 ----------
@@ -65,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from robust_helpers import NO_ADDRESS_LIMITS, RawSession, assert_fresh_pair_chats, running_server
 from websockets.exceptions import ConnectionClosed
@@ -73,8 +75,8 @@ from chat.keys import load_public_key
 from chat.protocol.envelope import Envelope, decode_event, encode_request
 
 SEED = 20240605
-CLIENTS = 200
-STEPS = 50
+CLIENTS = 100
+STEPS = 40
 GROUPS = [f"g{k}" for k in range(8)]
 OBSERVER = "observer"
 ROUTED = ("user_joined", "user_exited", "broadcast", "group_message", "member_joined", "member_left")
@@ -520,8 +522,9 @@ class Checker:
         return "\n".join(lines)
 
 
-async def test_soak_two_hundred_clients_exact_delivery(key_pair: tuple[Path, Path], tmp_path: Path) -> None:
-    """200 clients, each taking 50 random steps (broadcasts, private and group messages,
+@pytest.mark.slow
+async def test_soak_a_hundred_clients_exact_delivery(key_pair: tuple[Path, Path], tmp_path: Path) -> None:
+    """100 clients, each taking 40 random steps (broadcasts, private and group messages,
     group joins and leaves, drops with and without requests in flight, quits, and
     reconnects under the same name), then every message is checked against the oracle
     of the module docstring."""
@@ -551,7 +554,7 @@ async def test_soak_two_hundred_clients_exact_delivery(key_pair: tuple[Path, Pat
         )
         assert not checker.problems, f"{summary}\n{checker.report()}"
         assert world.counter["drop"] + world.counter["quit"] + world.counter["drop_in_flight"] >= 20, summary
-        assert len(checker.timeline) > 3000, summary
+        assert len(checker.timeline) > 1500, summary
 
         await assert_fresh_pair_chats(server, public_key)
         for conn in [*live, observer]:

@@ -118,6 +118,7 @@ async def _flood(
             session.abort()
 
 
+@pytest.mark.slow
 async def test_handshake_flood_leaves_logins_fast(
     key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
 ) -> None:
@@ -148,6 +149,7 @@ async def test_handshake_flood_leaves_logins_fast(
         await assert_fresh_pair_chats(server, public_key)
 
 
+@pytest.mark.slow
 async def test_logged_in_users_keep_chatting_through_a_handshake_flood(
     key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
 ) -> None:

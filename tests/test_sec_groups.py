@@ -115,6 +115,7 @@ async def test_adds_by_others_do_not_use_up_a_users_quota(
         await assert_fresh_pair_chats(server, public_key)
 
 
+@pytest.mark.slow
 async def test_every_list_reply_fits_one_envelope(
     key_pair: tuple[Path, Path], tmp_path: Path, public_key: rsa.RSAPublicKey
 ) -> None:

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from e2e_harness import HOST
 from robust_helpers import RawSession, assert_fresh_pair_chats, running_server
@@ -61,6 +62,7 @@ def plant_hash(directory: Path, name_key: str, password_hash: str) -> None:
         db.execute("UPDATE account SET password_hash = ? WHERE name_key = ?", (password_hash, name_key))
 
 
+@pytest.mark.slow
 async def test_h2_a_hundred_simultaneous_guesses_get_only_the_pair_budget(
     key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -92,6 +94,7 @@ async def test_h2_a_hundred_simultaneous_guesses_get_only_the_pair_budget(
         await assert_fresh_pair_chats(server, public_key)
 
 
+@pytest.mark.slow
 async def test_m8_guesses_from_elsewhere_only_delay_the_owner(
     key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -128,6 +128,7 @@ class Blackhole:
             self._server.close()
 
 
+@pytest.mark.slow
 async def test_logging_back_in_waits_until_the_server_drops_the_old_session(
     start_server: StartServer, key_pair: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
