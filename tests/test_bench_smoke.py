@@ -14,8 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # ``bench`` is a top-level directory, not an installed package
     sys.path.insert(0, str(REPO))
 
-#: One worker runs the whole module: its tests share one benchmark run.
-pytestmark = [pytest.mark.xdist_group("bench"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 procstat = pytest.importorskip("bench.procstat")
 if not procstat.available():
@@ -26,7 +25,7 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def results(tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[Path, Path]) -> dict:
     out = tmp_path_factory.mktemp("bench")
     output = out / "results.json"
@@ -40,13 +39,13 @@ def results(tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[Path, Path
     return json.loads(output.read_text())
 
 
-def test_every_scenario_ran(results: dict) -> None:
+def _check_every_scenario_ran(results: dict) -> None:
     assert results["errors"] == {}
     assert set(results["scenarios"]) == {"broadcast", "private", "handshake", "capacity", "file"}
     assert results["machine"]["cpu_model"] and results["machine"]["python"]
 
 
-def test_broadcast_numbers(results: dict) -> None:
+def _check_broadcast_numbers(results: dict) -> None:
     rows = results["scenarios"]["broadcast"]["rows"]
     assert {r["target"] for r in rows} >= {"chat", "baseline"}
     for row in rows:
@@ -56,19 +55,19 @@ def test_broadcast_numbers(results: dict) -> None:
     assert any(r["target"] == "chat" for r in results["scenarios"]["broadcast"]["ratios"])
 
 
-def test_private_numbers(results: dict) -> None:
+def _check_private_numbers(results: dict) -> None:
     (row,) = [r for r in results["scenarios"]["private"]["rows"] if r["target"] == "chat"]
     assert row["delivered"] > 0 and _number(row["p99_ms"])
 
 
-def test_handshake_numbers(results: dict) -> None:
+def _check_handshake_numbers(results: dict) -> None:
     scenario = results["scenarios"]["handshake"]
     assert scenario["rsa"]["decryptions_per_s"] > 0
     (row,) = [r for r in scenario["rows"] if r["target"] == "chat"]
     assert row["handshakes"] > 0 and _number(row["ratio_to_rsa"])
 
 
-def test_capacity_numbers(results: dict) -> None:
+def _check_capacity_numbers(results: dict) -> None:
     rows = results["scenarios"]["capacity"]["rows"]
     assert {r["target"] for r in rows} >= {"chat", "baseline"}
     for row in rows:
@@ -76,7 +75,7 @@ def test_capacity_numbers(results: dict) -> None:
         assert _number(row["rss_per_conn_kib"]) and _number(row["connects_per_s"])
 
 
-def test_file_numbers(results: dict) -> None:
+def _check_file_numbers(results: dict) -> None:
     scenario = results["scenarios"]["file"]
     assert {r["target"] for r in scenario["rows"]} >= {"chat", "baseline"}
     for row in scenario["rows"]:
@@ -84,5 +83,16 @@ def test_file_numbers(results: dict) -> None:
     assert _number(scenario["ratio_to_plaintext"]["chat"])
 
 
-def test_targets_listed(results: dict) -> None:
+def _check_targets_listed(results: dict) -> None:
     assert {t["scenario"] for t in results["targets"]} == set(results["scenarios"])
+
+
+def test_a_quick_run_measures_every_scenario(results: dict) -> None:
+    """One run of the quick bench (it takes seconds), every part of its report checked."""
+    _check_every_scenario_ran(results)
+    _check_broadcast_numbers(results)
+    _check_private_numbers(results)
+    _check_handshake_numbers(results)
+    _check_capacity_numbers(results)
+    _check_file_numbers(results)
+    _check_targets_listed(results)

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from chat.client import own_lines
 from chat.client.client import EXIT_OK, ChatClient
 from chat.client.config import DEFAULT_DOWNLOAD_DIR, DEFAULT_MAX_FILE_SIZE, DEFAULT_PORT, ClientConfig
 from chat.client.file_policy import (
@@ -321,7 +322,7 @@ async def _run(
 
     out = TerminalOutput(colour=colour, timestamps=args.timestamps)
     key = fingerprint(trusted.key)
-    out.show(f"Connected to {session.uri} (server key {key}). Type /help for the commands.")
+    out.show(own_lines.connected(session.uri, key))
     with patch_stdout(raw=True):
         client = ChatClient(
             session, prompt, out, ordered_local_output=False, config=config, password=password,

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from chat.client import own_lines
 from chat.client.commands import (
     Action,
     FileAnswer,
@@ -57,7 +58,6 @@ QUIT_TIMEOUT = 10.0
 
 #: How often the terminal's transfer progress bar is redrawn.
 STATUS_INTERVAL = 0.5
-HELD_NOTE = "(not connected: will send when reconnected)"
 #: Opens a new session to the same server with the same trusted key.
 Reconnect = Callable[[], Awaitable[ClientSession]]
 
@@ -238,11 +238,11 @@ class ChatClient(Reconnecting):
     def _hold(self, parsed: Parsed, *, note: bool) -> None:
         if parsed in (Action.REGISTER, Action.PASSWD):
             # These ask questions first: not something to replay later.
-            self._out.show("Not connected: try again once reconnected.", ERROR)
+            self._out.show(own_lines.NOT_CONNECTED, ERROR)
             return
         self._held.append(parsed)
         if note:
-            self._out.show(HELD_NOTE, SYSTEM)
+            self._out.show(own_lines.HELD, SYSTEM)
 
     async def _do(self, parsed: Parsed) -> None:
         if isinstance(parsed, Send):
@@ -325,7 +325,7 @@ class ChatClient(Reconnecting):
         if first is None or second is None:
             return None
         if first != second:
-            await self._show(["Passwords do not match; nothing was changed."], ERROR)
+            await self._show([own_lines.PASSWORDS_DIFFER], ERROR)
             return None
         return first
 
@@ -349,7 +349,7 @@ class ChatClient(Reconnecting):
         try:
             await self._session.send(request.kind, **request.fields)
         except EnvelopeError as exc:
-            await self._show([f"Cannot send that: {exc}."], ERROR)
+            await self._show([own_lines.cannot_send(exc)], ERROR)
 
     async def _show(self, lines: Sequence[str], kind: str) -> None:
         if not lines:
@@ -364,7 +364,7 @@ class ChatClient(Reconnecting):
             self._quitting = True
             if self._held:
                 unsent = len(self._held)
-                self._out.show(f"Not connected: {unsent} line(s) typed meanwhile were not sent.", ERROR)
+                self._out.show(own_lines.unsent_at_quit(unsent), ERROR)
             return
         # Stored messages are deleted only once acknowledged: wait for the last page.
         with contextlib.suppress(TimeoutError):
@@ -374,7 +374,7 @@ class ChatClient(Reconnecting):
         # declined meanwhile), and for the replies to their last requests.
         self._transfers.stop_accepting()
         if self._transfers.active and not self._ordered_local_output:
-            self._out.show("Waiting for file transfers to finish (Ctrl-C to stop them)...")
+            self._out.show(own_lines.WAITING_FOR_TRANSFERS)
         await self._transfers.wait_finished()
         await self._session.wait_idle()
         self._quitting = True
@@ -391,6 +391,6 @@ class ChatClient(Reconnecting):
 
     def _chore_done(self, task: asyncio.Task[None]) -> None:
         self._chores.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            error = task.exception()
-            self._out.show(f"Internal error: {type(error).__name__}: {error}", ERROR)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            self._out.show(own_lines.internal_error(error), ERROR)

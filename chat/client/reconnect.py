@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from chat.client import own_lines
 from chat.client.render import render
 from chat.client.transport import (
     EXIT_CANNOT_CONNECT,
@@ -94,14 +95,11 @@ async def relogin(
             continue
         if reply.get("code") == "username_taken" and loop.time() < give_up:
             if not told:
-                say(
-                    f"The server still has the old session of {name}; "
-                    f"trying again every {RELOGIN_RETRY:g} s..."
-                )
+                say(own_lines.old_session_remains(name, RELOGIN_RETRY))
                 told = True
             await asyncio.sleep(RELOGIN_RETRY)
             continue
-        raise ClientError(f"Cannot log back in as {name}: {_relogin_refusal(reply)}.", EXIT_DISCONNECTED)
+        raise ClientError(own_lines.cannot_log_back_in(name, _relogin_refusal(reply)), EXIT_DISCONNECTED)
 
 
 def _relogin_refusal(reply: Envelope) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from typing import Any, Protocol
 
+from chat.client import own_lines
 from chat.client.inputs import LineInput
 from chat.client.output import Output
 from chat.client.pacing import Pacer
@@ -76,11 +77,11 @@ class Reconnecting:
         await self._transfers.close(LOST)  # says which transfers were interrupted
         with contextlib.suppress(Exception):
             await self._session.close()
-        what, then = f"Connection lost: {loss_reason(error)}.", "Reconnecting"
+        what, first = own_lines.connection_lost(loss_reason(error)), True
         for delay in backoff_delays():
-            self._out.show(f"{what} {then} in {delay:.0f} s...", ERROR)
+            self._out.show(own_lines.reconnecting_in(what, delay, first=first), ERROR)
             await asyncio.sleep(delay)
-            then = "Retrying"
+            first = False
             try:
                 session = await self._reconnect()
             except ClientError as failure:
@@ -98,13 +99,13 @@ class Reconnecting:
                     await session.close()
                 if not worth_retrying(failure):
                     raise
-                what = f"Connection lost again: {loss_reason(failure)}."
+                what = own_lines.connection_lost(loss_reason(failure), again=True)
                 continue
             self._session = session
             self._transfers = self._new_transfers()
             self._note(welcome)
             self._set_online(True)
-            self._out.show(f"Reconnected as {self._name}.", SYSTEM)
+            self._out.show(own_lines.reconnected(self._name), SYSTEM)
             return
 
     async def _login_reply(self: _Client, session: ClientSession, fields: dict[str, Any]) -> Envelope:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from chat.client import own_lines
 from chat.client.commands import SendFile
 from chat.client.downloads import open_for_reading
 from chat.client.render import file_offer_error_line, file_result_line
@@ -19,7 +20,6 @@ from chat.client.transfer_base import Outgoing, TransferBase, offered_name, star
 from chat.protocol.envelope import Envelope
 from chat.protocol.errors import EnvelopeError
 from chat.protocol.limits import MAX_CHUNK_BYTES
-from chat.safe_text import printable
 
 
 class Sending(TransferBase):
@@ -34,17 +34,16 @@ class Sending(TransferBase):
         try:
             fd, size = await asyncio.to_thread(open_for_reading, path)
         except FileNotFoundError:
-            return [f"Cannot send {request.path}: no such file."]
+            return [own_lines.cannot_send_file(request.path, "no such file")]
         except PermissionError:
-            return [f"Cannot send {request.path}: permission denied."]
+            return [own_lines.cannot_send_file(request.path, "permission denied")]
         except ValueError as exc:
-            return [f"Cannot send {request.path}: {exc}."]
+            return [own_lines.cannot_send_file(request.path, str(exc))]
         except OSError as exc:
-            return [f"Cannot send {request.path}: {exc.strerror or exc}."]
+            return [own_lines.cannot_send_file(request.path, str(exc.strerror or exc))]
         if size > self.max_file_size:
             os.close(fd)
-            limit = self.max_file_size
-            return [f"File {printable(name)} is too large: this client sends at most {limit} bytes."]
+            return [own_lines.file_too_large(name, self.max_file_size)]
         out = Outgoing(name, request.target, request.group, size, fd)
         target: dict[str, Any] = {"group": request.target} if request.group else {"to": request.target}
         try:
@@ -54,7 +53,7 @@ class Sending(TransferBase):
             )
         except EnvelopeError as exc:  # cannot happen: parse() and offered_name() check sizes
             os.close(fd)
-            return [f"Cannot send {name}: {exc}."]
+            return [own_lines.cannot_send_file(name, str(exc))]
         except BaseException:
             os.close(fd)
             raise
@@ -151,12 +150,12 @@ class Sending(TransferBase):
         reply = await self._session.request("file_end", claim=True, id=out.id, sha256=hasher.hexdigest())
         if reply.type == "error" and out.result is None:
             detail = reply.get("detail") or reply.get("code")
-            self._emit(f"Cannot send {printable(out.name)}: {printable(str(detail)).rstrip('.')}.")
+            self._emit(own_lines.cannot_send_file(out.name, str(detail)))
             return False
         return True
 
     async def _cancel_sending(self, out: Outgoing, reason: str) -> None:
-        self._emit(f"Cannot send {printable(out.name)}: {reason}.")
+        self._emit(own_lines.cannot_send_file(out.name, reason))
         await self._pace()
         detail = f"the sender cancelled it: {reason}"[:500]
         await self._session.request("file_cancel", claim=True, id=out.id, detail=detail)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from chat.client import own_lines
 from chat.client.config import ClientConfig
 from chat.client.file_policy import DownloadGate
 from chat.client.transport import ClientError, ClientSession
@@ -159,7 +160,7 @@ class TransferBase:
         error = task.exception()
         if error is not None and not isinstance(error, ClientError):
             # A bug, not a transfer problem: say so rather than fail silently.
-            self._emit(f"File transfer failed: internal error: {type(error).__name__}: {error}")
+            self._emit(own_lines.transfer_failed(error))
 
 
 def start_in_thread(func: Callable[..., T], *args: Any) -> asyncio.Future[T]:

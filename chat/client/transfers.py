@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import asyncio
 
+from chat.client import own_lines
 from chat.client.receiving import LEAVING, Receiving
 from chat.client.render import file_aborted_line, progress_line
 from chat.client.sending import Sending
 from chat.client.transfer_base import MAX_EARLY, offered_name
 from chat.protocol.envelope import Envelope
-from chat.safe_text import printable
 
 __all__ = ["TransferManager", "offered_name"]
 
@@ -61,7 +61,7 @@ class TransferManager(Sending, Receiving):
             for incoming in self._incoming.values():
                 self._emit(file_aborted_line(incoming.name, incoming.sender, reason))
             for out in [*self._outgoing.values(), *self._pending_offers]:
-                self._emit(f"File {printable(out.name)} was not sent: {reason}.")
+                self._emit(own_lines.file_not_sent(out.name, reason))
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -72,7 +72,7 @@ class TransferManager(Sending, Receiving):
         now = asyncio.get_running_loop().time()
         lines = []
         for out in [*self._pending_offers, *self._outgoing.values()]:
-            label = f"Sending {printable(out.name)} to {'group ' if out.group else ''}{out.target}"
+            label = own_lines.sending_progress(out.name, out.target, out.group)
             if out.flow is None:
                 lines.append(f"{label}: waiting for an answer")
             else:
@@ -80,7 +80,7 @@ class TransferManager(Sending, Receiving):
                 lines.append(progress_line(label, out.acked, out.size, rate))
         for incoming in self._incoming.values():
             rate = incoming.meter.update(now, incoming.received)
-            label = f"Receiving {printable(incoming.name)} from {incoming.sender}"
+            label = own_lines.receiving_progress(incoming.name, incoming.sender)
             lines.append(progress_line(label, incoming.received, incoming.size, rate))
         return lines
 
