@@ -1,7 +1,8 @@
 """End to end: every command of README "Commands" and the group rules of PROTOCOL.md section 6.2.
 
-Each test starts a fresh server process and real line-mode clients
-(``python -m chat.client``) and checks the exact lines they print. Negative checks run
+Each test starts a fresh server and real line-mode clients on 127.0.0.1, as tasks of the
+test (tests/local_chat.py: the code of ``python -m chat.server`` and of
+``python -m chat.client``), and checks the exact lines they print. Negative checks run
 after a positive sync point (a ``/list`` round trip through the server), so they prove
 that nothing was delivered rather than that nothing arrived yet.
 """

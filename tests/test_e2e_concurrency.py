@@ -1,4 +1,4 @@
-"""End to end under load: 50 clients chatting at once against the real server process.
+"""End to end under load: 50 clients chatting at once against a real server.
 
 The clients are in-process asyncio sessions (``chat.client.transport.open_session``), each
 a real WebSocket connection with its own handshake, so 50 of them stay cheap. Every

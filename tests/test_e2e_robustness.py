@@ -1,4 +1,4 @@
-"""End to end: the server process survives clients that send garbage.
+"""End to end: the server survives clients that send garbage.
 
 A raw WebSocket client (``websockets`` plus the sans-I/O handshake of chat.protocol)
 misbehaves at every stage: a text frame or random bytes instead of a ClientHello, random

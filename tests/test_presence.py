@@ -2,8 +2,8 @@
 name several users, each name announced exactly once, in login order, never to the user
 itself, and always before anything else the user who joined causes to arrive.
 
-Most tests run against the real server process. The ones about *when* announcements go
-out run a real :class:`ChatServer` in the test's event loop (127.0.0.1, real sockets and
+Most tests run against a real server (the ``server`` fixture). The ones about *when*
+announcements go out run a :class:`ChatServer` of their own (127.0.0.1, real sockets and
 handshakes) whose presence feed flushes at a chosen, long interval: then only the
 catch-up before each delivery can get an announcement out early, and what arrives is
 deterministic.
@@ -93,7 +93,7 @@ async def close_all(*peers: Peer) -> None:
     await asyncio.gather(*(peer.close() for peer in peers))
 
 
-# --- the real server process ---------------------------------------------------------------
+# --- the real server ----------------------------------------------------------------------
 
 
 async def test_concurrent_logins_announced_once_each_in_login_order(

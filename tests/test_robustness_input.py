@@ -1,4 +1,4 @@
-"""Bad input of every kind against the real server process (issue 5, "bad input matrix").
+"""Bad input of every kind against a real server (the "bad input matrix").
 
 Each test feeds one family of bad input over real sockets, checks the server's answer
 (an HTTP error, a HandshakeError, an ``error`` event, or a close code from PROTOCOL.md

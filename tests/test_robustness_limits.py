@@ -1,4 +1,4 @@
-"""Abuse limits of the real server process (issue 5, "Abuse" and "Timeouts").
+"""Abuse limits and timeouts of a real server.
 
 The rate limit warns (``notice too_fast``) and then disconnects (1008) without losing
 anything handled before; connection caps refuse with 1013 and a reason; the groups-per-

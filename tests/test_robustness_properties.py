@@ -1,4 +1,4 @@
-"""Property tests over real connections to the real server process (issue 5, hypothesis).
+"""Property tests (hypothesis) over real connections to a real server.
 
 Whatever bytes a client sends (as a handshake message, as a record, or sealed as the
 plaintext of a valid record), the server answers cleanly (a HandshakeError, a close

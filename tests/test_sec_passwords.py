@@ -1,4 +1,4 @@
-"""Password guessing against a real server process (review findings H2, M8, L1, L2, L5)
+"""Password guessing against a real server (review findings H2, M8, L1, L2, L5)
 and registration abuse: every attack is replayed over real connections, and the server
 keeps serving others afterwards."""
 
