@@ -104,5 +104,5 @@ async def test_abandoned_groups_expire(
         assert outcome(await ask(olga, "group_create", group="old")) == "group_created"
         assert (await ask(olga, "group_history", group="old"))["messages"] == []
     with sqlite3.connect(tmp_path / "chat.db") as db:
-        texts = [row[0] for row in db.execute("SELECT text FROM group_message ORDER BY id")]
+        texts = [row[0] for row in db.execute("SELECT text FROM message WHERE conv LIKE '#%' ORDER BY id")]
     assert texts == ["in used"]

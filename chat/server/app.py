@@ -90,6 +90,7 @@ class ChatServer:
         self.pending_handshakes = 0
         self._server: Server | None = None
         self._group_expiry: asyncio.Task[None] | None = None
+        self._message_expiry: asyncio.Task[None] | None = None
 
     async def _handler(self, websocket: ServerConnection) -> None:
         """One upgraded WebSocket. Connections were counted (and over-limit ones closed)
@@ -119,6 +120,14 @@ class ChatServer:
                     await self.services.hub.send(group.members.values(), deleted)
             if keys:
                 log.info("expired unused groups: %d", len(keys))
+            await asyncio.sleep(GROUP_EXPIRY_INTERVAL)
+
+    async def _expire_messages_forever(self) -> None:
+        """Delete messages older than ``retention_days`` (at start, then hourly)."""
+        while True:
+            expired = await self.services.storage.messages.expire()
+            if expired:
+                log.info("expired old messages: %d", expired)
             await asyncio.sleep(GROUP_EXPIRY_INTERVAL)
 
     def network_allows(self, network: str, size: int, *, broadcast: bool = False) -> bool:
@@ -155,6 +164,8 @@ class ChatServer:
         self.services.groups.load(await storage.load_groups())
         if self.config.group_expiry_days > 0:
             self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())
+        if self.config.retention_days > 0:
+            self._message_expiry = asyncio.get_running_loop().create_task(self._expire_messages_forever())
         self._server = await serve(
             self._handler,
             self.config.host,
@@ -188,10 +199,11 @@ class ChatServer:
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
         await self.services.mailbox.stop()
-        if self._group_expiry is not None:
-            self._group_expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._group_expiry
+        for expiry in (self._group_expiry, self._message_expiry):
+            if expiry is not None:
+                expiry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await expiry
         await self.services.storage.close()
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)

@@ -14,8 +14,10 @@ class ServerConfig:
     port: int = 8767
     #: SQLite database file; ":memory:" keeps nothing across restarts.
     db_path: str = "chat.db"
-    #: Group messages kept per group for /history.
+    #: Messages kept per conversation (everyone, each pair of users, each group), and
+    #: days a message is kept (0: as long as the count allows).
     history_limit: int = 1000
+    retention_days: float = 0.0
     #: Seconds before a wrong password is answered.
     wrong_password_delay: float = 1.0
     #: Seconds a new connection has to complete the handshake.

@@ -17,6 +17,7 @@ from chat.server.errors import RequestError
 from chat.server.groups import GroupChange
 from chat.server.login_throttle import address_prefix
 from chat.server.mailbox import sender_key
+from chat.server.message_store import BROADCASTS, group_conversation, private_conversation
 from chat.server.names import key
 
 #: Group messages /history shows when no count is given.
@@ -24,6 +25,7 @@ DEFAULT_HISTORY = 20
 
 
 async def broadcast(ctx: Context, env: Envelope) -> None:
+    await ctx.storage.messages.append(BROADCASTS, ctx.user, env["text"])
     await ctx.notify_others("broadcast", sender=ctx.user, text=env["text"])
     ctx.reply("ok")
 
@@ -37,8 +39,11 @@ async def private(ctx: Context, env: Envelope) -> None:
         registered_sender = await ctx.accounts.is_registered(ctx.user) is not None
         owner = sender_key(ctx.user, registered_sender, ctx.address)
         await ctx.services.mailbox.leave(registered, ctx.user, owner, env["text"])
+        conversation = private_conversation(key(ctx.user), key(registered))
+        await ctx.storage.messages.append(conversation, ctx.user, env["text"])
         ctx.reply("private_queued", to=registered, text=env["text"])
         return
+    await ctx.storage.messages.append(private_conversation(key(ctx.user), key(target)), ctx.user, env["text"])
     await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
     ctx.reply("private_sent", to=target, text=env["text"])
 
@@ -94,7 +99,7 @@ async def group_create(ctx: Context, env: Envelope) -> None:
         guests.add(key(ctx.user))
     async with ctx.groups.changing:
         change = ctx.groups.create(
-            env["group"], ctx.user, found, guests, ctx.storage.last_message_id, address_prefix(ctx.address)
+            env["group"], ctx.user, found, guests, ctx.storage.messages.last_id, address_prefix(ctx.address)
         )
         await ctx.commit(change)
         ctx.reply("group_created", group=change.name)
@@ -104,7 +109,7 @@ async def group_create(ctx: Context, env: Envelope) -> None:
 async def group_join(ctx: Context, env: Envelope) -> None:
     async with ctx.groups.changing:
         invited = key(ctx.user) in ctx.groups.get(env["group"]).pending
-        at = ctx.storage.last_message_id
+        at = ctx.storage.messages.last_id
         change = ctx.groups.join(env["group"], ctx.user, guest=not ctx.registered, at=at)
         await ctx.commit(change)
         ctx.reply("group_joined", group=change.name)
@@ -161,10 +166,13 @@ async def group_message(ctx: Context, env: Envelope) -> None:
             if change is not None:
                 await ctx.commit(change)
         group = ctx.groups.member_group(env["group"], ctx.user)
-    await ctx.notify(
-        group.other_members(ctx.user), "group_message", group=group.name, sender=ctx.user, text=env["text"]
-    )
-    await ctx.storage.append_history(key(group.name), ctx.user, env["text"])
+    await ctx.storage.messages.append(group_conversation(key(group.name)), ctx.user, env["text"])
+    # Delivered to the members as they are once it is stored (a join or leave may have
+    # been announced meanwhile): every member sees announcements and messages in one order.
+    if ctx.groups.exists(group.name):
+        group = ctx.groups.get(group.name)
+        members = group.other_members(ctx.user)
+        await ctx.notify(members, "group_message", group=group.name, sender=ctx.user, text=env["text"])
     ctx.reply("ok")
 
 
@@ -179,7 +187,8 @@ async def group_history(ctx: Context, env: Envelope) -> None:
     group = ctx.groups.member_group(env["group"], ctx.user)
     since = group.joined.get(key(ctx.user), 0)
     limit = env.get("limit", DEFAULT_HISTORY)
-    messages = await ctx.storage.history(key(group.name), limit, after=since, before=env.get("before"))
+    conversation = group_conversation(key(group.name))
+    messages = await ctx.storage.messages.history(conversation, limit, after=since, before=env.get("before"))
     entries = [{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages]
     budget, kept = HISTORY_BYTES, 0
     for entry in reversed(entries):
@@ -241,7 +250,7 @@ async def group_add(ctx: Context, env: Envelope) -> None:
     user = await ctx.known_user(env["user"])
     guest = bool(await _guests_among(ctx, [user]))
     async with ctx.groups.changing:
-        change = ctx.groups.add(env["group"], ctx.user, user, guest=guest, at=ctx.storage.last_message_id)
+        change = ctx.groups.add(env["group"], ctx.user, user, guest=guest, at=ctx.storage.messages.last_id)
         await ctx.commit(change)
         ctx.reply("member_added", group=change.name, name=user)
         await ctx.notify([user], "group_added", group=change.name)

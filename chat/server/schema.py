@@ -77,6 +77,39 @@ MIGRATIONS: list[str] = [
     ALTER TABLE chat_group ADD COLUMN active_at REAL NOT NULL DEFAULT 0;
     UPDATE chat_group SET active_at = CAST(strftime('%s', 'now') AS REAL);
     """,
+    # 6: every conversation message (broadcasts, private, group) in one table, with a
+    # sequence number per conversation ('*', '@<key> <key>', '#<group key>'); the group
+    # history moves in with its ids kept (members' join points are ids). The newest
+    # sequence number of each conversation is kept apart, so it never goes back when old
+    # messages are pruned.
+    """
+    CREATE TABLE message (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        sender TEXT NOT NULL,
+        text TEXT NOT NULL,
+        sent_at REAL NOT NULL,
+        UNIQUE (conv, seq)
+    );
+    CREATE INDEX message_by_conv_id ON message(conv, id);
+    CREATE INDEX message_by_age ON message(sent_at);
+    CREATE TABLE conversation (
+        conv TEXT PRIMARY KEY,
+        last_seq INTEGER NOT NULL
+    );
+    INSERT INTO message (id, conv, seq, sender, text, sent_at)
+        SELECT id, '#' || group_key, ROW_NUMBER() OVER (PARTITION BY group_key ORDER BY id),
+               sender, text, sent_at
+        FROM group_message;
+    INSERT INTO conversation (conv, last_seq) SELECT conv, MAX(seq) FROM message GROUP BY conv;
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'message', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'message');
+    UPDATE sqlite_sequence
+        SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'group_message'), 0))
+        WHERE name = 'message';
+    DROP TABLE group_message;
+    """,
 ]
 
 

@@ -35,7 +35,9 @@ class Services:
 
 def build_services(config: ServerConfig) -> Services:
     """The services of one server (or of one in-memory test server) with ``config``."""
-    storage = Storage(config.db_path, history_limit=config.history_limit)
+    storage = Storage(
+        config.db_path, history_limit=config.history_limit, retention_days=config.retention_days
+    )
     return Services(
         hub=LocalHub(),
         groups=GroupRegistry(

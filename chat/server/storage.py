@@ -1,7 +1,8 @@
 """Durable server state (README "Accounts and guests"): the queries for accounts,
-groups, offline messages and group history, over database.Database (SQLite on its own
-thread; the schema is in schema.py). Handlers reply to a request only after its change is
-committed, so whatever a client saw acknowledged is there after a crash."""
+groups and offline messages (conversation messages: message_store.py), over
+database.Database (SQLite on its own thread; the schema is in schema.py). Handlers reply
+to a request only after its change is committed, so whatever a client saw acknowledged is
+there after a crash."""
 
 from __future__ import annotations
 
@@ -9,27 +10,21 @@ import sqlite3
 import time
 
 from chat.server.database import Database
+from chat.server.message_store import MessageStore, group_conversation
 from chat.server.names import key, skeleton
 from chat.server.schema import MailboxQuota, StoredGroup, StoredMessage
-
-#: A group's history is pruned to ``history_limit`` once every this many of its inserts.
-PRUNE_EVERY = 64
 
 
 class Storage(Database):
     """The SQLite database behind the server, used from asyncio."""
 
-    def __init__(self, path: str, *, history_limit: int = 1000) -> None:
+    def __init__(self, path: str, *, history_limit: int = 1000, retention_days: float = 0) -> None:
         super().__init__(path)
-        self.history_limit = history_limit
+        #: Every conversation message (message_store.py).
+        self.messages = MessageStore(self, history_limit=history_limit, retention_days=retention_days)
         self._group_seq = 0
-        #: The id of the newest group message (a member's history starts after the one
-        #: that was newest when they joined).
-        self.last_message_id = 0
         #: Bytes of text of every offline message stored (the server-wide quota).
         self._offline_bytes = 0
-        #: Inserts per group since start, which decide when a group's history is pruned.
-        self._inserts: dict[str, int] = {}
 
     def _loaded(self, db: sqlite3.Connection) -> None:
         self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
@@ -37,7 +32,7 @@ class Storage(Database):
         db.executemany(
             "UPDATE account SET skeleton = ? WHERE name_key = ?", [(skeleton(n), k) for k, n in missing]
         )
-        self.last_message_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM group_message").fetchone()[0]
+        self.messages.loaded(db)
         self._offline_bytes = db.execute("SELECT COALESCE(SUM(size), 0) FROM offline_message").fetchone()[0]
 
     # --- accounts ---------------------------------------------------------------------
@@ -179,8 +174,7 @@ class Storage(Database):
     async def delete_group(self, group_key: str) -> None:
         def delete(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
-            db.execute("DELETE FROM group_message WHERE group_key = ?", (group_key,))
-            self._inserts.pop(group_key, None)
+            db.execute("DELETE FROM message WHERE conv = ?", (group_conversation(group_key),))
 
         await self._run(self._transaction, delete)
 
@@ -297,54 +291,7 @@ class Storage(Database):
             ]
             for group_key in keys:
                 db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
-                db.execute("DELETE FROM group_message WHERE group_key = ?", (group_key,))
-                self._inserts.pop(group_key, None)
+                db.execute("DELETE FROM message WHERE conv = ?", (group_conversation(group_key),))
             return keys
 
         return await self._run(self._transaction, delete)
-
-    async def append_history(self, group_key: str, sender: str, text: str) -> None:
-        """Record a group message, keeping only the newest ``history_limit`` per group."""
-
-        now = time.time()
-
-        def insert(db: sqlite3.Connection) -> None:
-            cursor = db.execute(
-                "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?,?,?,?)",
-                (group_key, sender, text, now),
-            )
-            # Used at most once a minute is enough for expiry, and spares most messages a write.
-            db.execute(
-                "UPDATE chat_group SET active_at = ? WHERE name_key = ? AND active_at < ?",
-                (now, group_key, now - 60),
-            )
-            self.last_message_id = max(self.last_message_id, cursor.lastrowid or 0)
-            # Prune this group every PRUNE_EVERY of its own inserts (and at its first since
-            # start): at most history_limit + PRUNE_EVERY - 1 rows per group, however the
-            # inserts of all groups interleave (review M12: a global id modulo could be dodged).
-            count = self._inserts.get(group_key, 0)
-            self._inserts[group_key] = count + 1
-            if count % PRUNE_EVERY == 0:
-                db.execute(
-                    "DELETE FROM group_message WHERE group_key = ? AND id <= ("
-                    " SELECT id FROM group_message WHERE group_key = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
-                    (group_key, group_key, self.history_limit),
-                )
-
-        await self._run(self._transaction, insert)
-
-    async def history(
-        self, group_key: str, limit: int, *, after: int = 0, before: int | None = None
-    ) -> list[StoredMessage]:
-        """The newest ``limit`` messages of a group with ids in (after, before), oldest
-        first."""
-
-        def query() -> list[StoredMessage]:
-            rows = self._conn().execute(
-                "SELECT sender, text, sent_at, id FROM group_message"
-                " WHERE group_key = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
-                (group_key, after, before if before is not None else 1 << 62, min(limit, self.history_limit)),
-            ).fetchall()
-            return [StoredMessage(*row) for row in reversed(rows)]
-
-        return await self._run(query)

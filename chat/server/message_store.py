@@ -1,0 +1,181 @@
+"""Every conversation message, stored before anyone is told it was sent (PROTOCOL.md
+section 6.7): broadcasts, private messages and group messages, each with a global id and
+a sequence number within its conversation.
+
+Appends are committed in batches: a message waits for the transaction that is being
+written and joins the next one, so under load one commit carries many messages and the
+event loop never waits on the disk. Ids and sequence numbers are given in commit order on
+the database's thread, so ids increase in the order messages became durable.
+
+Retention: the newest ``history_limit`` messages per conversation, and none older than
+``retention_days`` (0: no age limit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from chat.server.database import Database
+
+#: A conversation is pruned to ``history_limit`` once every this many of its appends.
+PRUNE_EVERY = 64
+#: The conversation of broadcasts.
+BROADCASTS = "*"
+
+
+def group_conversation(group_key: str) -> str:
+    return "#" + group_key
+
+
+def private_conversation(a_key: str, b_key: str) -> str:
+    """Both users' conversation (names never contain spaces)."""
+    first, second = sorted((a_key, b_key))
+    return f"@{first} {second}"
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation: str
+    seq: int
+    sender: str
+    text: str
+    sent_at: float
+
+
+@dataclass
+class _Append:
+    conversation: str
+    sender: str
+    text: str
+    sent_at: float
+    done: asyncio.Future[Message]
+
+
+class MessageStore:
+    """The ``message`` table of ``db``, used from asyncio."""
+
+    def __init__(self, db: Database, *, history_limit: int = 1000, retention_days: float = 0) -> None:
+        self._db = db
+        self.history_limit = history_limit
+        self.retention_days = retention_days
+        #: The id of the newest stored message (a group member's history starts after the
+        #: one that was newest when they joined).
+        self.last_id = 0
+        self._pending: list[_Append] = []
+        self._writer: asyncio.Task[None] | None = None
+        #: Used on the database's thread only: conversation -> newest seq, appends since start.
+        self._seqs: dict[str, int] = {}
+        self._pending_seqs: dict[str, int] = {}
+        self._appends: dict[str, int] = {}
+
+    def loaded(self, db: sqlite3.Connection) -> None:
+        """Called on the database's thread once the schema is current."""
+        self.last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()[0]
+
+    async def append(self, conversation: str, sender: str, text: str) -> Message:
+        """Store one message; returns it once committed."""
+        done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Append(conversation, sender, text, time.time(), done))
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+        return await asyncio.shield(done)
+
+    async def _write(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    insert = functools.partial(self._insert, batch=batch)
+                    stored = await self._db._run(self._db._transaction, insert)
+                except Exception as exc:
+                    for append in batch:
+                        if not append.done.done():
+                            append.done.set_exception(exc)
+                    continue
+                self._seqs.update(self._pending_seqs)
+                for append, message in zip(batch, stored, strict=True):
+                    self.last_id = max(self.last_id, message.id)
+                    if not append.done.done():
+                        append.done.set_result(message)
+        finally:
+            self._writer = None
+
+    def _insert(self, db: sqlite3.Connection, *, batch: list[_Append]) -> list[Message]:
+        stored: list[Message] = []
+        touched: dict[str, int] = {}
+        for append in batch:
+            conv = append.conversation
+            seq = touched.get(conv, self._seqs.get(conv))
+            if seq is None:
+                row = db.execute("SELECT last_seq FROM conversation WHERE conv = ?", (conv,)).fetchone()
+                seq = row[0] if row is not None else 0
+            seq += 1
+            cursor = db.execute(
+                "INSERT INTO message (conv, seq, sender, text, sent_at) VALUES (?,?,?,?,?)",
+                (conv, seq, append.sender, append.text, append.sent_at),
+            )
+            assert cursor.lastrowid is not None
+            stored.append(Message(cursor.lastrowid, conv, seq, append.sender, append.text, append.sent_at))
+            touched[conv] = seq
+            self._prune(db, conv)
+        db.executemany(
+            "INSERT INTO conversation (conv, last_seq) VALUES (?, ?)"
+            " ON CONFLICT (conv) DO UPDATE SET last_seq = excluded.last_seq",
+            touched.items(),
+        )
+        # Only once the transaction is sure to commit (a failure rolls the numbers back).
+        self._pending_seqs = touched
+        return stored
+
+    def _prune(self, db: sqlite3.Connection, conv: str) -> None:
+        """Every PRUNE_EVERY appends of a conversation (and its first since start), keep
+        its newest history_limit: at most history_limit + PRUNE_EVERY - 1 rows, however
+        conversations interleave (review M12)."""
+        count = self._appends.get(conv, 0)
+        self._appends[conv] = count + 1
+        if count % PRUNE_EVERY == 0:
+            db.execute(
+                "DELETE FROM message WHERE conv = ? AND seq <= ("
+                " SELECT seq FROM message WHERE conv = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                (conv, conv, self.history_limit),
+            )
+
+    async def history(
+        self, conversation: str, limit: int, *, after: int = 0, before: int | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages of a conversation with ids in (after, before),
+        oldest first."""
+
+        def query() -> list[Message]:
+            rows = self._db._conn().execute(
+                "SELECT id, conv, seq, sender, text, sent_at FROM message"
+                " WHERE conv = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (conversation, after, 1 << 62 if before is None else before, min(limit, self.history_limit)),
+            ).fetchall()
+            return [Message(*row) for row in reversed(rows)]
+
+        return await self._db._run(query)
+
+    async def forget(self, conversation: str) -> None:
+        """Delete a conversation (a deleted or expired group)."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM message WHERE conv = ?", (conversation,))
+
+        await self._db._run(self._db._transaction, delete)
+
+    async def expire(self, now: float | None = None) -> int:
+        """Delete messages older than ``retention_days``; returns how many."""
+        if self.retention_days <= 0:
+            return 0
+        older_than = (now if now is not None else time.time()) - self.retention_days * 86400
+
+        def delete(db: sqlite3.Connection) -> int:
+            return db.execute("DELETE FROM message WHERE sent_at < ?", (older_than,)).rowcount
+
+        return await self._db._run(self._db._transaction, delete)

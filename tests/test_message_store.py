@@ -1,0 +1,115 @@
+"""Every conversation message stored with an id and a per-conversation sequence number
+before its sender's ``ok`` (chat/server/message_store.py): the migration from the group
+history table, batched commits, retention by age, sequence numbers that never go back."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+
+from local_chat import LocalServer
+from session_helpers import login, reply
+
+from chat.server.message_store import BROADCASTS, group_conversation, private_conversation
+from chat.server.schema import MIGRATIONS
+from chat.server.storage import Storage
+
+
+def _rows(path: Path) -> list[tuple[str, int, str, str]]:
+    with sqlite3.connect(path) as db:
+        return list(db.execute("SELECT conv, seq, sender, text FROM message ORDER BY id"))
+
+
+async def test_every_message_is_stored_before_its_ok(
+    server: LocalServer, key_pair: tuple[Path, Path]
+) -> None:
+    """Read from the database file by another connection as soon as each ``ok`` arrives."""
+    database = Path(server.chat_server.config.db_path)
+    ann = await login(server.port, key_pair[1], "Ann")
+    bob = await login(server.port, key_pair[1], "bob")
+    assert (await reply(ann, "broadcast", text="hello all")).type == "ok"
+    assert _rows(database)[-1] == (BROADCASTS, 1, "Ann", "hello all")
+    assert (await reply(ann, "private", to="BOB", text="hi bob")).type == "private_sent"
+    assert _rows(database)[-1] == (private_conversation("ann", "bob"), 1, "Ann", "hi bob")
+    assert (await reply(bob, "private", to="ann", text="hi ann")).type == "private_sent"
+    assert _rows(database)[-1] == (private_conversation("ann", "bob"), 2, "bob", "hi ann")
+    assert (await reply(bob, "group_create", group="Team", members=["ann"])).type == "group_created"
+    assert (await reply(ann, "group_message", group="team", text="in the team")).type == "ok"
+    assert _rows(database)[-1] == (group_conversation("team"), 1, "Ann", "in the team")
+    assert (await reply(bob, "broadcast", text="bye all")).type == "ok"
+    assert _rows(database)[-1] == (BROADCASTS, 2, "bob", "bye all")
+    await ann.close()
+    await bob.close()
+
+
+async def test_the_group_history_moves_into_the_message_table(tmp_path: Path) -> None:
+    """A database of the previous schema: every group message kept with its id (members'
+    join points are ids), numbered per group in order; new ids continue after the highest
+    id ever given, even when that message was deleted."""
+    path = tmp_path / "chat.db"
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:5]:
+            db.executescript(script)
+        db.execute("PRAGMA user_version=5")
+        db.execute("INSERT INTO chat_group VALUES ('a', 'A', 'ann', 1, 0, 0)")
+        for text, group in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a"), ("gone", "b")]:
+            db.execute(
+                "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?, 'ann', ?, 1.0)",
+                (group, text),
+            )
+        db.execute("DELETE FROM group_message WHERE text = 'gone'")
+    storage = Storage(str(path))
+    await storage.open()
+    try:
+        assert storage.messages.last_id == 4
+        kept = await storage.messages.history(group_conversation("a"), 10)
+        assert [(m.id, m.seq, m.text) for m in kept] == [(1, 1, "a1"), (3, 2, "a2"), (4, 3, "a3")]
+        after_join = await storage.messages.history(group_conversation("a"), 10, after=1)
+        assert [m.text for m in after_join] == ["a2", "a3"]
+        new = await storage.messages.append(group_conversation("b"), "bob", "b2")
+        assert (new.id, new.seq) == (6, 2)
+    finally:
+        await storage.close()
+
+
+async def test_batched_appends_number_each_conversation_in_order(tmp_path: Path) -> None:
+    storage = Storage(str(tmp_path / "chat.db"))
+    await storage.open()
+    try:
+        targets = [BROADCASTS, group_conversation("g"), BROADCASTS, private_conversation("x", "y")] * 25
+        appends = [storage.messages.append(target, "s", str(n)) for n, target in enumerate(targets)]
+        stored = await asyncio.gather(*appends)
+        assert [m.id for m in stored] == list(range(1, 101))
+        for conversation in set(targets):
+            seqs = [m.seq for m in stored if m.conversation == conversation]
+            assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        await storage.close()
+
+
+async def test_retention_by_age_and_sequence_numbers_never_go_back(tmp_path: Path) -> None:
+    """Expired messages are deleted; a conversation emptied by expiry, or by deleting its
+    group, goes on numbering where it was, also after a restart (a client's cursor stays
+    valid)."""
+    path = str(tmp_path / "chat.db")
+    storage = Storage(path, retention_days=1)
+    await storage.open()
+    try:
+        for text in ("one", "two"):
+            await storage.messages.append(BROADCASTS, "s", text)
+        await storage.messages.append(group_conversation("g"), "s", "in g")
+        assert await storage.messages.expire() == 0
+        assert await storage.messages.expire(now=time.time() + 2 * 86400) == 3
+        assert await storage.messages.history(BROADCASTS, 10) == []
+        await storage.delete_group("g")
+    finally:
+        await storage.close()
+    storage = Storage(path, retention_days=1)
+    await storage.open()
+    try:
+        assert (await storage.messages.append(BROADCASTS, "s", "three")).seq == 3
+        assert (await storage.messages.append(group_conversation("g"), "s", "new g")).seq == 2
+    finally:
+        await storage.close()
