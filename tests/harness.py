@@ -100,6 +100,7 @@ class MemoryPeer:
         self.name: str | None = None
         self.registered = False
         self.features: set[Feature] = set()
+        self.reads_from = 0
         self.presence_seen = UNSUBSCRIBED
         self.ended: End | None = None
         self._changed = asyncio.Event()

@@ -33,9 +33,10 @@ from robust_helpers import (
 from websockets.exceptions import ConnectionClosed
 
 from chat.keys import generate_private_key, load_public_key
-from chat.protocol.envelope import REQUESTS, Int, List, Str, decode_event, decode_request, encode_request
+from chat.protocol.envelope import REQUESTS, decode_event, decode_request, encode_request
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode
 from chat.protocol.handshake import ClientHandshake, decode_handshake_error
+from chat.protocol.kinds import Int, List, Str
 from chat.protocol.limits import MAX_FRAME_BYTES, MAX_HANDSHAKE_BYTES
 from chat.protocol.records import MAX_RECORD_LEN
 

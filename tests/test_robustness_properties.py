@@ -28,9 +28,10 @@ from robust_helpers import NO_ADDRESS_LIMITS, Peer, RawSession, assert_fresh_pai
 from websockets.exceptions import ConnectionClosed
 
 from chat.keys import load_public_key
-from chat.protocol.envelope import MAX_REQUEST_ID, REQUESTS, Int, List, Str, decode_request, encode_request
+from chat.protocol.envelope import MAX_REQUEST_ID, REQUESTS, decode_request, encode_request
 from chat.protocol.errors import EnvelopeError
 from chat.protocol.handshake import ClientHandshake, decode_handshake_error
+from chat.protocol.kinds import Int, List, Str
 from chat.protocol.limits import MAX_HEADER_BYTES
 
 #: Examples per property: each one is a real connection (a handshake, maybe a login).

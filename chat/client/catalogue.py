@@ -13,7 +13,8 @@ from typing import Any
 
 from chat.client import commands, own_lines, render
 from chat.protocol.codes import ErrorCode, NoticeCode
-from chat.protocol.envelope import EVENTS, Bool, Envelope, Int, Kind, List, Objects, Str
+from chat.protocol.envelope import EVENTS, Envelope
+from chat.protocol.kinds import Bool, Int, Kind, List, Objects, Str
 
 #: Integer fields whose renderers format them as numbers get a sample number.
 _NUMBER = 3
@@ -77,6 +78,10 @@ def catalogue() -> str:
         ("`private` delivered late", _shown(render.render(_event("private", sent_at=_NUMBER)))),
         ("`user_list` with `more`", render.render(_event("user_list", more=_NUMBER))),
         ("`group_invite_only` off", render.render(_event("group_invite_only", on=False))),
+        ("`history` of everyone, empty", render.render(_event("history", target="*", messages=[]))),
+        ("`history` with a user, empty", render.render(_event("history", target="@<user>", messages=[]))),
+        ("`history` of a group, empty", render.render(_event("history", target="<group>", messages=[]))),
+        ("`search_results`, none", render.render(_event("search_results", results=[]))),
     ]
     errors = [(f"`{code}`", _error_lines(str(code))) for code in ErrorCode]
     errors.append(("an unknown code", _error_lines("<code>")))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from chat.protocol.envelope import MAX_HISTORY
+from chat.protocol.envelope import MAX_HISTORY, MAX_SEARCH_CHARS
 from chat.protocol.limits import MAX_LIST_ITEMS, MAX_NAME_CHARS, MAX_TEXT_CHARS
 
 
@@ -104,7 +104,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("/add <group> <username>", ("@add <group> <username>",), "add a user to a group you own"),
     Command("/kick <group> <username>", ("@kick <group> <username>",), "remove a user from a group you own"),
     Command("/inviteonly <group> on|off", (), "on: only you add members to a group you own; off: open"),
-    Command("/history <group> [<count>]", (), "recent messages of a group you are in (since you joined)"),
+    Command("/history [<target>] [<n>]", (), "messages of * (everyone, the default), @user, or a group"),
+    Command("/search <words>", (), "find messages you may read that have all the words (newest first)"),
     Command("/register", (), "protect your name with a password"),
     Command("/passwd", (), "change your password"),
     Command("/file <username> <path>", (), "send a file to a user"),
@@ -270,15 +271,32 @@ def _file(group: bool) -> Callable[[str, str], Parsed]:
 
 
 def _history(rest: str, usage: str) -> Parsed:
+    """``[<target>] [<count>]``: a lone number is a count of messages to everyone."""
     words = _words(rest)
-    if not 1 <= len(words) <= 2:
+    if len(words) > 2:
         return Show.line(usage)
-    fields: dict[str, Any] = {"group": words[0]}
+    if len(words) == 1 and words[0].isdigit():
+        words = ["*", words[0]]
+    target = words[0] if words else "*"
+    fields: dict[str, Any] = {"target": target}
     if len(words) == 2:
         if not words[1].isdigit() or not 1 <= int(words[1]) <= MAX_HISTORY:
             return Show.line(f"The count must be a number from 1 to {MAX_HISTORY}.")
         fields["limit"] = int(words[1])
-    return _group_error(words[0]) or Send("group_history", fields)
+    if target.startswith("@"):
+        error = _user_error(target[1:]) if target != "@" else Show.line(usage)
+    else:
+        error = _group_error(target) if target != "*" else None
+    return error or Send("history", fields)
+
+
+def _search(rest: str, usage: str) -> Parsed:
+    words = rest.strip()
+    if not words:
+        return Show.line(usage)
+    if len(words) > MAX_SEARCH_CHARS:
+        return Show.line(f"Search for fewer words (at most {MAX_SEARCH_CHARS} characters).")
+    return Send("search", {"words": words})
 
 
 def _optional_number(make: Callable[[int | None], Parsed]) -> Callable[[str, str], Parsed]:
@@ -329,7 +347,8 @@ _SLASH: dict[str, tuple[Callable[[str, str], Parsed], str]] = {
     "delete": (_one_group("group_delete"), "Usage: /delete <group>"),
     "add": (_group_user("group_add"), "Usage: /add <group> <username>"),
     "kick": (_group_user("group_kick"), "Usage: /kick <group> <username>"),
-    "history": (_history, "Usage: /history <group> [<count>]"),
+    "history": (_history, "Usage: /history [* | @<username> | <group>] [<count>]"),
+    "search": (_search, "Usage: /search <words>"),
     "inviteonly": (_invite_only, "Usage: /inviteonly <group> on|off"),
     "register": (_no_args(Action.REGISTER), "Usage: /register"),
     "passwd": (_no_args(Action.PASSWD), "Usage: /passwd"),

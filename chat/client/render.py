@@ -60,12 +60,24 @@ def _private(event: Envelope) -> list[str]:
 def _history(event: Envelope) -> list[str]:
     messages: list[dict[str, Any]] = event.get("messages") or []
     if not messages:
-        return [f"No messages in group {event.get('group', '')} yet."]
+        target = str(event.get("target", event.get("group", "")))
+        if target == "*":
+            return ["No messages to everyone yet."]
+        if target.startswith("@"):
+            return [f"No messages with {target[1:]} yet."]
+        return [f"No messages in group {target} yet."]
     lines = [f"[{when(m['sent_at'])}] {m['sender']}: {m['text']}" for m in messages]
     more = event.get("more")
     if more:
         lines.insert(0, f"({more:,} earlier message(s) did not fit in one reply; ask for fewer.)")
     return lines
+
+
+def _search_results(event: Envelope) -> list[str]:
+    results: list[dict[str, Any]] = event.get("results") or []
+    if not results:
+        return [f"No messages found for: {event.get('words', '')}"]
+    return [f"[{when(r['sent_at'])}] {r['where']} {r['sender']}: {r['text']}" for r in results]
 
 
 #: Notice lines by code (PROTOCOL.md section 6.3).
@@ -247,6 +259,8 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "registered": _line("[Name '{name}' is now registered.]"),
     "password_changed": lambda event: ["[Password changed.]"],
     "group_history": _history,
+    "history": _history,
+    "search_results": _search_results,
 }
 
 

@@ -18,7 +18,7 @@ PLAIN = "plain"
 
 _KINDS: dict[str, str] = {
     "private": PRIVATE, "private_sent": PRIVATE, "private_queued": PRIVATE,
-    "group_message": GROUP, "group_history": GROUP,
+    "group_message": GROUP, "group_history": GROUP, "history": GROUP,
     "broadcast": BROADCAST,
     "error": ERROR,
 }

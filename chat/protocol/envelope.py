@@ -17,20 +17,19 @@ Clients send *requests* (optionally numbered with ``rid``); the server sends *ev
 from __future__ import annotations
 
 import json
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from chat.protocol.errors import EnvelopeError
+from chat.protocol.kinds import Bool, Int, Kind, List, Objects, Schema, Str
 from chat.protocol.limits import (
     MAX_CHUNK_BYTES,
     MAX_DETAIL_CHARS,
     MAX_ENVELOPE_BYTES,
     MAX_FILE_NAME_CHARS,
     MAX_HEADER_BYTES,
-    MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
     MAX_PASSWORD_CHARS,
     MAX_PRESENCE_NAMES,
@@ -42,96 +41,6 @@ MAX_REQUEST_ID = (1 << 31) - 1
 #: Login names are checked against the username rules by the server, which answers
 #: with a clear error; the codec only bounds their size.
 MAX_LOGIN_NAME_CHARS = 256
-
-
-# --- field kinds --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Str:
-    max_chars: int
-    min_chars: int = 0
-    pattern: str | None = None
-
-    def check(self, name: str, value: Any) -> None:
-        if not isinstance(value, str):  # str subclasses (codes.ErrorCode) too
-            raise EnvelopeError(f"field '{name}' must be a string", name)
-        if not self.min_chars <= len(value) <= self.max_chars:
-            raise EnvelopeError(
-                f"field '{name}' must be {self.min_chars}..{self.max_chars} characters", name
-            )
-        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
-            raise EnvelopeError(f"field '{name}' has an invalid format", name)
-        try:
-            # JSON's \uXXXX escapes can smuggle in lone surrogates, which are not Unicode
-            # text: such a value would decode here and then fail to re-encode elsewhere.
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise EnvelopeError(f"field '{name}' is not valid Unicode text", name) from None
-
-
-@dataclass(frozen=True)
-class Int:
-    minimum: int
-    maximum: int
-
-    def check(self, name: str, value: Any) -> None:
-        if type(value) is not int or not self.minimum <= value <= self.maximum:
-            raise EnvelopeError(
-                f"field '{name}' must be an integer in {self.minimum}..{self.maximum}", name
-            )
-
-
-@dataclass(frozen=True)
-class Bool:
-    def check(self, name: str, value: Any) -> None:
-        if type(value) is not bool:
-            raise EnvelopeError(f"field '{name}' must be true or false", name)
-
-
-@dataclass(frozen=True)
-class List:
-    item: Str
-    max_items: int = MAX_LIST_ITEMS
-    min_items: int = 0
-
-    def check(self, name: str, value: Any) -> None:
-        if type(value) is not list or not self.min_items <= len(value) <= self.max_items:
-            raise EnvelopeError(
-                f"field '{name}' must be a list of {self.min_items}..{self.max_items} items", name
-            )
-        for item in value:
-            self.item.check(name, item)
-
-
-@dataclass(frozen=True)
-class Objects:
-    """A list of JSON objects, each validated against ``schema``."""
-
-    schema: Mapping[str, Kind]
-    max_items: int = MAX_LIST_ITEMS
-    #: Members an entry may have besides those of ``schema``.
-    optional: Mapping[str, Kind] = field(default_factory=dict)
-
-    def check(self, name: str, value: Any) -> None:
-        if type(value) is not list or len(value) > self.max_items:
-            raise EnvelopeError(f"field '{name}' must be a list of at most {self.max_items}", name)
-        allowed = set(self.schema) | set(self.optional)
-        for item in value:
-            if type(item) is not dict or not set(self.schema) <= set(item) <= allowed:
-                raise EnvelopeError(f"field '{name}' has a malformed entry", name)
-            for key, value_ in item.items():
-                (self.schema.get(key) or self.optional[key]).check(f"{name}.{key}", value_)
-
-
-Kind = Str | Int | Bool | List | Objects
-
-
-@dataclass(frozen=True)
-class Schema:
-    required: Mapping[str, Kind] = field(default_factory=dict)
-    optional: Mapping[str, Kind] = field(default_factory=dict)
-    body: bool = False
 
 
 # --- the vocabulary -----------------------------------------------------------------
@@ -151,8 +60,21 @@ PASSWORD = Str(MAX_PASSWORD_CHARS)
 TIMESTAMP = Int(0, (1 << 53) - 1)
 MAX_HISTORY = 1000
 HISTORY = Objects({"sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_HISTORY)
-#: A stored message's id.
+#: A stored message's id, and its number within its conversation.
 MESSAGE_ID = Int(0, (1 << 53) - 1)
+SEQUENCE = Int(1, (1 << 53) - 1)
+#: A conversation: ``*`` (everyone), ``@<user>`` (the private one with that user) or a group.
+TARGET = Str(MAX_NAME_CHARS + 1, 1)
+#: Messages one ``search`` page carries at most, and the words of a search.
+MAX_SEARCH = 50
+MAX_SEARCH_CHARS = 200
+SEARCH_WORDS = Str(MAX_SEARCH_CHARS, 1)
+STORED = Objects(
+    {"id": MESSAGE_ID, "seq": SEQUENCE, "sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_HISTORY
+)
+FOUND = Objects(
+    {"id": MESSAGE_ID, "where": TARGET, "sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_SEARCH
+)
 #: Extensions named at login (codes.Feature); unknown ones are ignored, not refused.
 FEATURES = List(Str(32, 1, r"[a-z0-9_]+"), 32)
 #: Byte offsets and sizes; JSON-safe integers.
@@ -178,6 +100,8 @@ REQUESTS: dict[str, Schema] = {
     "register": Schema({"password": PASSWORD}),
     "change_password": Schema({"old_password": PASSWORD, "new_password": PASSWORD}),
     "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY), "before": MESSAGE_ID}),
+    "history": Schema({}, {"target": TARGET, "limit": Int(1, MAX_HISTORY), "before": MESSAGE_ID}),
+    "search": Schema({"words": SEARCH_WORDS}, {"limit": Int(1, MAX_SEARCH), "before": MESSAGE_ID}),
     "group_invite_only": Schema({"group": NAME, "on": Bool()}),
     "offline_ack": Schema({"upto": MESSAGE_ID}),
     # File transfer (PROTOCOL.md section 7).
@@ -216,6 +140,10 @@ EVENTS: dict[str, Schema] = {
     "group_history": Schema(
         {"group": NAME, "messages": HISTORY}, {"more": Int(1, 1 << 62), "before": MESSAGE_ID}
     ),
+    "history": Schema(
+        {"target": TARGET, "messages": STORED}, {"more": Int(1, 1 << 62), "before": MESSAGE_ID}
+    ),
+    "search_results": Schema({"words": SEARCH_WORDS, "results": FOUND}, {"before": MESSAGE_ID}),
     "group_invite_only": Schema({"group": NAME, "on": Bool()}),
     "private_sent": Schema({"to": NAME, "text": TEXT}),
     "group_created": Schema({"group": NAME}),

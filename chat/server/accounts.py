@@ -139,7 +139,10 @@ class Accounts:
         # Counted before the slow hash, so simultaneous requests cannot all slip through.
         self._registrations.add(prefix, now)
         try:
-            created = await self._storage.create_account(key(ctx.user), ctx.user, await self._hash(password))
+            # The guest's own conversations so far stay theirs (nothing from before their login).
+            hashed = await self._hash(password)
+            floor = ctx.outbox.reads_from
+            created = await self._storage.create_account(key(ctx.user), ctx.user, hashed, reads_from=floor)
         except BaseException:
             self._registrations.remove(prefix, now)
             raise

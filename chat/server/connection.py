@@ -53,6 +53,7 @@ class ClientConnection:
         self.registered = False
         #: Extensions the client asked for at login and this server has.
         self.features: set[Feature] = set()
+        self.reads_from = 0
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).

@@ -8,7 +8,7 @@ import logging
 
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
-from chat.server import handlers
+from chat.server import handlers, history
 from chat.server.context import Context, Handler
 from chat.server.errors import RequestError
 from chat.server.login import login
@@ -40,6 +40,8 @@ HANDLERS: dict[str, Handler] = {
     "group_add": handlers.group_add,
     "group_kick": handlers.group_kick,
     "group_history": handlers.group_history,
+    "history": history.history,
+    "search": history.search,
     "group_invite_only": handlers.group_invite_only,
     "offline_ack": handlers.offline_ack,
     "register": handlers.register,

@@ -40,10 +40,11 @@ async def private(ctx: Context, env: Envelope) -> None:
         owner = sender_key(ctx.user, registered_sender, ctx.address)
         await ctx.services.mailbox.leave(registered, ctx.user, owner, env["text"])
         conversation = private_conversation(key(ctx.user), key(registered))
-        await ctx.storage.messages.append(conversation, ctx.user, env["text"])
+        await ctx.storage.messages.append(conversation, ctx.user, env["text"], recipient=registered)
         ctx.reply("private_queued", to=registered, text=env["text"])
         return
-    await ctx.storage.messages.append(private_conversation(key(ctx.user), key(target)), ctx.user, env["text"])
+    conversation = private_conversation(key(ctx.user), key(target))
+    await ctx.storage.messages.append(conversation, ctx.user, env["text"], recipient=target)
     await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
     ctx.reply("private_sent", to=target, text=env["text"])
 
@@ -166,7 +167,9 @@ async def group_message(ctx: Context, env: Envelope) -> None:
             if change is not None:
                 await ctx.commit(change)
         group = ctx.groups.member_group(env["group"], ctx.user)
-    await ctx.storage.messages.append(group_conversation(key(group.name)), ctx.user, env["text"])
+    await ctx.storage.messages.append(
+        group_conversation(key(group.name)), ctx.user, env["text"], recipient=group.name
+    )
     # Delivered to the members as they are once it is stored (a join or leave may have
     # been announced meanwhile): every member sees announcements and messages in one order.
     if ctx.groups.exists(group.name):

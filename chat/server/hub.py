@@ -27,6 +27,9 @@ class Outbox(Protocol):
     presence_seen: int
     #: Extensions its client asked for at login (PROTOCOL.md section 6.6).
     features: set[Feature]
+    #: The message id from which its user may read their private conversations (a guest:
+    #: from its login; an account: from its registration).
+    reads_from: int
 
     @property
     def closing(self) -> bool:

@@ -8,7 +8,7 @@ from chat.protocol.envelope import Envelope
 from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.handlers import drop_guest
-from chat.server.names import display_form, reserved, username_problem
+from chat.server.names import display_form, key, reserved, username_problem
 
 #: The features this server has (PROTOCOL.md section 6.6).
 SERVER_FEATURES = frozenset(Feature)
@@ -42,6 +42,8 @@ async def login(ctx: Context, env: Envelope) -> None:
     asked = env.get("features")
     features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
     outbox.logged_in(name, registered, features)
+    storage = services.storage
+    outbox.reads_from = await storage.reads_from(key(name)) if registered else storage.messages.last_id
     # Announced to everyone online; subscribed after its own join, so not told of it.
     services.presence.joined(name)
     services.presence.subscribe(outbox)

@@ -43,6 +43,8 @@ class Message:
     conversation: str
     seq: int
     sender: str
+    #: The group, or the private message's recipient, as written ('' for broadcasts).
+    recipient: str
     text: str
     sent_at: float
 
@@ -51,9 +53,25 @@ class Message:
 class _Append:
     conversation: str
     sender: str
+    recipient: str
     text: str
     sent_at: float
     done: asyncio.Future[Message]
+
+
+@dataclass(frozen=True)
+class Readable:
+    """What one user may read: broadcasts, their private conversations from message id
+    ``private_after`` on, and each of their groups' conversations from its id on."""
+
+    user_key: str
+    private_after: int
+    groups: tuple[tuple[str, int], ...] = ()
+
+
+_COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
+#: Words shorter than this are not in the trigram index: they are matched by scanning.
+MIN_INDEXED = 3
 
 
 class MessageStore:
@@ -77,10 +95,10 @@ class MessageStore:
         """Called on the database's thread once the schema is current."""
         self.last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()[0]
 
-    async def append(self, conversation: str, sender: str, text: str) -> Message:
+    async def append(self, conversation: str, sender: str, text: str, recipient: str = "") -> Message:
         """Store one message; returns it once committed."""
         done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Append(conversation, sender, text, time.time(), done))
+        self._pending.append(_Append(conversation, sender, recipient, text, time.time(), done))
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write())
         return await asyncio.shield(done)
@@ -116,11 +134,12 @@ class MessageStore:
                 seq = row[0] if row is not None else 0
             seq += 1
             cursor = db.execute(
-                "INSERT INTO message (conv, seq, sender, text, sent_at) VALUES (?,?,?,?,?)",
-                (conv, seq, append.sender, append.text, append.sent_at),
+                "INSERT INTO message (conv, seq, sender, recipient, text, sent_at) VALUES (?,?,?,?,?,?)",
+                (conv, seq, append.sender, append.recipient, append.text, append.sent_at),
             )
             assert cursor.lastrowid is not None
-            stored.append(Message(cursor.lastrowid, conv, seq, append.sender, append.text, append.sent_at))
+            row = (append.sender, append.recipient, append.text, append.sent_at)
+            stored.append(Message(cursor.lastrowid, conv, seq, *row))
             touched[conv] = seq
             self._prune(db, conv)
         db.executemany(
@@ -153,13 +172,43 @@ class MessageStore:
 
         def query() -> list[Message]:
             rows = self._db._conn().execute(
-                "SELECT id, conv, seq, sender, text, sent_at FROM message"
+                f"SELECT {_COLUMNS} FROM message m"
                 " WHERE conv = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
                 (conversation, after, 1 << 62 if before is None else before, min(limit, self.history_limit)),
             ).fetchall()
             return [Message(*row) for row in reversed(rows)]
 
         return await self._db._run(query)
+
+    async def search(
+        self, words: list[str], readable: Readable, limit: int, *, before: int | None = None
+    ) -> list[Message]:
+        """The newest ``limit`` messages ``readable`` allows that contain every word
+        (case-insensitively), with ids below ``before``; newest first."""
+        indexed = [w for w in words if len(w) >= MIN_INDEXED]
+        scanned = [w for w in words if len(w) < MIN_INDEXED]
+        where, args = _readable_clause(readable)
+        for word in scanned:
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where += " AND m.text LIKE ? ESCAPE '\\'"
+            args.append(f"%{escaped}%")
+        where += " AND m.id < ?"
+        args.append(1 << 62 if before is None else before)
+        if indexed:
+            query = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)
+            sql = (
+                f"SELECT {_COLUMNS} FROM message_text JOIN message m ON m.id = message_text.rowid"
+                f" WHERE message_text MATCH ? AND {where} ORDER BY message_text.rowid DESC LIMIT ?"
+            )
+            args = [query, *args]
+        else:
+            sql = f"SELECT {_COLUMNS} FROM message m WHERE {where} ORDER BY m.id DESC LIMIT ?"
+        args.append(limit)
+
+        def query_rows() -> list[Message]:
+            return [Message(*row) for row in self._db._conn().execute(sql, args).fetchall()]
+
+        return await self._db._run(query_rows)
 
     async def forget(self, conversation: str) -> None:
         """Delete a conversation (a deleted or expired group)."""
@@ -179,3 +228,17 @@ class MessageStore:
             return db.execute("DELETE FROM message WHERE sent_at < ?", (older_than,)).rowcount
 
         return await self._db._run(self._db._transaction, delete)
+
+
+def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
+    """SQL over ``m`` for the messages ``readable`` allows, and its arguments."""
+    me = readable.user_key
+    clauses = [
+        "m.conv = '*'",
+        "((substr(m.conv, 1, ?) = ? OR substr(m.conv, -?) = ?) AND m.id > ?)",
+    ]
+    args: list[object] = [len(me) + 2, f"@{me} ", len(me) + 1, f" {me}", readable.private_after]
+    for conversation, after in readable.groups:
+        clauses.append("(m.conv = ? AND m.id > ?)")
+        args += [conversation, after]
+    return "(" + " OR ".join(clauses) + ")", args

@@ -79,15 +79,19 @@ MIGRATIONS: list[str] = [
     """,
     # 6: every conversation message (broadcasts, private, group) in one table, with a
     # sequence number per conversation ('*', '@<key> <key>', '#<group key>'); the group
-    # history moves in with its ids kept (members' join points are ids). The newest
-    # sequence number of each conversation is kept apart, so it never goes back when old
-    # messages are pruned.
+    # history moves in with its ids kept (members' join points are ids). ``recipient`` is
+    # the group or the private recipient as written. The newest sequence number of each
+    # conversation is kept apart, so it never goes back when old messages are pruned.
+    # Accounts read their private conversations from ``reads_from`` on (a message id:
+    # whoever held the name as a guest before gets nothing of theirs). Full-text search
+    # over the text with trigrams (finds words in scripts written without spaces too).
     """
     CREATE TABLE message (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         conv TEXT NOT NULL,
         seq INTEGER NOT NULL,
         sender TEXT NOT NULL,
+        recipient TEXT NOT NULL DEFAULT '',
         text TEXT NOT NULL,
         sent_at REAL NOT NULL,
         UNIQUE (conv, seq)
@@ -98,10 +102,10 @@ MIGRATIONS: list[str] = [
         conv TEXT PRIMARY KEY,
         last_seq INTEGER NOT NULL
     );
-    INSERT INTO message (id, conv, seq, sender, text, sent_at)
-        SELECT id, '#' || group_key, ROW_NUMBER() OVER (PARTITION BY group_key ORDER BY id),
-               sender, text, sent_at
-        FROM group_message;
+    INSERT INTO message (id, conv, seq, sender, recipient, text, sent_at)
+        SELECT m.id, '#' || m.group_key, ROW_NUMBER() OVER (PARTITION BY m.group_key ORDER BY m.id),
+               m.sender, COALESCE(g.name, m.group_key), m.text, m.sent_at
+        FROM group_message m LEFT JOIN chat_group g ON g.name_key = m.group_key;
     INSERT INTO conversation (conv, last_seq) SELECT conv, MAX(seq) FROM message GROUP BY conv;
     INSERT INTO sqlite_sequence (name, seq)
         SELECT 'message', 0 WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'message');
@@ -109,6 +113,17 @@ MIGRATIONS: list[str] = [
         SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'group_message'), 0))
         WHERE name = 'message';
     DROP TABLE group_message;
+    ALTER TABLE account ADD COLUMN reads_from INTEGER NOT NULL DEFAULT 0;
+    CREATE VIRTUAL TABLE message_text USING fts5(
+        text, content='message', content_rowid='id', tokenize='trigram'
+    );
+    CREATE TRIGGER message_text_insert AFTER INSERT ON message BEGIN
+        INSERT INTO message_text (rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER message_text_delete AFTER DELETE ON message BEGIN
+        INSERT INTO message_text (message_text, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    INSERT INTO message_text (message_text) VALUES ('rebuild');
     """,
 ]
 

@@ -48,8 +48,13 @@ class Storage(Database):
 
         return await self._run(query)
 
-    async def create_account(self, name_key: str, name: str, password_hash: str) -> bool:
-        """False if the name, or a name that looks like it, is registered already."""
+    async def create_account(
+        self, name_key: str, name: str, password_hash: str, *, reads_from: int | None = None
+    ) -> bool:
+        """False if the name, or a name that looks like it, is registered already. The
+        account reads its private conversations from message id ``reads_from`` on (by
+        default from now: nothing said to an earlier holder of the name)."""
+        floor = self.messages.last_id if reads_from is None else reads_from
 
         def insert(db: sqlite3.Connection) -> bool:
             look = skeleton(name)
@@ -58,13 +63,23 @@ class Storage(Database):
             ).fetchone():
                 return False  # a look-alike of a registered name
             cursor = db.execute(
-                "INSERT OR IGNORE INTO account (name_key, name, password_hash, created_at, skeleton)"
-                " VALUES (?,?,?,?,?)",
-                (name_key, name, password_hash, time.time(), look),
+                "INSERT OR IGNORE INTO account"
+                " (name_key, name, password_hash, created_at, skeleton, reads_from) VALUES (?,?,?,?,?,?)",
+                (name_key, name, password_hash, time.time(), look, floor),
             )
             return cursor.rowcount == 1
 
         return await self._run(self._transaction, insert)
+
+    async def reads_from(self, name_key: str) -> int:
+        """From which message id the account reads its private conversations."""
+
+        def query() -> int:
+            sql = "SELECT reads_from FROM account WHERE name_key = ?"
+            row = self._conn().execute(sql, (name_key,)).fetchone()
+            return int(row[0]) if row else self.messages.last_id
+
+        return await self._run(query)
 
     async def account_like(self, name: str) -> str | None:
         """A registered name that looks like ``name`` (same skeleton) but is not it."""
