@@ -101,6 +101,8 @@ class MemoryPeer:
         self.registered = False
         self.features: set[Feature] = set()
         self.reads_from = 0
+        self.resume_token: str | None = None
+        self.superseded = False
         self.presence_seen = UNSUBSCRIBED
         self.ended: End | None = None
         self._changed = asyncio.Event()
@@ -115,6 +117,11 @@ class MemoryPeer:
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         self.name, self.registered, self.features = name, registered, features
         self.session.logged_in()
+
+    def supersede(self) -> None:
+        self.superseded = True
+        self.ended = End(CloseCode.POLICY_VIOLATION, "logged in again from a new connection")
+        asyncio.get_running_loop().create_task(self._logout())
 
     def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
         if self.channel is None or self.ended is not None:

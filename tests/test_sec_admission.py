@@ -227,10 +227,12 @@ async def test_one_network_shares_one_budget(
             await session.handshake(public_key)
             await session.login(f"sender{i}")
             senders.append(session)
+        started = time.monotonic()
         answers = [await s.request("broadcast", text="x" * 100) for _ in range(20) for s in senders]
+        refilled = 50 * (time.monotonic() - started)  # what the budget regained meanwhile
         codes = [a.type if a.type != "error" else a["code"] for a in answers]
         ok = codes.count("ok")
-        assert 150 <= ok < 170 and codes.count("network_too_fast") == 200 - ok, codes
+        assert 150 <= ok <= 151 + refilled and codes.count("network_too_fast") == 200 - ok, (refilled, codes)
         other = await opened_from(server.port, "127.0.1.9")
         await other.handshake(public_key)
         await other.login("elsewhere")

@@ -67,6 +67,9 @@ class Feature(StrEnum):
     OFFLINE_PAGES = "offline_pages"
     #: ``missed {count}`` after broadcasts were dropped for a slow reader.
     MISSED = "missed"
+    #: Stored messages numbered (``mid``, ``seq``) in events and replies, idempotent sends
+    #: (``cmid``), and a reconnecting session's missed messages replayed (section 6.8).
+    RESUME = "resume"
 
 
 class NoticeCode(StrEnum):

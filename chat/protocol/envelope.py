@@ -75,6 +75,14 @@ STORED = Objects(
 FOUND = Objects(
     {"id": MESSAGE_ID, "where": TARGET, "sender": NAME, "text": TEXT, "sent_at": TIMESTAMP}, MAX_SEARCH
 )
+#: A client's id for a message it sends (the same id after a reconnect: sent once).
+CLIENT_MESSAGE_ID = Str(64, 1, r"[A-Za-z0-9_-]+")
+#: A reconnecting client's place in each conversation it has seen.
+CURSORS = Objects({"target": TARGET, "seq": SEQUENCE}, MAX_HISTORY)
+#: The secret that lets a guest's next connection resume its session.
+RESUME_TOKEN = Str(64, 16, r"[A-Za-z0-9_-]+")
+#: Numbered stored message (Feature.RESUME).
+NUMBERED = {"mid": MESSAGE_ID, "seq": SEQUENCE}
 #: Extensions named at login (codes.Feature); unknown ones are ignored, not refused.
 FEATURES = List(Str(32, 1, r"[a-z0-9_]+"), 32)
 #: Byte offsets and sizes; JSON-safe integers.
@@ -82,15 +90,24 @@ OFFSET = Int(0, (1 << 53) - 1)
 
 #: What a client may send.
 REQUESTS: dict[str, Schema] = {
-    "login": Schema({"name": Str(MAX_LOGIN_NAME_CHARS)}, {"password": PASSWORD, "features": FEATURES}),
-    "broadcast": Schema({"text": TEXT}),
-    "private": Schema({"to": NAME, "text": TEXT}),
+    "login": Schema(
+        {"name": Str(MAX_LOGIN_NAME_CHARS)},
+        {
+            "password": PASSWORD,
+            "features": FEATURES,
+            "cursors": CURSORS,
+            "since": MESSAGE_ID,
+            "token": RESUME_TOKEN,
+        },
+    ),
+    "broadcast": Schema({"text": TEXT}, {"cmid": CLIENT_MESSAGE_ID}),
+    "private": Schema({"to": NAME, "text": TEXT}, {"cmid": CLIENT_MESSAGE_ID}),
     "list": Schema(),
     "group_create": Schema({"group": NAME}, {"members": NAMES}),
     "group_join": Schema({"group": NAME}),
     "group_list": Schema(),
     "group_members": Schema({}, {"group": NAME}),
-    "group_message": Schema({"group": NAME, "text": TEXT}),
+    "group_message": Schema({"group": NAME, "text": TEXT}, {"cmid": CLIENT_MESSAGE_ID}),
     "group_leave": Schema({"group": NAME}),
     "group_delete": Schema({"group": NAME}),
     "group_add": Schema({"group": NAME, "user": NAME}),
@@ -118,23 +135,30 @@ REQUESTS: dict[str, Schema] = {
 
 #: What the server may send.
 EVENTS: dict[str, Schema] = {
-    "ok": Schema(),
+    "ok": Schema({}, NUMBERED),
     "error": Schema(
         {"code": Str(64, 1, r"[a-z_]+")},
         {"name": Str(MAX_LOGIN_NAME_CHARS), "group": NAME, "user": NAME, "users": NAMES,
          "detail": DETAIL, "limit": Int(0, 1 << 62)},
     ),
     "notice": Schema({"code": Str(64, 1, r"[a-z_]+")}, {"detail": DETAIL}),
-    "welcome": Schema({"name": NAME}, {"offline": Int(1, 1 << 62), "features": FEATURES}),
+    "welcome": Schema(
+        {"name": NAME},
+        {"offline": Int(1, 1 << 62), "features": FEATURES, "head": MESSAGE_ID, "token": RESUME_TOKEN},
+    ),
     "user_joined": Schema({"names": PRESENCE_NAMES}),
     "user_exited": Schema({"names": PRESENCE_NAMES}),
     "user_list": Schema({"users": NAMES}, {"more": Int(1, 1 << 62), "registered": NAMES}),
-    "broadcast": Schema({"sender": NAME, "text": TEXT}),
-    "private": Schema({"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID}),
+    "broadcast": Schema({"sender": NAME, "text": TEXT}, {**NUMBERED, "sent_at": TIMESTAMP}),
+    "private": Schema(
+        {"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID, "to": NAME, **NUMBERED}
+    ),
+    # The end of what a resuming session missed (section 6.8).
+    "replayed": Schema({"count": Int(0, 1 << 62)}, {"lost": Int(1, 1 << 62)}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),
     # Broadcasts dropped for a reader too slow for them (PROTOCOL.md 6.3).
     "missed": Schema({"count": Int(1, 1 << 62)}),
-    "private_queued": Schema({"to": NAME, "text": TEXT}),
+    "private_queued": Schema({"to": NAME, "text": TEXT}, NUMBERED),
     "registered": Schema({"name": NAME}),
     "password_changed": Schema(),
     "group_history": Schema(
@@ -145,7 +169,7 @@ EVENTS: dict[str, Schema] = {
     ),
     "search_results": Schema({"words": SEARCH_WORDS, "results": FOUND}, {"before": MESSAGE_ID}),
     "group_invite_only": Schema({"group": NAME, "on": Bool()}),
-    "private_sent": Schema({"to": NAME, "text": TEXT}),
+    "private_sent": Schema({"to": NAME, "text": TEXT}, NUMBERED),
     "group_created": Schema({"group": NAME}),
     "group_added": Schema({"group": NAME}),
     "group_joined": Schema({"group": NAME}),
@@ -154,7 +178,9 @@ EVENTS: dict[str, Schema] = {
         {"groups": Objects({"group": NAME, "members": NAMES}, optional={"registered": NAMES})},
         {"more": Int(1, 1 << 62)},
     ),
-    "group_message": Schema({"group": NAME, "sender": NAME, "text": TEXT}),
+    "group_message": Schema(
+        {"group": NAME, "sender": NAME, "text": TEXT}, {**NUMBERED, "sent_at": TIMESTAMP}
+    ),
     "group_left": Schema({"group": NAME}),
     "group_deleted": Schema({"group": NAME}),
     "group_delete_done": Schema({"group": NAME}),

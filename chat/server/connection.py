@@ -54,6 +54,8 @@ class ClientConnection:
         #: Extensions the client asked for at login and this server has.
         self.features: set[Feature] = set()
         self.reads_from = 0
+        self.resume_token: str | None = None
+        self.superseded = False
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
@@ -200,6 +202,10 @@ class ClientConnection:
         self._close_code, self._close_reason = code, reason
         self._queue_close()
         self._logout_now()
+
+    def supersede(self) -> None:
+        self.superseded = True
+        self.close_soon(CloseCode.POLICY_VIOLATION, "logged in again from a new connection")
 
     def _logout_now(self) -> None:
         if self.name is not None and self._logout_task is None:

@@ -13,6 +13,7 @@ from chat.protocol.envelope import Envelope, encode_event
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
+from chat.server.message_store import Message
 from chat.server.names import key
 
 if TYPE_CHECKING:
@@ -87,6 +88,32 @@ class Context:
 
     async def notify_others(self, kind: str, **fields: Any) -> None:
         await self.hub.send_all(encode_event(kind, **fields), exclude=self.user)
+
+    async def store(
+        self, conversation: str, text: str, env: Envelope, recipient: str = ""
+    ) -> Message:
+        """Store a conversation message from ``user`` before anyone is told of it; a
+        ``cmid`` the sender used before returns that message instead (not ``fresh``)."""
+        return await self.storage.messages.append(
+            conversation, self.user, text, recipient, sender_key=key(self.user), client_id=env.get("cmid")
+        )
+
+    async def deliver_stored(
+        self, names: Iterable[str] | None, message: Message, kind: str, **fields: Any
+    ) -> None:
+        """Deliver the event of a stored message to ``names`` (everyone else: None);
+        sessions with Feature.RESUME get it numbered."""
+        payload = encode_event(kind, **fields)
+        numbered = encode_event(kind, **fields, mid=message.id, seq=message.seq)
+        if names is None:
+            await self.hub.send_all(payload, exclude=self.user, numbered=numbered)
+        else:
+            await self.hub.send(names, payload, numbered=numbered)
+
+    def reply_stored(self, kind: str, message: Message, env: Envelope, **fields: Any) -> None:
+        """The sender's reply; a request with a ``cmid`` learns the message's numbers."""
+        numbers = {"mid": message.id, "seq": message.seq} if env.get("cmid") is not None else {}
+        self.reply(kind, **fields, **numbers)
 
     async def online_user(self, name: str) -> str:
         found = await self.hub.lookup(name)

@@ -25,9 +25,10 @@ DEFAULT_HISTORY = 20
 
 
 async def broadcast(ctx: Context, env: Envelope) -> None:
-    await ctx.storage.messages.append(BROADCASTS, ctx.user, env["text"])
-    await ctx.notify_others("broadcast", sender=ctx.user, text=env["text"])
-    ctx.reply("ok")
+    message = await ctx.store(BROADCASTS, env["text"], env)
+    if message.fresh:
+        await ctx.deliver_stored(None, message, "broadcast", sender=ctx.user, text=env["text"])
+    ctx.reply_stored("ok", message, env)
 
 
 async def private(ctx: Context, env: Envelope) -> None:
@@ -36,17 +37,24 @@ async def private(ctx: Context, env: Envelope) -> None:
         registered = await ctx.accounts.is_registered(env["to"])
         if registered is None:
             raise RequestError(ErrorCode.USER_NOT_ONLINE, users=[env["to"]])
-        registered_sender = await ctx.accounts.is_registered(ctx.user) is not None
-        owner = sender_key(ctx.user, registered_sender, ctx.address)
-        await ctx.services.mailbox.leave(registered, ctx.user, owner, env["text"])
         conversation = private_conversation(key(ctx.user), key(registered))
-        await ctx.storage.messages.append(conversation, ctx.user, env["text"], recipient=registered)
-        ctx.reply("private_queued", to=registered, text=env["text"])
+        message = await ctx.store(conversation, env["text"], env, registered)
+        if message.fresh:
+            registered_sender = await ctx.accounts.is_registered(ctx.user) is not None
+            owner = sender_key(ctx.user, registered_sender, ctx.address)
+            try:
+                await ctx.services.mailbox.leave(
+                    registered, ctx.user, owner, env["text"], message_id=message.id, seq=message.seq
+                )
+            except RequestError:
+                await ctx.storage.messages.withdraw(message)  # the sender is told it was not kept
+                raise
+        ctx.reply_stored("private_queued", message, env, to=registered, text=env["text"])
         return
-    conversation = private_conversation(key(ctx.user), key(target))
-    await ctx.storage.messages.append(conversation, ctx.user, env["text"], recipient=target)
-    await ctx.notify([target], "private", sender=ctx.user, text=env["text"])
-    ctx.reply("private_sent", to=target, text=env["text"])
+    message = await ctx.store(private_conversation(key(ctx.user), key(target)), env["text"], env, target)
+    if message.fresh:
+        await ctx.deliver_stored([target], message, "private", sender=ctx.user, text=env["text"])
+    ctx.reply_stored("private_sent", message, env, to=target, text=env["text"])
 
 
 #: Bytes of names one ``user_list`` reply carries at most: with the field names and the
@@ -167,16 +175,15 @@ async def group_message(ctx: Context, env: Envelope) -> None:
             if change is not None:
                 await ctx.commit(change)
         group = ctx.groups.member_group(env["group"], ctx.user)
-    await ctx.storage.messages.append(
-        group_conversation(key(group.name)), ctx.user, env["text"], recipient=group.name
-    )
+    message = await ctx.store(group_conversation(key(group.name)), env["text"], env, group.name)
     # Delivered to the members as they are once it is stored (a join or leave may have
     # been announced meanwhile): every member sees announcements and messages in one order.
-    if ctx.groups.exists(group.name):
+    if message.fresh and ctx.groups.exists(group.name):
         group = ctx.groups.get(group.name)
         members = group.other_members(ctx.user)
-        await ctx.notify(members, "group_message", group=group.name, sender=ctx.user, text=env["text"])
-    ctx.reply("ok")
+        fields = {"group": group.name, "sender": ctx.user, "text": env["text"]}
+        await ctx.deliver_stored(members, message, "group_message", **fields)
+    ctx.reply_stored("ok", message, env)
 
 
 #: Bytes of message JSON one ``group_history`` reply carries at most.

@@ -30,6 +30,10 @@ class Outbox(Protocol):
     #: The message id from which its user may read their private conversations (a guest:
     #: from its login; an account: from its registration).
     reads_from: int
+    #: The token its client may resume with (resume_tokens.py), if it asked for one.
+    resume_token: str | None
+    #: Whether its user's new connection took over from it (``supersede``).
+    superseded: bool
 
     @property
     def closing(self) -> bool:
@@ -37,6 +41,9 @@ class Outbox(Protocol):
 
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         """The login handler accepted ``name``: the connection records it."""
+
+    def supersede(self) -> None:
+        """Its user logged in again with its resume token: close it and log it out."""
 
     def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
         """Seal and queue one encoded event; never blocks, never raises. ``bulk`` marks
@@ -62,10 +69,18 @@ class Hub(Protocol):
         """An online user whose name looks like ``name`` (names.skeleton) without being
         it, or None."""
 
-    async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
-        """Deliver to each named user who is online; others are skipped."""
+    async def holder(self, name: str) -> Outbox | None:
+        """The connection holding ``name`` on this node, if any."""
 
-    async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
+    async def send(
+        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None
+    ) -> None:
+        """Deliver to each named user who is online; others are skipped. ``numbered``:
+        the same event with its stored message's numbers, for sessions with Feature.RESUME."""
+
+    async def send_all(
+        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None
+    ) -> None:
         """Deliver a broadcast to every online user except ``exclude`` (droppable)."""
 
 
@@ -105,18 +120,32 @@ class LocalHub:
             return None
         return self._online[other][0]
 
-    async def send(self, names: Iterable[str], payload: bytes, *, bulk: bool = False) -> None:
+    async def holder(self, name: str) -> Outbox | None:
+        entry = self._online.get(key(name))
+        return entry[1] if entry is not None else None
+
+    async def send(
+        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None
+    ) -> None:
         for name in names:
             entry = self._online.get(key(name))
             if entry is not None:
-                entry[1].deliver(payload, bulk=bulk)
+                entry[1].deliver(_variant(entry[1], payload, numbered), bulk=bulk)
 
-    async def send_all(self, payload: bytes, *, exclude: str | None = None) -> None:
+    async def send_all(
+        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None
+    ) -> None:
         skip = key(exclude) if exclude is not None else None
         for k, (_, outbox) in list(self._online.items()):
             if k != skip:
-                outbox.deliver(payload, droppable=True)
+                outbox.deliver(_variant(outbox, payload, numbered), droppable=True)
 
     def outboxes(self) -> list[Outbox]:
         """Every online connection (used by this process's shutdown)."""
         return [outbox for _, outbox in self._online.values()]
+
+
+def _variant(outbox: Outbox, payload: bytes, numbered: bytes | None) -> bytes:
+    if numbered is not None and Feature.RESUME in outbox.features:
+        return numbered
+    return payload

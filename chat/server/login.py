@@ -9,6 +9,7 @@ from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.handlers import drop_guest
 from chat.server.names import display_form, key, reserved, username_problem
+from chat.server.resumption import replay, take_over
 
 #: The features this server has (PROTOCOL.md section 6.6).
 SERVER_FEATURES = frozenset(Feature)
@@ -16,15 +17,21 @@ SERVER_FEATURES = frozenset(Feature)
 
 async def login(ctx: Context, env: Envelope) -> None:
     """Check the name (rules, look-alikes, password, reserved, registered-only), claim
-    it, announce it, welcome it and send what was stored for it."""
+    it, announce it, welcome it and send what was stored for it (and, for a session that
+    resumes, what it missed: resumption.py)."""
     services, outbox = ctx.services, ctx.outbox
     name: str = env["name"]
     problem = username_problem(name)
     if problem is not None:
         raise RequestError(ErrorCode.USERNAME_INVALID, name=name, detail=problem)
     name = display_form(name)
+    asked = env.get("features")
+    features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
+    resuming = Feature.RESUME in features
+    ticket = services.resume_tokens.redeem(env.get("token"), key(name)) if resuming else None
+    held = await services.hub.lookup(name)
     if (
-        await services.hub.lookup(name) is not None
+        (held is not None and ticket is None)
         or await services.hub.lookup_similar(name) is not None
         or await services.storage.account_like(name) is not None
     ):
@@ -37,22 +44,33 @@ async def login(ctx: Context, env: Envelope) -> None:
         raise RequestError(ErrorCode.USERNAME_RESERVED, name=name)
     if not registered and services.config.registered_only:
         raise RequestError(ErrorCode.REGISTRATION_REQUIRED, name=name)
+    if held is not None and not await take_over(ctx, name):
+        raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
     if outbox.closing or not await services.hub.claim(name, outbox):
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
-    asked = env.get("features")
-    features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
     outbox.logged_in(name, registered, features)
+    ctx.user, ctx.registered = name, registered  # from here on the request is the user's
     storage = services.storage
-    outbox.reads_from = await storage.reads_from(key(name)) if registered else storage.messages.last_id
+    if registered:
+        outbox.reads_from = await storage.reads_from(key(name))
+    else:
+        outbox.reads_from = ticket.reads_from if ticket is not None else storage.messages.last_id
     # Announced to everyone online; subscribed after its own join, so not told of it.
-    services.presence.joined(name)
+    # Taking over from its own old connection is no new arrival: that one left silently.
+    if held is None:
+        services.presence.joined(name)
     services.presence.subscribe(outbox)
     paged = Feature.OFFLINE_PAGES in features
     waiting = await services.mailbox.waiting(name) if paged else 0
     fields: dict[str, object] = {"offline": waiting} if waiting else {}
     if asked is not None:
         fields["features"] = sorted(features)
+    if resuming:
+        outbox.resume_token = services.resume_tokens.issue(key(name), outbox.reads_from)
+        fields.update(token=outbox.resume_token, head=storage.messages.last_id)
     ctx.reply("welcome", name=name, **fields)
+    if resuming and ("cursors" in env.fields or "since" in env.fields):
+        await replay(ctx, env)
     await services.mailbox.send_page(name, outbox, paged=paged)
 
 
@@ -61,9 +79,14 @@ async def logout(ctx: Context) -> None:
     memberships, its claim on the name, and announce the exit."""
     services = ctx.services
     await services.transfers.disconnected(ctx)
-    if not ctx.registered:
+    # A connection its own user's new one took over (resumption.py) hands everything on:
+    # a guest's groups stay theirs and nobody is told of an exit.
+    superseded = ctx.outbox.superseded
+    if not ctx.registered and not superseded:
         await drop_guest(ctx)
     await services.hub.release(ctx.user, ctx.outbox)
     services.mailbox.forget(ctx.user)
     services.presence.unsubscribe(ctx.outbox)
-    services.presence.exited(ctx.user)
+    if not superseded:
+        services.presence.exited(ctx.user)
+    services.resume_tokens.ended(ctx.outbox.resume_token)

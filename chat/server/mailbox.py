@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chat.protocol.codes import ErrorCode
+from chat.protocol.codes import ErrorCode, Feature
 from chat.protocol.envelope import encode_event
 from chat.server.errors import RequestError
 from chat.server.hub import Outbox
@@ -69,8 +69,12 @@ class Mailbox:
         self._unacknowledged: dict[str, int] = {}
         self._expiry: asyncio.Task[None] | None = None
 
-    async def leave(self, recipient: str, sender: str, sender_key: str, text: str) -> None:
-        refusal = await self._storage.queue_offline(key(recipient), sender, sender_key, text, self._quota)
+    async def leave(
+        self, recipient: str, sender: str, sender_key: str, text: str, *, message_id: int = 0, seq: int = 0
+    ) -> None:
+        refusal = await self._storage.queue_offline(
+            key(recipient), sender, sender_key, text, self._quota, message_id=message_id, seq=seq
+        )
         if refusal == "sender":
             raise RequestError(ErrorCode.MAILBOX_SHARE_FULL, user=recipient)
         if refusal is not None:
@@ -94,6 +98,8 @@ class Mailbox:
             for message in page:
                 if message.sent_at >= cutoff:  # expired ones are skipped, and deleted with the page
                     numbered: dict[str, Any] = {"id": message.id} if paged else {}
+                    if message.message_id and Feature.RESUME in outbox.features:
+                        numbered.update(mid=message.message_id, seq=message.seq)
                     outbox.deliver(encode_event(
                         "private", sender=message.sender, text=message.text,
                         sent_at=int(message.sent_at), **numbered,

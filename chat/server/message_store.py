@@ -14,6 +14,7 @@ Retention: the newest ``history_limit`` messages per conversation, and none olde
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import sqlite3
 import time
@@ -47,6 +48,8 @@ class Message:
     recipient: str
     text: str
     sent_at: float
+    #: False when a message with the same client message id was stored before (this is it).
+    fresh: bool = True
 
 
 @dataclass
@@ -56,6 +59,8 @@ class _Append:
     recipient: str
     text: str
     sent_at: float
+    sender_key: str
+    client_id: str | None
     done: asyncio.Future[Message]
 
 
@@ -95,10 +100,21 @@ class MessageStore:
         """Called on the database's thread once the schema is current."""
         self.last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()[0]
 
-    async def append(self, conversation: str, sender: str, text: str, recipient: str = "") -> Message:
-        """Store one message; returns it once committed."""
+    async def append(
+        self,
+        conversation: str,
+        sender: str,
+        text: str,
+        recipient: str = "",
+        *,
+        sender_key: str = "",
+        client_id: str | None = None,
+    ) -> Message:
+        """Store one message; returns it once committed. A ``client_id`` this sender used
+        before returns the message stored then (``fresh`` false) and stores nothing."""
         done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Append(conversation, sender, recipient, text, time.time(), done))
+        append = _Append(conversation, sender, recipient, text, time.time(), sender_key, client_id, done)
+        self._pending.append(append)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write())
         return await asyncio.shield(done)
@@ -127,6 +143,14 @@ class MessageStore:
         stored: list[Message] = []
         touched: dict[str, int] = {}
         for append in batch:
+            if append.client_id is not None:
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM message m WHERE sender_key = ? AND client_id = ?",
+                    (append.sender_key, append.client_id),
+                ).fetchone()
+                if row is not None:
+                    stored.append(dataclasses.replace(Message(*row), fresh=False))
+                    continue
             conv = append.conversation
             seq = touched.get(conv, self._seqs.get(conv))
             if seq is None:
@@ -134,9 +158,11 @@ class MessageStore:
                 seq = row[0] if row is not None else 0
             seq += 1
             cursor = db.execute(
-                "INSERT INTO message (conv, seq, sender, recipient, text, sent_at) VALUES (?,?,?,?,?,?)",
-                (conv, seq, append.sender, append.recipient, append.text, append.sent_at),
-            )
+                "INSERT INTO message (conv, seq, sender, recipient, text, sent_at, sender_key, client_id)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (conv, seq, append.sender, append.recipient, append.text, append.sent_at, append.sender_key,
+                 append.client_id),
+            )  # fmt: skip
             assert cursor.lastrowid is not None
             row = (append.sender, append.recipient, append.text, append.sent_at)
             stored.append(Message(cursor.lastrowid, conv, seq, *row))
@@ -209,6 +235,53 @@ class MessageStore:
             return [Message(*row) for row in self._db._conn().execute(sql, args).fetchall()]
 
         return await self._db._run(query_rows)
+
+    async def missed(
+        self, readable: Readable, cursors: dict[str, int], since: int, limit: int, *, skip_sender: str = ""
+    ) -> tuple[list[Message], int]:
+        """What a reconnecting reader missed: in each conversation it has a cursor for, the
+        messages after that sequence number; in the others, those after message id
+        ``since``; oldest first, at most ``limit``, none sent by ``skip_sender`` (a key).
+        Also how many it missed that are not in the list: past the retention bounds, or
+        past ``limit``."""
+        where, args = _readable_clause(readable)
+        where += " AND m.sender_key != ?"
+        args.append(skip_sender)
+        after = ["(m.conv = ? AND m.seq > ?)" for _ in cursors]
+        after.append(f"(m.conv NOT IN ({','.join('?' * len(cursors))}) AND m.id > ?)")
+        for conversation, seq in cursors.items():
+            args += [conversation, seq]
+        args += [*cursors, since]
+        condition = f"FROM message m WHERE {where} AND ({' OR '.join(after)})"
+
+        def query() -> tuple[list[Message], int]:
+            db = self._db._conn()
+            sql = f"SELECT {_COLUMNS} {condition} ORDER BY m.id LIMIT ?"
+            rows = db.execute(sql, [*args, limit]).fetchall()
+            found = [Message(*row) for row in rows]
+            lost = 0
+            if len(found) == limit:
+                lost += db.execute(f"SELECT COUNT(*) {condition}", args).fetchone()[0] - limit
+            for conversation, seq in cursors.items():
+                row = db.execute(
+                    "SELECT (SELECT MIN(seq) FROM message WHERE conv = ?),"
+                    " (SELECT last_seq FROM conversation WHERE conv = ?)",
+                    (conversation, conversation),
+                ).fetchone()
+                first = row[0] if row[0] is not None else (row[1] or 0) + 1
+                lost += max(0, first - seq - 1)
+            return found, lost
+
+        return await self._db._run(query)
+
+    async def withdraw(self, message: Message) -> None:
+        """Delete one message that could not be delivered as asked (its ``seq`` is not
+        given again)."""
+
+        def delete(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM message WHERE id = ?", (message.id,))
+
+        await self._db._run(self._db._transaction, delete)
 
     async def forget(self, conversation: str) -> None:
         """Delete a conversation (a deleted or expired group)."""

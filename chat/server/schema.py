@@ -82,8 +82,10 @@ MIGRATIONS: list[str] = [
     # history moves in with its ids kept (members' join points are ids). ``recipient`` is
     # the group or the private recipient as written. The newest sequence number of each
     # conversation is kept apart, so it never goes back when old messages are pruned.
-    # Accounts read their private conversations from ``reads_from`` on (a message id:
-    # whoever held the name as a guest before gets nothing of theirs). Full-text search
+    # A client message id (``client_id``) is unique per sender: a message resent after a
+    # reconnect is stored once. Accounts read their private conversations from
+    # ``reads_from`` on (a message id: whoever held the name as a guest before gets
+    # nothing of theirs); an offline message knows the stored message it copies. Full-text search
     # over the text with trigrams (finds words in scripts written without spaces too).
     """
     CREATE TABLE message (
@@ -94,8 +96,12 @@ MIGRATIONS: list[str] = [
         recipient TEXT NOT NULL DEFAULT '',
         text TEXT NOT NULL,
         sent_at REAL NOT NULL,
+        sender_key TEXT NOT NULL DEFAULT '',
+        client_id TEXT,
         UNIQUE (conv, seq)
     );
+    CREATE UNIQUE INDEX message_by_client_id ON message(sender_key, client_id)
+        WHERE client_id IS NOT NULL;
     CREATE INDEX message_by_conv_id ON message(conv, id);
     CREATE INDEX message_by_age ON message(sent_at);
     CREATE TABLE conversation (
@@ -114,6 +120,8 @@ MIGRATIONS: list[str] = [
         WHERE name = 'message';
     DROP TABLE group_message;
     ALTER TABLE account ADD COLUMN reads_from INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE offline_message ADD COLUMN message_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE offline_message ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
     CREATE VIRTUAL TABLE message_text USING fts5(
         text, content='message', content_rowid='id', tokenize='trigram'
     );
@@ -149,6 +157,9 @@ class StoredMessage:
     sent_at: float
     #: The row's id, where the caller needs it (offline messages, acknowledged by id).
     id: int = 0
+    #: The stored conversation message an offline message copies (0: none), and its seq.
+    message_id: int = 0
+    seq: int = 0
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chat.server.accounts import Accounts
 from chat.server.config import ServerConfig
@@ -12,6 +12,7 @@ from chat.server.login_throttle import LoginThrottle
 from chat.server.mailbox import Mailbox, MailboxLimits
 from chat.server.passwords import PasswordWork
 from chat.server.presence import PresenceFeed
+from chat.server.resume_tokens import ResumeTokens
 from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
 
@@ -31,6 +32,8 @@ class Services:
     mailbox: Mailbox
     #: Every limit and option of this server.
     config: ServerConfig
+    #: Tokens that let a client's next connection resume its session.
+    resume_tokens: ResumeTokens = field(default_factory=ResumeTokens)
 
 
 def build_services(config: ServerConfig) -> Services:

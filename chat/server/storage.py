@@ -196,7 +196,15 @@ class Storage(Database):
     # --- messages ---------------------------------------------------------------------
 
     async def queue_offline(
-        self, recipient_key: str, sender: str, sender_key: str, text: str, quota: MailboxQuota
+        self,
+        recipient_key: str,
+        sender: str,
+        sender_key: str,
+        text: str,
+        quota: MailboxQuota,
+        *,
+        message_id: int = 0,
+        seq: int = 0,
     ) -> str | None:
         """Store a message for an offline user unless a quota says no; the refusal
         (``"recipient"``, ``"sender"`` or ``"server"``) or None once stored. Checked and
@@ -220,9 +228,10 @@ class Storage(Database):
             if self._offline_bytes + size > quota.server_bytes:
                 return "server"
             db.execute(
-                "INSERT INTO offline_message (recipient_key, sender, text, sent_at, sender_key, size)"
-                " VALUES (?,?,?,?,?,?)",
-                (recipient_key, sender, text, time.time(), sender_key, size),
+                "INSERT INTO offline_message"
+                " (recipient_key, sender, text, sent_at, sender_key, size, message_id, seq)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (recipient_key, sender, text, time.time(), sender_key, size, message_id, seq),
             )
             self._offline_bytes += size
             return None
@@ -237,17 +246,17 @@ class Storage(Database):
 
         def query() -> tuple[list[StoredMessage], int]:
             rows = self._conn().execute(
-                "SELECT id, sender, text, sent_at, size FROM offline_message"
+                "SELECT id, sender, text, sent_at, size, message_id, seq FROM offline_message"
                 " WHERE recipient_key = ? AND id > ? ORDER BY id LIMIT ?",
                 (recipient_key, after_id, max_messages + 1),
             ).fetchall()
             page: list[StoredMessage] = []
             budget = max_bytes
-            for row_id, sender, text, sent_at, size in rows[:max_messages]:
+            for row_id, sender, text, sent_at, size, message_id, seq in rows[:max_messages]:
                 if page and size > budget:
                     break
                 budget -= size
-                page.append(StoredMessage(sender, text, sent_at, row_id))
+                page.append(StoredMessage(sender, text, sent_at, row_id, message_id, seq))
             if len(page) == len(rows):
                 return page, 0
             (left,) = self._conn().execute(

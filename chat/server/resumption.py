@@ -1,0 +1,86 @@
+"""Coming back after a lost connection (PROTOCOL.md section 6.8, Feature.RESUME).
+
+A session that asked for ``resume`` gets a token in its ``welcome``. Its client's next
+connection logs in with that token, its ``since`` (the ``head`` of its first welcome) and
+a cursor per conversation it has seen; the server then
+
+- lets the token's holder take the name over from its own old connection (which the
+  server may not yet know is dead: a connection black-holed by the network is noticed
+  only at the keepalive timeout), closing the old one first;
+- gives a guest back the read floor of its earlier session (its private conversations
+  from its first login on, nothing from before it held the name);
+- replays what was stored for it while it was away, oldest first, and says with
+  ``replayed {count, lost?}`` where the replay ends and how many could not be replayed
+  (older than the server keeps, or more than one replay carries).
+
+The tokens themselves: resume_tokens.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from chat.protocol.envelope import Envelope, encode_event
+from chat.server.context import Context
+from chat.server.history import readable
+from chat.server.message_store import BROADCASTS, Message, group_conversation, private_conversation
+from chat.server.names import key, username_problem
+
+#: Messages one replay carries at most (the rest is counted as lost).
+REPLAY_LIMIT = 2000
+#: Seconds to wait for a taken-over connection to log out.
+TAKEOVER_WAIT = 10.0
+
+
+async def take_over(ctx: Context, name: str) -> bool:
+    """Close the connection that holds ``name`` and wait until it logged out."""
+    held = await ctx.hub.holder(name)
+    if held is None:
+        return True
+    held.supersede()
+    deadline = asyncio.get_running_loop().time() + TAKEOVER_WAIT
+    while await ctx.hub.holder(name) is held:
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def _conversation(me: str, target: str) -> str | None:
+    if target == BROADCASTS:
+        return BROADCASTS
+    if target.startswith("@"):
+        other = target[1:]
+        return private_conversation(me, key(other)) if username_problem(other) is None else None
+    return group_conversation(key(target))
+
+
+def replayed_event(message: Message) -> bytes:
+    """A stored message as its live event, numbered and with the time it was sent."""
+    common: dict[str, Any] = {
+        "sender": message.sender, "text": message.text, "mid": message.id, "seq": message.seq,
+        "sent_at": int(message.sent_at),
+    }  # fmt: skip
+    if message.conversation == BROADCASTS:
+        return encode_event("broadcast", **common)
+    if message.conversation.startswith("@"):
+        return encode_event("private", **common)
+    return encode_event("group_message", group=message.recipient, **common)
+
+
+async def replay(ctx: Context, env: Envelope) -> None:
+    """Send what this user missed since ``env``'s cursors (and ``since``), then ``replayed``."""
+    me = key(ctx.user)
+    cursors: dict[str, int] = {}
+    for cursor in env.get("cursors", []):
+        conversation = _conversation(me, cursor["target"])
+        if conversation is not None:
+            cursors[conversation] = max(cursor["seq"], cursors.get(conversation, 0))
+    since = env.get("since", ctx.storage.messages.last_id)
+    messages = ctx.storage.messages
+    found, lost = await messages.missed(readable(ctx), cursors, since, REPLAY_LIMIT, skip_sender=me)
+    for message in found:
+        ctx.outbox.deliver(replayed_event(message))
+    fields: dict[str, Any] = {"lost": lost} if lost else {}
+    ctx.outbox.deliver(encode_event("replayed", count=len(found), **fields))
