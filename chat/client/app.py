@@ -185,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "files with an execute bit are never opened; off by default)",
     )
     parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="line mode: when the connection is lost, reconnect and carry on where it stopped "
+        "(messages missed meanwhile are shown, lines typed meanwhile sent; it prints "
+        "[Connection lost; reconnecting...] and [Reconnected as NAME.]); a terminal always does",
+    )
+    parser.add_argument(
         "--no-color",
         action="store_true",
         help="no colours on a terminal (also off when the NO_COLOR environment variable is set)",
@@ -314,8 +321,9 @@ async def _run(
         if lines is None:
             lines = PipeInput(sys.stdin.fileno() if sys.stdin is not None else None)
         client = ChatClient(
-            session, lines, out or PlainOutput(), ordered_local_output=True, config=config, password=password
-        )
+            session, lines, out or PlainOutput(), ordered_local_output=True, config=config, password=password,
+            reconnect=connect if args.reconnect else None,
+        )  # fmt: skip
         return await client.run(args.username)
 
     from prompt_toolkit.patch_stdout import patch_stdout

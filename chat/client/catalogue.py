@@ -82,6 +82,7 @@ def catalogue() -> str:
         ("`history` with a user, empty", render.render(_event("history", target="@<user>", messages=[]))),
         ("`history` of a group, empty", render.render(_event("history", target="<group>", messages=[]))),
         ("`search_results`, none", render.render(_event("search_results", results=[]))),
+        ("`replayed` with `lost`", render.render(_event("replayed", lost=_NUMBER))),
     ]
     errors = [(f"`{code}`", _error_lines(str(code))) for code in ErrorCode]
     errors.append(("an unknown code", _error_lines("<code>")))
@@ -123,6 +124,9 @@ def catalogue() -> str:
             own_lines.reconnecting_in(lost_again, _NUMBER, first=False),
         ]),
         ("logged back in", [own_lines.reconnected("<name>")]),
+        ("line mode with --reconnect: lost, back", [
+            own_lines.LINE_MODE_LOST, own_lines.reconnected("<name>", bracketed=True),
+        ]),
         ("the old session is still there", [own_lines.old_session_remains("<name>", 0.5)]),
         ("cannot log back in (then the client exits)", [own_lines.cannot_log_back_in("<name>", "<why>")]),
         ("a file that cannot be sent", [own_lines.cannot_send_file("<file>", "<reason>")]),

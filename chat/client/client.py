@@ -39,8 +39,10 @@ from chat.client.file_policy import DownloadGate
 from chat.client.inputs import LineInput
 from chat.client.output import Output
 from chat.client.pacing import Pacer
-from chat.client.reconnecting import FEATURES, LOST, Reconnecting
+from chat.client.password_prompts import PASSWORD_PROMPT, PasswordPrompts
+from chat.client.reconnecting import FEATURES, LOST, RESUMING, Reconnecting
 from chat.client.render import render
+from chat.client.resume_state import ResumeState
 from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
 from chat.client.transfers import TransferManager
@@ -49,9 +51,6 @@ from chat.protocol.envelope import MAX_LOGIN_NAME_CHARS, Envelope
 from chat.protocol.errors import EnvelopeError
 
 USERNAME_PROMPT = "Enter your username: "
-PASSWORD_PROMPT = "Password: "
-NEW_PASSWORD_PROMPT = "New password: "
-REPEAT_PASSWORD_PROMPT = "Repeat password: "
 EXIT_OK = 0
 #: How long to wait for the server to acknowledge ``quit`` before closing anyway.
 QUIT_TIMEOUT = 10.0
@@ -66,7 +65,7 @@ def _needs_server(parsed: Parsed) -> bool:
     return isinstance(parsed, Send | SendFile) or parsed in (Action.REGISTER, Action.PASSWD)
 
 
-class ChatClient(Reconnecting):
+class ChatClient(Reconnecting, PasswordPrompts):
     def __init__(
         self,
         session: ClientSession,
@@ -113,6 +112,8 @@ class ChatClient(Reconnecting):
         #: Set once every stored message announced at login was shown and acknowledged.
         self._offline_done = asyncio.Event()
         self._offline_done.set()
+        #: Cursors, the resume token, messages not acknowledged yet (resume_state.py).
+        self._resume = ResumeState()
 
     def _new_transfers(self) -> TransferManager:
         return TransferManager(
@@ -172,19 +173,21 @@ class ChatClient(Reconnecting):
                 if self._quitting:
                     return
                 raise
-            self._note(event)
-            if self._transfers.dispatch(event):
-                continue
-            self._present(event)
-            if event.type == "offline_page":
-                await self._acknowledge_offline(event)
+            for shown in self._resume.received(event):  # each message once, in order
+                self._note(shown)
+                if not self._transfers.dispatch(shown):
+                    self._present(shown)
+                    if shown.type == "offline_page":
+                        await self._acknowledge_offline(shown)
 
     def _note(self, event: Envelope) -> None:
         """Keep track of who is online, the groups, and the password to log back in with."""
         with contextlib.suppress(KeyError, TypeError, AttributeError):  # a newer server's events
             self._roster.apply(event)
-        if event.type == "welcome" and event.get("offline"):
-            self._offline_done.clear()  # stored messages follow, in acknowledged pages
+        if event.type == "welcome":
+            self._resume.welcome(event)
+            if event.get("offline"):
+                self._offline_done.clear()  # stored messages follow, in acknowledged pages
         if event.type in ("registered", "password_changed") and self._offered_password is not None:
             self._login_password, self._offered_password = self._offered_password, None
 
@@ -241,7 +244,7 @@ class ChatClient(Reconnecting):
             self._out.show(own_lines.NOT_CONNECTED, ERROR)
             return
         self._held.append(parsed)
-        if note:
+        if note and not self._ordered_local_output:  # line mode prints events only
             self._out.show(own_lines.HELD, SYSTEM)
 
     async def _do(self, parsed: Parsed) -> None:
@@ -276,7 +279,8 @@ class ChatClient(Reconnecting):
                 await self._show(render(rejection), ERROR)
                 continue
             # The receive loop prints the reply: the welcome line or why the name was refused.
-            reply = await self._session.request("login", name=name, features=FEATURES)
+            features = RESUMING if self._reconnect is not None else FEATURES
+            reply = await self._session.request("login", name=name, features=features)
             password = None
             if reply.type == "error" and reply.get("code") == "password_required":
                 password, self._password = self._password, None
@@ -284,7 +288,7 @@ class ChatClient(Reconnecting):
                     password = await self._lines.read_secret(PASSWORD_PROMPT)
                 if password is None:
                     return False
-                reply = await self._session.request("login", name=name, password=password, features=FEATURES)
+                reply = await self._session.request("login", name=name, password=password, features=features)
             if reply.type == "welcome":
                 self._name, self._login_password = reply.get("name", name), password
                 self._lines.show_identity(self._name, True)
@@ -313,41 +317,11 @@ class ChatClient(Reconnecting):
             self._note(await users)
             self._note(await groups)
 
-    async def _ask_secret(self, prompt: str) -> str | None:
-        if self._ordered_local_output:
-            await self._session.wait_idle()  # the prompt comes after earlier commands' output
-        return await self._lines.read_secret(prompt)
-
-    async def _new_password(self, prompt: str) -> str | None:
-        """Ask twice; None (after saying why) if the two differ or input ended."""
-        first = await self._ask_secret(prompt)
-        second = await self._ask_secret(REPEAT_PASSWORD_PROMPT) if first is not None else None
-        if first is None or second is None:
-            return None
-        if first != second:
-            await self._show([own_lines.PASSWORDS_DIFFER], ERROR)
-            return None
-        return first
-
-    async def _register(self) -> None:
-        password = await self._new_password(PASSWORD_PROMPT)
-        if password is not None:
-            self._offered_password = password
-            await self._send(Send("register", {"password": password}))
-
-    async def _change_password(self) -> None:
-        old = await self._ask_secret(PASSWORD_PROMPT)
-        if old is None:
-            return
-        new = await self._new_password(NEW_PASSWORD_PROMPT)
-        if new is not None:
-            self._offered_password = new
-            await self._send(Send("change_password", {"old_password": old, "new_password": new}))
-
     async def _send(self, request: Send) -> None:
         await self._pacer.wait()
+        fields = self._resume.numbered(request.kind, request.fields)
         try:
-            await self._session.send(request.kind, **request.fields)
+            self._resume.sent(await self._session.send(request.kind, **fields), request.kind, fields)
         except EnvelopeError as exc:
             await self._show([own_lines.cannot_send(exc)], ERROR)
 
@@ -360,6 +334,8 @@ class ChatClient(Reconnecting):
             self._out.show(line, kind)
 
     async def _quit(self) -> None:
+        while not self._online and self._ordered_local_output and self._reconnect is not None:
+            await asyncio.sleep(0.05)  # a script's lines go out once reconnected (or it ends)
         if not self._online:
             self._quitting = True
             if self._held:

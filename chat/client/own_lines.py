@@ -47,8 +47,13 @@ def reconnecting_in(what: str, delay: float, *, first: bool) -> str:
     return f"{what} {'Reconnecting' if first else 'Retrying'} in {delay:.0f} s..."
 
 
-def reconnected(name: str) -> str:
-    return f"Reconnected as {name}."
+#: Line mode with --reconnect, when the connection is lost (README: fixed words).
+LINE_MODE_LOST = "[Connection lost; reconnecting...]"
+
+
+def reconnected(name: str, *, bracketed: bool = False) -> str:
+    """Back online; line mode's words are bracketed like its other system lines."""
+    return f"[Reconnected as {name}.]" if bracketed else f"Reconnected as {name}."
 
 
 def old_session_remains(name: str, retry: float) -> str:

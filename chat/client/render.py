@@ -61,11 +61,9 @@ def _history(event: Envelope) -> list[str]:
     messages: list[dict[str, Any]] = event.get("messages") or []
     if not messages:
         target = str(event.get("target", event.get("group", "")))
-        if target == "*":
-            return ["No messages to everyone yet."]
-        if target.startswith("@"):
-            return [f"No messages with {target[1:]} yet."]
-        return [f"No messages in group {target} yet."]
+        at = target.startswith("@")
+        where = "to everyone" if target == "*" else f"with {target[1:]}" if at else f"in group {target}"
+        return [f"No messages {where} yet."]
     lines = [f"[{when(m['sent_at'])}] {m['sender']}: {m['text']}" for m in messages]
     more = event.get("more")
     if more:
@@ -261,6 +259,11 @@ _RENDERERS: dict[str, Callable[[Envelope], list[str]]] = {
     "group_history": _history,
     "history": _history,
     "search_results": _search_results,
+    "replayed": lambda event: (
+        [f"[{event['lost']:,} message(s) sent while you were away are no longer kept: see /history.]"]
+        if event.get("lost")
+        else []
+    ),
 }
 
 

@@ -56,6 +56,7 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--wrong-password-delay", "wrong_password_delay", float, "SECONDS", "delay on a wrong password"),
     ("--history-limit", "history_limit", int, "N", "messages kept per conversation (all, a pair, a group)"),
     ("--retention-days", "retention_days", float, "DAYS", "days a message is kept, 0 = no age limit"),
+    ("--resume-linger", "resume_linger", float, "SECONDS", "how long a lost session waits for its client"),
     ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
     ("--offer-timeout", "offer_timeout", float, "SECONDS", "time recipients have to answer a file offer"),

@@ -29,6 +29,7 @@ from chat.server.admission import (
 from chat.server.config import ServerConfig
 from chat.server.connection import ClientConnection
 from chat.server.frames import WriteBatch
+from chat.server.host import Lingering
 from chat.server.ratelimit import KeyedBuckets
 from chat.server.services import build_services
 
@@ -70,6 +71,8 @@ class ChatServer:
         self.crypto_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="handshake")
         self.write_batch = WriteBatch()
         self.connections: set[ClientConnection] = set()
+        #: Lost sessions waiting for their clients to resume them.
+        self.lingering: set[Lingering] = set()
         self.admission = Admission(
             AdmissionLimits(
                 max_total=config.max_connections, max_per_ip=config.max_connections_per_ip,
@@ -198,6 +201,9 @@ class ChatServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
+        for lingering in list(self.lingering):
+            lingering.stop_lingering()
+        await asyncio.sleep(0)  # their logouts start
         await self.services.mailbox.stop()
         for expiry in (self._group_expiry, self._message_expiry):
             if expiry is not None:

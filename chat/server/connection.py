@@ -30,6 +30,7 @@ from chat.server.login import logout
 from chat.server.login_throttle import address_prefix
 from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
+from chat.server.resumable import Resumable
 from chat.server.session import Action, End, Refuse, Serve, ServerSession
 
 log = logging.getLogger("chat.server")
@@ -43,7 +44,7 @@ DIRECT_LIMIT = 64 * 1024
 UNMETERED = frozenset({"file_chunk", "file_ack"})
 
 
-class ClientConnection:
+class ClientConnection(Resumable):
     """Implements the hub's Outbox for one logged-in user."""
 
     def __init__(self, websocket: ServerConnection, server: Host) -> None:
@@ -81,6 +82,9 @@ class ClientConnection:
         self._bucket: TokenBucket | None = None
         self._login_timer: asyncio.TimerHandle | None = None
         self._logout_task: asyncio.Task[None] | None = None
+        #: Set while a lost session waits for its client to resume it.
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._transfers_ended: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         #: Logins and exits are announced through this feed; ``presence_seen`` is how far
         #: into it this connection has been sent (UNSUBSCRIBED until logged in).
@@ -186,7 +190,10 @@ class ClientConnection:
                 await self._read_loop()
             finally:
                 self._login_timer.cancel()
-                await (self._logout_task or self._logout())
+                if self._may_linger():
+                    self._linger()
+                else:
+                    await (self._logout_task or self._logout())
                 await self._shutdown_writer()
         finally:
             log.debug(
@@ -202,10 +209,6 @@ class ClientConnection:
         self._close_code, self._close_reason = code, reason
         self._queue_close()
         self._logout_now()
-
-    def supersede(self) -> None:
-        self.superseded = True
-        self.close_soon(CloseCode.POLICY_VIOLATION, "logged in again from a new connection")
 
     def _logout_now(self) -> None:
         if self.name is not None and self._logout_task is None:

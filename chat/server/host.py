@@ -13,6 +13,12 @@ from chat.server.frames import WriteBatch
 from chat.server.services import Services
 
 
+class Lingering(Protocol):
+    """A lost session waiting for its client to resume it (connection.py)."""
+
+    def stop_lingering(self) -> None: ...
+
+
 class Host(Protocol):
     """What a connection uses of the server it belongs to (app.ChatServer)."""
 
@@ -26,6 +32,8 @@ class Host(Protocol):
 
     #: ClientHellos whose RSA decryption is queued or running.
     pending_handshakes: int
+    #: Lost sessions waiting for their clients to resume them.
+    lingering: set[Lingering]
 
     def handshake_allowed(self, ip: str) -> bool: ...
 

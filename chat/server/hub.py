@@ -53,8 +53,9 @@ class Outbox(Protocol):
 
 
 class Hub(Protocol):
-    async def claim(self, name: str, outbox: Outbox) -> bool:
-        """Log ``name`` in with ``outbox``; False if the name is online already."""
+    async def claim(self, name: str, outbox: Outbox, *, replacing: Outbox | None = None) -> bool:
+        """Log ``name`` in with ``outbox``; False if the name is online already (unless
+        held by ``replacing``, which ``outbox`` takes the name over from at once)."""
 
     async def release(self, name: str, outbox: Outbox) -> None:
         """Log ``name`` out, if ``outbox`` is still the one holding it."""
@@ -93,7 +94,11 @@ class LocalHub:
         #: skeleton(name) -> key(name) of the online users.
         self._looks: dict[str, str] = {}
 
-    async def claim(self, name: str, outbox: Outbox) -> bool:
+    async def claim(self, name: str, outbox: Outbox, *, replacing: Outbox | None = None) -> bool:
+        held = self._online.get(key(name))
+        if replacing is not None and held is not None and held[1] is replacing:
+            self._online[key(name)] = (held[0], outbox)  # no moment without a holder
+            return True
         if key(name) in self._online or self._looks.get(skeleton(name), key(name)) != key(name):
             return False
         self._online[key(name)] = (name, outbox)

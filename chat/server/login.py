@@ -9,7 +9,7 @@ from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.handlers import drop_guest
 from chat.server.names import display_form, key, reserved, username_problem
-from chat.server.resumption import replay, take_over
+from chat.server.resumption import replay
 
 #: The features this server has (PROTOCOL.md section 6.6).
 SERVER_FEATURES = frozenset(Feature)
@@ -28,7 +28,7 @@ async def login(ctx: Context, env: Envelope) -> None:
     asked = env.get("features")
     features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
     resuming = Feature.RESUME in features
-    ticket = services.resume_tokens.redeem(env.get("token"), key(name)) if resuming else None
+    ticket = services.resume_tokens.valid(env.get("token"), key(name)) if resuming else None
     held = await services.hub.lookup(name)
     if (
         (held is not None and ticket is None)
@@ -44,10 +44,13 @@ async def login(ctx: Context, env: Envelope) -> None:
         raise RequestError(ErrorCode.USERNAME_RESERVED, name=name)
     if not registered and services.config.registered_only:
         raise RequestError(ErrorCode.REGISTRATION_REQUIRED, name=name)
-    if held is not None and not await take_over(ctx, name):
+    old = await services.hub.holder(name) if held is not None else None
+    if outbox.closing or not await services.hub.claim(name, outbox, replacing=old):
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
-    if outbox.closing or not await services.hub.claim(name, outbox):
-        raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
+    if ticket is not None:
+        services.resume_tokens.use(env["token"])  # used once, and only by a login that worked
+    if old is not None:
+        old.supersede()  # it leaves without a word: this connection carries on for it
     outbox.logged_in(name, registered, features)
     ctx.user, ctx.registered = name, registered  # from here on the request is the user's
     storage = services.storage

@@ -35,8 +35,8 @@ class ResumeTokens:
             self._tickets.popitem(last=False)
         return token
 
-    def redeem(self, token: str | None, name_key: str) -> Ticket | None:
-        """The ticket of ``token`` if it is this name's and still valid (it is used up)."""
+    def valid(self, token: str | None, name_key: str) -> Ticket | None:
+        """The ticket of ``token`` if it is this name's and still valid."""
         if token is None:
             return None
         ticket = self._tickets.get(token)
@@ -45,8 +45,11 @@ class ResumeTokens:
         if ticket.expires is not None and ticket.expires < self._clock():
             del self._tickets[token]
             return None
-        del self._tickets[token]
         return ticket
+
+    def use(self, token: str) -> None:
+        """The token did its work (a login resumed with it): it is no longer valid."""
+        self._tickets.pop(token, None)
 
     def ended(self, token: str | None) -> None:
         """The session of ``token`` ended: the token is valid for TOKEN_LIFETIME more."""

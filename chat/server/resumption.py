@@ -6,7 +6,8 @@ a cursor per conversation it has seen; the server then
 
 - lets the token's holder take the name over from its own old connection (which the
   server may not yet know is dead: a connection black-holed by the network is noticed
-  only at the keepalive timeout), closing the old one first;
+  only at the keepalive timeout) at once, with no moment in which the name is free,
+  then closes the old one (login.py);
 - gives a guest back the read floor of its earlier session (its private conversations
   from its first login on, nothing from before it held the name);
 - replays what was stored for it while it was away, oldest first, and says with
@@ -18,7 +19,6 @@ The tokens themselves: resume_tokens.py.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from chat.protocol.envelope import Envelope, encode_event
@@ -29,22 +29,6 @@ from chat.server.names import key, username_problem
 
 #: Messages one replay carries at most (the rest is counted as lost).
 REPLAY_LIMIT = 2000
-#: Seconds to wait for a taken-over connection to log out.
-TAKEOVER_WAIT = 10.0
-
-
-async def take_over(ctx: Context, name: str) -> bool:
-    """Close the connection that holds ``name`` and wait until it logged out."""
-    held = await ctx.hub.holder(name)
-    if held is None:
-        return True
-    held.supersede()
-    deadline = asyncio.get_running_loop().time() + TAKEOVER_WAIT
-    while await ctx.hub.holder(name) is held:
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def _conversation(me: str, target: str) -> str | None:
