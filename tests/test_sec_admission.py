@@ -186,9 +186,10 @@ async def test_logged_in_users_keep_chatting_through_a_handshake_flood(
             f"max {trips[-1] * 1000:.0f} ms"
         )
         assert seen["DECRYPT_FAILED"] > 500, seen  # the flood did reach the RSA work
-        # Alone on two cores: median 20-45 ms, max under 100 ms; the bound on the max
-        # leaves room for the other test workers sharing the cores.
-        assert trips[10] < 0.1 and trips[-1] < 1.0, trips
+        # Alone on two cores: median 20-45 ms, max under 100 ms. The bounds leave room for
+        # the other test workers sharing the cores; RSA work on the event loop would make
+        # round trips take seconds (64 addresses force ~2 s of RSA per second).
+        assert trips[10] < 0.25 and trips[-1] < 1.0, trips
         await assert_fresh_pair_chats(server, public_key)
 
 
