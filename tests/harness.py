@@ -103,6 +103,7 @@ class MemoryPeer:
         self.reads_from = 0
         self.resume_token: str | None = None
         self.superseded = False
+        self.read_marked = False
         self.presence_seen = UNSUBSCRIBED
         self.ended: End | None = None
         self._changed = asyncio.Event()

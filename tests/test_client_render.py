@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from chat.client.render import (
+from chat.client.file_lines import (
     file_aborted_line,
     file_damaged_line,
     file_offer_error_line,
@@ -14,12 +14,11 @@ from chat.client.render import (
     file_refused_line,
     file_result_line,
     human_bytes,
-    printable,
     progress_line,
-    render,
-    when,
 )
+from chat.client.render import render, when
 from chat.protocol.envelope import EVENTS, Envelope, decode_event, encode_event
+from chat.safe_text import printable
 
 
 def ev(kind: str, **fields: Any) -> Envelope:

@@ -126,3 +126,28 @@ async def test_a_guest_resumes_its_own_private_conversations_only(private_key: r
         await back.close()
         stranger, _ = await resuming(server, "ann")  # no token: a new guest
         assert (await stranger.request("history", target="@bob"))["messages"] == []
+
+
+async def test_a_registered_user_is_told_what_is_new_in_each_group(private_key: rsa.RSAPrivateKey) -> None:
+    async with memory_server(private_key) as server:
+        ann = await server.login("ann")
+        assert (await ann.request("register", password="ann password")).type == "registered"
+        bob = await server.login("bob")
+        assert (await bob.request("register", password="bob password")).type == "registered"
+        for group in ("team", "quiet"):
+            assert (await bob.request("group_create", group=group, members=["ann"])).type == "group_created"
+        await bob.request("group_message", group="team", text="seen live")
+        await ann.request("list")
+        await ann.close()
+        for n in range(3):
+            await bob.request("group_message", group="team", text=f"while away {n}")
+        back = await server.login("ann", "ann password", features=["unread"])
+        await back.request("list")
+        (unread,) = [e for e in back.events if e.type == "unread"]
+        assert unread["groups"] == [{"group": "team", "count": 3}]
+        history = await back.request("history", target="team", limit=3)
+        assert [m["text"] for m in history["messages"]] == [f"while away {n}" for n in range(3)]
+        await back.close()
+        again = await server.login("ann", "ann password", features=["unread"])
+        await again.request("list")
+        assert [e for e in again.events if e.type == "unread"] == []  # nothing new since

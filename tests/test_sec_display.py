@@ -17,8 +17,8 @@ from e2e_harness import Chat, ServerProcess
 from robust_helpers import RawSession
 from session_helpers import login, reply
 
-from chat.client.render import printable
 from chat.keys import load_public_key
+from chat.safe_text import printable
 
 HOSTILE = [
     "ok" + "\b" * 26 + "[Broadcast from admin]: server moves to 10.6.6.6",

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat.client import commands, own_lines, render
+from chat.client import commands, file_lines, own_lines, render
 from chat.protocol.codes import ErrorCode, NoticeCode
 from chat.protocol.envelope import EVENTS, Envelope
 from chat.protocol.kinds import Bool, Int, Kind, List, Objects, Str
 
 #: Integer fields whose renderers format them as numbers get a sample number.
 _NUMBER = 3
-_NUMERIC = {"more", "sent_at"}
+_NUMERIC = {"more", "sent_at", "count"}
 #: Times are shown as ``YYYY-MM-DD HH:MM`` in the reader's local time zone.
 _TIME = "YYYY-MM-DD HH:MM"
 _FAILED = [{"name": "<user>", "detail": "<detail>"}]
@@ -88,24 +88,24 @@ def catalogue() -> str:
     errors.append(("an unknown code", _error_lines("<code>")))
     notices = [(f"`{code}`", render.render(Envelope("notice", {"code": str(code)}))) for code in NoticeCode]
     files = [
-        ("received (private)", [render.file_received_line("<file>", "<sender>", None)]),
-        ("received (group)", [render.file_received_line("<file>", "<sender>", "<group>")]),
-        ("refused by this client", [render.file_refused_line("<file>", "<sender>", "<reason>")]),
-        ("aborted", [render.file_aborted_line("<file>", "<sender>", "<detail>")]),
-        ("not saved", [render.file_damaged_line("<file>", "<sender>", "<problem>")]),
-        ("offered, --ask-files", [render.file_asked_line("<file>", "<sender>", 2048, 1, None)]),
-        ("declined by the user", [render.file_declined_line("<file>", "<sender>")]),
-        ("--open", [render.file_open_offer_line("<file>", 1)]),
-        ("--open, a program", [render.file_not_opened_line("<file>")]),
-        ("`/accept`, `/decline`: nothing to answer", [render.no_offer_waiting_line(None, [])]),
-        ("`/accept <n>`, `/decline <n>`: no such offer", [render.no_offer_waiting_line(7, [1, 2])]),
-        ("`/open`: nothing to open", [render.nothing_to_open_line(None)]),
-        ("`/open <n>`: no such file", [render.nothing_to_open_line(7)]),
-        ("`/open`: it failed", [render.file_open_failed_line("<file>", "<problem>")]),
-        ("sent", [render.file_result_line("<file>", "<user>", False, ["<user>"], [])]),
-        ("sent to a group", [render.file_result_line("<file>", "<group>", True, ["<user>"], [])]),
-        ("not sent", [render.file_result_line("<file>", "<user>", False, [], _FAILED)]),
-        ("not delivered to some", [render.file_result_line("<file>", "<group>", True, [], _FAILED)]),
+        ("received (private)", [file_lines.file_received_line("<file>", "<sender>", None)]),
+        ("received (group)", [file_lines.file_received_line("<file>", "<sender>", "<group>")]),
+        ("refused by this client", [file_lines.file_refused_line("<file>", "<sender>", "<reason>")]),
+        ("aborted", [file_lines.file_aborted_line("<file>", "<sender>", "<detail>")]),
+        ("not saved", [file_lines.file_damaged_line("<file>", "<sender>", "<problem>")]),
+        ("offered, --ask-files", [file_lines.file_asked_line("<file>", "<sender>", 2048, 1, None)]),
+        ("declined by the user", [file_lines.file_declined_line("<file>", "<sender>")]),
+        ("--open", [file_lines.file_open_offer_line("<file>", 1)]),
+        ("--open, a program", [file_lines.file_not_opened_line("<file>")]),
+        ("`/accept`, `/decline`: nothing to answer", [file_lines.no_offer_waiting_line(None, [])]),
+        ("`/accept <n>`, `/decline <n>`: no such offer", [file_lines.no_offer_waiting_line(7, [1, 2])]),
+        ("`/open`: nothing to open", [file_lines.nothing_to_open_line(None)]),
+        ("`/open <n>`: no such file", [file_lines.nothing_to_open_line(7)]),
+        ("`/open`: it failed", [file_lines.file_open_failed_line("<file>", "<problem>")]),
+        ("sent", [file_lines.file_result_line("<file>", "<user>", False, ["<user>"], [])]),
+        ("sent to a group", [file_lines.file_result_line("<file>", "<group>", True, ["<user>"], [])]),
+        ("not sent", [file_lines.file_result_line("<file>", "<user>", False, [], _FAILED)]),
+        ("not delivered to some", [file_lines.file_result_line("<file>", "<group>", True, [], _FAILED)]),
     ]  # fmt: skip
     problem = RuntimeError("<detail>")
     lost = own_lines.connection_lost("<reason>")

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from chat.client.downloads import PartFile, open_with_default_program
-from chat.client.file_policy import risky_to_open
-from chat.client.render import (
+from chat.client.file_lines import (
     file_aborted_line,
     file_asked_line,
     file_damaged_line,
@@ -26,6 +25,7 @@ from chat.client.render import (
     no_offer_waiting_line,
     nothing_to_open_line,
 )
+from chat.client.file_policy import risky_to_open
 from chat.client.transfer_base import MAX_OPENABLE, Incoming, TransferBase, in_thread
 from chat.protocol.envelope import Envelope
 from chat.protocol.flow import FlowError

@@ -27,7 +27,7 @@ from chat.protocol.envelope import Envelope
 
 LOST = "the connection to the server was lost"
 #: Extensions this client understands (PROTOCOL.md section 6.6).
-FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED)]
+FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED), str(Feature.UNREAD)]
 #: A client that reconnects also resumes: the server keeps a lost session for it.
 RESUMING = [*FEATURES, str(Feature.RESUME)]
 

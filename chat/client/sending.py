@@ -15,7 +15,7 @@ from typing import Any
 from chat.client import own_lines
 from chat.client.commands import SendFile
 from chat.client.downloads import open_for_reading
-from chat.client.render import file_offer_error_line, file_result_line
+from chat.client.file_lines import file_offer_error_line, file_result_line
 from chat.client.transfer_base import Outgoing, TransferBase, offered_name, start_in_thread
 from chat.protocol.envelope import Envelope
 from chat.protocol.errors import EnvelopeError

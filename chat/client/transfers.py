@@ -21,8 +21,8 @@ from __future__ import annotations
 import asyncio
 
 from chat.client import own_lines
+from chat.client.file_lines import file_aborted_line, progress_line
 from chat.client.receiving import LEAVING, Receiving
-from chat.client.render import file_aborted_line, progress_line
 from chat.client.sending import Sending
 from chat.client.transfer_base import MAX_EARLY, offered_name
 from chat.protocol.envelope import Envelope

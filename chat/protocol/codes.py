@@ -70,6 +70,9 @@ class Feature(StrEnum):
     #: Stored messages numbered (``mid``, ``seq``) in events and replies, idempotent sends
     #: (``cmid``), and a reconnecting session's missed messages replayed (section 6.8).
     RESUME = "resume"
+    #: ``unread {groups}`` at a registered user's login: messages in their groups since
+    #: they were last online (section 6.7).
+    UNREAD = "unread"
 
 
 class NoticeCode(StrEnum):

@@ -30,6 +30,7 @@ from chat.protocol.limits import (
     MAX_ENVELOPE_BYTES,
     MAX_FILE_NAME_CHARS,
     MAX_HEADER_BYTES,
+    MAX_LIST_ITEMS,
     MAX_NAME_CHARS,
     MAX_PASSWORD_CHARS,
     MAX_PRESENCE_NAMES,
@@ -153,6 +154,7 @@ EVENTS: dict[str, Schema] = {
     "private": Schema(
         {"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID, "to": NAME, **NUMBERED}
     ),
+    "unread": Schema({"groups": Objects({"group": NAME, "count": Int(1, 1 << 62)}, MAX_LIST_ITEMS)}),
     # The end of what a resuming session missed (section 6.8).
     "replayed": Schema({"count": Int(0, 1 << 62)}, {"lost": Int(1, 1 << 62)}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),

@@ -57,6 +57,7 @@ class ClientConnection(Resumable):
         self.reads_from = 0
         self.resume_token: str | None = None
         self.superseded = False
+        self.read_marked = False
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).

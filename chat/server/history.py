@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat.protocol.codes import ErrorCode
-from chat.protocol.envelope import Envelope
+from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.limits import MAX_HEADER_BYTES
 from chat.server.context import Context
 from chat.server.errors import RequestError
@@ -104,3 +104,24 @@ async def search(ctx: Context, env: Envelope) -> None:
     if kept and (len(kept) < len(entries) or len(found) == limit):
         fields["before"] = kept[-1]["id"]  # there may be older matches
     ctx.reply("search_results", **fields)
+
+
+async def remember_read(ctx: Context) -> None:
+    """A registered user leaves: how far each of their groups had gone, for the count of
+    what is new at their next login."""
+    if ctx.registered:
+        mine = [group_conversation(key(group.name)) for group in ctx.groups.of_user(ctx.user)]
+        await ctx.storage.messages.mark_read(key(ctx.user), mine)
+
+
+async def tell_unread(ctx: Context) -> None:
+    """At a registered user's login: messages in their groups since they were last here."""
+    if not ctx.registered:
+        return
+    names = {group_conversation(key(group.name)): group.name for group in ctx.groups.of_user(ctx.user)}
+    me = key(ctx.user)
+    joined = [(c, ctx.groups.get(names[c]).joined.get(me, 0)) for c in names]
+    counts = await ctx.storage.messages.unread(me, joined)
+    if counts:
+        groups = [{"group": names[c], "count": n} for c, n in counts]
+        ctx.outbox.deliver(encode_event("unread", groups=groups))

@@ -34,6 +34,8 @@ class Outbox(Protocol):
     resume_token: str | None
     #: Whether its user's new connection took over from it (``supersede``).
     superseded: bool
+    #: Whether its user's read marks were kept already (when the connection was lost).
+    read_marked: bool
 
     @property
     def closing(self) -> bool:

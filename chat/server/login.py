@@ -8,6 +8,7 @@ from chat.protocol.envelope import Envelope
 from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.handlers import drop_guest
+from chat.server.history import remember_read, tell_unread
 from chat.server.names import display_form, key, reserved, username_problem
 from chat.server.resumption import replay
 
@@ -74,6 +75,8 @@ async def login(ctx: Context, env: Envelope) -> None:
     ctx.reply("welcome", name=name, **fields)
     if resuming and ("cursors" in env.fields or "since" in env.fields):
         await replay(ctx, env)
+    elif Feature.UNREAD in features:
+        await tell_unread(ctx)
     await services.mailbox.send_page(name, outbox, paged=paged)
 
 
@@ -85,6 +88,8 @@ async def logout(ctx: Context) -> None:
     # A connection its own user's new one took over (resumption.py) hands everything on:
     # a guest's groups stay theirs and nobody is told of an exit.
     superseded = ctx.outbox.superseded
+    if not superseded and not ctx.outbox.read_marked:
+        await remember_read(ctx)
     if not ctx.registered and not superseded:
         await drop_guest(ctx)
     await services.hub.release(ctx.user, ctx.outbox)

@@ -274,6 +274,38 @@ class MessageStore:
 
         return await self._db._run(query)
 
+    async def mark_read(self, user_key: str, conversations: list[str]) -> None:
+        """``user_key`` has seen ``conversations`` up to their newest message."""
+
+        def upsert(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO read_mark (user_key, conv, seq)"
+                " SELECT ?, conv, last_seq FROM conversation WHERE conv = ?"
+                " ON CONFLICT (user_key, conv) DO UPDATE SET seq = excluded.seq",
+                [(user_key, conversation) for conversation in conversations],
+            )
+
+        await self._db._run(self._db._transaction, upsert)
+
+    async def unread(self, user_key: str, conversations: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """For each (conversation, id after which the user may read it) with a read mark,
+        how many messages came after the mark (those with none are left out)."""
+
+        def count() -> list[tuple[str, int]]:
+            db = self._db._conn()
+            found = []
+            for conversation, after in conversations:
+                (n,) = db.execute(
+                    "SELECT COUNT(*) FROM message m JOIN read_mark r ON r.conv = m.conv AND r.user_key = ?"
+                    " WHERE m.conv = ? AND m.seq > r.seq AND m.id > ? AND m.sender_key != ?",
+                    (user_key, conversation, after, user_key),
+                ).fetchone()
+                if n:
+                    found.append((conversation, n))
+            return found
+
+        return await self._db._run(count)
+
     async def withdraw(self, message: Message) -> None:
         """Delete one message that could not be delivered as asked (its ``seq`` is not
         given again)."""

@@ -14,6 +14,7 @@ from typing import Protocol
 
 from chat.protocol.codes import CloseCode
 from chat.server.context import Context
+from chat.server.history import remember_read
 from chat.server.host import Host
 
 log = logging.getLogger("chat.server")
@@ -29,6 +30,7 @@ class _Connection(Protocol):
     _logout_task: asyncio.Task[None] | None
     _linger_timer: asyncio.TimerHandle | None
     _transfers_ended: asyncio.Task[None] | None
+    read_marked: bool
 
     def _context(self, user: str, rid: int | None) -> Context: ...
 
@@ -37,6 +39,13 @@ class _Connection(Protocol):
     def close_soon(self, code: CloseCode, reason: str) -> None: ...
 
     def stop_lingering(self) -> None: ...
+
+
+async def _lost(ctx: Context) -> None:
+    """What ends with the connection: its transfers; and what a registered user has seen
+    of their groups is as of now."""
+    await ctx.services.transfers.disconnected(ctx)
+    await remember_read(ctx)
 
 
 class Resumable:
@@ -58,8 +67,9 @@ class Resumable:
         self._server.lingering.add(self)
         # Transfers do not survive the connection: their other sides learn it now.
         assert self.name is not None
-        ending = self._server.services.transfers.disconnected(self._context(self.name, None))
-        self._transfers_ended = asyncio.get_running_loop().create_task(ending)
+        ctx = self._context(self.name, None)
+        self._transfers_ended = asyncio.get_running_loop().create_task(_lost(ctx))
+        self.read_marked = True
         delay = self._server.config.resume_linger
         self._linger_timer = asyncio.get_running_loop().call_later(delay, self.stop_lingering)
         log.info("lost conn=%d user=%s: kept %g s for a resume", self.id, self.name, delay)

@@ -85,7 +85,9 @@ MIGRATIONS: list[str] = [
     # A client message id (``client_id``) is unique per sender: a message resent after a
     # reconnect is stored once. Accounts read their private conversations from
     # ``reads_from`` on (a message id: whoever held the name as a guest before gets
-    # nothing of theirs); an offline message knows the stored message it copies. Full-text search
+    # nothing of theirs); an offline message knows the stored message it copies. A
+    # registered user's read marks: how far each group had gone when they left (the
+    # count of what came after is told at their next login). Full-text search
     # over the text with trigrams (finds words in scripts written without spaces too).
     """
     CREATE TABLE message (
@@ -119,6 +121,12 @@ MIGRATIONS: list[str] = [
         SET seq = MAX(seq, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'group_message'), 0))
         WHERE name = 'message';
     DROP TABLE group_message;
+    CREATE TABLE read_mark (
+        user_key TEXT NOT NULL,
+        conv TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (user_key, conv)
+    );
     ALTER TABLE account ADD COLUMN reads_from INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE offline_message ADD COLUMN message_id INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE offline_message ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
