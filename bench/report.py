@@ -45,6 +45,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     def add(scenario: str, metric: str, value: Any, goal: str, met: bool | None) -> None:
         checks.append({"scenario": scenario, "metric": metric, "value": value, "target": goal, "met": met})
 
+    if "storage" in s:
+        st = s["storage"]
+        add("storage", f"messages stored/s, search index on ({st['append']['messages']:,})",
+            st["append"]["per_s"], ">= 5000", st["append"]["per_s"] >= 5000)
+        add("storage", f"search p95 ms over {st['search']['messages']:,} messages", st["search"]["p95_ms"],
+            "< 50", st["search"]["p95_ms"] < 50)
+        add("storage", f"resume: {st['resume']['missed']:,} missed replayed, p95 ms", st["resume"]["p95_ms"],
+            "< 300", st["resume"]["p95_ms"] < 300)
     if "broadcast" in s:
         for r in s["broadcast"]["ratios"]:
             if r["target"] == "chat" and r["phase"] == "fixed rate":
@@ -96,6 +104,19 @@ def render(results: dict[str, Any]) -> str:
         "load generators, and everything else on the machine (other processes).",
     ]
     s = results["scenarios"]
+    if "storage" in s:
+        st = s["storage"]
+        out += ["", "6. Stored conversations"]
+        append, search, resume = st["append"], st["search"], st["resume"]
+        out.append(table(
+            ["measure", "size", "result"],
+            [["stored messages/s (batched commits, index on)",
+              f"{append['messages']:,} by {append['senders']} senders", f"{append['per_s']:,.0f}/s"],
+             ["search, p50 / p95", f"{search['messages']:,} messages",
+              f"{search['p50_ms']:.1f} / {search['p95_ms']:.1f} ms"],
+             ["resume: reconnect to end of replay, p50 / p95", f"{resume['missed']:,} missed, "
+              f"{resume['rounds']} rounds", f"{resume['p50_ms']:.0f} / {resume['p95_ms']:.0f} ms"]],
+        ))  # fmt: skip
     if "broadcast" in s:
         out += ["", "1. Broadcast fan-out, 100-character texts"]
         out.append(table(

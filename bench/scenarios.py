@@ -27,6 +27,7 @@ from bench.common import (
 )
 from bench.procstat import Proc
 from bench.profiling import PySpy, py_spy, summarise
+from bench.storage import storage
 
 
 @dataclass(frozen=True)
@@ -577,6 +578,7 @@ def _file_attempt(
 #: Run order: the long capacity run last (it leaves the machine's memory churned, which
 #: showed in the file relay's page faults when it ran after it).
 SCENARIOS = {
+    "storage": storage,
     "broadcast": broadcast,
     "private": private,
     "handshake": handshakes,

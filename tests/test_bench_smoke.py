@@ -41,7 +41,7 @@ def results(tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[Path, Path
 
 def _check_every_scenario_ran(results: dict) -> None:
     assert results["errors"] == {}
-    assert set(results["scenarios"]) == {"broadcast", "private", "handshake", "capacity", "file"}
+    assert set(results["scenarios"]) == {"storage", "broadcast", "private", "handshake", "capacity", "file"}
     assert results["machine"]["cpu_model"] and results["machine"]["python"]
 
 
@@ -83,6 +83,13 @@ def _check_file_numbers(results: dict) -> None:
     assert _number(scenario["ratio_to_plaintext"]["chat"])
 
 
+def _check_storage_numbers(results: dict) -> None:
+    scenario = results["scenarios"]["storage"]
+    assert scenario["append"]["messages"] > 0 and scenario["append"]["per_s"] > 0
+    assert scenario["search"]["queries"] > 0 and scenario["search"]["results"] > 0
+    assert _number(scenario["search"]["p95_ms"]) and _number(scenario["resume"]["p95_ms"])
+
+
 def _check_targets_listed(results: dict) -> None:
     assert {t["scenario"] for t in results["targets"]} == set(results["scenarios"])
 
@@ -95,4 +102,5 @@ def test_a_quick_run_measures_every_scenario(results: dict) -> None:
     _check_handshake_numbers(results)
     _check_capacity_numbers(results)
     _check_file_numbers(results)
+    _check_storage_numbers(results)
     _check_targets_listed(results)

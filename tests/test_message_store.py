@@ -53,7 +53,10 @@ async def test_the_group_history_moves_into_the_message_table(tmp_path: Path) ->
         for script in MIGRATIONS[:5]:
             db.executescript(script)
         db.execute("PRAGMA user_version=5")
+        db.execute("INSERT INTO account (name_key, name, password_hash, created_at, skeleton)"
+                   " VALUES ('ann', 'Ann', 'hash', 1.0, 'ann')")  # fmt: skip
         db.execute("INSERT INTO chat_group VALUES ('a', 'A', 'ann', 1, 0, 0)")
+        db.execute("INSERT INTO group_member VALUES ('a', 'ann', 'Ann', 0, 0, 2)")
         for text, group in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a3", "a"), ("gone", "b")]:
             db.execute(
                 "INSERT INTO group_message (group_key, sender, text, sent_at) VALUES (?, 'ann', ?, 1.0)",
@@ -63,9 +66,14 @@ async def test_the_group_history_moves_into_the_message_table(tmp_path: Path) ->
     storage = Storage(str(path))
     await storage.open()
     try:
+        assert await storage.account("ann") == ("Ann", "hash")
+        (group,) = await storage.load_groups()
+        assert (group.name, group.members, group.joined) == ("A", [("ann", "Ann")], {"ann": 2})
         assert storage.messages.last_id == 4
         kept = await storage.messages.history(group_conversation("a"), 10)
-        assert [(m.id, m.seq, m.text) for m in kept] == [(1, 1, "a1"), (3, 2, "a2"), (4, 3, "a3")]
+        assert [(m.id, m.seq, m.text, m.recipient) for m in kept] == [
+            (1, 1, "a1", "A"), (3, 2, "a2", "A"), (4, 3, "a3", "A")
+        ]  # fmt: skip
         after_join = await storage.messages.history(group_conversation("a"), 10, after=1)
         assert [m.text for m in after_join] == ["a2", "a3"]
         new = await storage.messages.append(group_conversation("b"), "bob", "b2")

@@ -41,7 +41,7 @@ from chat.client.output import Output
 from chat.client.pacing import Pacer
 from chat.client.password_prompts import PASSWORD_PROMPT, PasswordPrompts
 from chat.client.reconnecting import FEATURES, LOST, RESUMING, Reconnecting
-from chat.client.render import render
+from chat.client.render import render, when
 from chat.client.resume_state import ResumeState
 from chat.client.roster import Roster
 from chat.client.style import ERROR, FILE, PLAIN, SYSTEM, kind_of
@@ -59,6 +59,11 @@ QUIT_TIMEOUT = 10.0
 STATUS_INTERVAL = 0.5
 #: Opens a new session to the same server with the same trusted key.
 Reconnect = Callable[[], Awaitable[ClientSession]]
+
+
+#: Replayed after a reconnect with the time they were sent, which the terminal shows
+#: (private messages say it in their line already).
+REPLAYED = ("broadcast", "group_message")
 
 
 def _needs_server(parsed: Parsed) -> bool:
@@ -199,7 +204,10 @@ class ChatClient(Reconnecting, PasswordPrompts):
 
     def _present(self, event: Envelope) -> None:
         kind = kind_of(event.type)
-        for line in render(event):
+        lines = render(event)
+        if not self._ordered_local_output and event.type in REPLAYED and "sent_at" in event.fields:
+            lines = [f"{line} (sent {when(event['sent_at'])})" for line in lines]  # missed while away
+        for line in lines:
             self._out.show(line, kind)
 
     async def _status_loop(self) -> None:
