@@ -54,6 +54,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("storage", f"resume: {st['resume']['missed']:,} missed replayed, p95 ms", st["resume"]["p95_ms"],
             "< 300", st["resume"]["p95_ms"] < 300)
     if "broadcast" in s:
+        for r in s["broadcast"].get("storing", []):
+            if r["phase"] == "fixed rate" and r["clients"] >= 100:
+                add("broadcast", f"CPU/delivery storing every message vs not, {r['clients']} clients",
+                    r["ratio"], "<= 1.15x", r["ratio"] <= 1.15)
         for r in s["broadcast"]["ratios"]:
             if r["target"] == "chat" and r["phase"] == "fixed rate":
                 ratio = r["cpu_per_delivery_ratio"]

@@ -8,6 +8,7 @@ import functools
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +38,13 @@ class Target:
     label: str
     kind: str
     uvloop: bool = False
+    #: More options for the server.
+    extra: tuple[str, ...] = ()
 
 
 CHAT = Target("chat", "chat")
+#: The same server keeping no messages: what storing every broadcast costs.
+CHAT_NOT_STORING = Target("chat, no store", "chat", extra=("--no-store",))
 CHAT_UVLOOP = Target("chat+uvloop", "chat", uvloop=True)
 BASELINE = Target("baseline", "baseline")
 
@@ -106,6 +111,8 @@ class Settings:
 
     def targets(self, scenario: str, baseline: bool = True) -> list[Target]:
         chosen = [CHAT]
+        if scenario == "broadcast":
+            chosen.append(CHAT_NOT_STORING)
         if self.uvloop:
             chosen.append(CHAT_UVLOOP)
         if baseline:
@@ -117,11 +124,13 @@ class Settings:
         if target.kind == "chat":
             args = [
                 str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
-                "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *extra,
+                "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *target.extra, *extra,
             ]
             known = _chat_server_options(self.server_tree)
             if "--db" in known:
-                args += ["--db", ":memory:"]  # nothing written to disk, nothing left behind
+                # A database file, as in use (messages are stored before they are delivered).
+                directory = Path(tempfile.mkdtemp(prefix="db-", dir=self.results_dir))
+                args += ["--db", str(directory / "chat.db")]
             # The load comes from one address: lift the per-address and handshake limits
             # (servers before they existed do not know these options).
             for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
@@ -275,7 +284,7 @@ def broadcast(settings: Settings) -> dict[str, Any]:
             for server, workers in live.values():
                 stop_all(workers)
                 server.stop()
-    ratios = []
+    ratios, storing = [], []
     for clients in settings.fanouts:
         for phase in ("saturated", "fixed rate"):
             by = {r["target"]: r for r in rows if r["clients"] == clients and r["phase"] == phase}
@@ -285,7 +294,11 @@ def broadcast(settings: Settings) -> dict[str, Any]:
                 if base and mine:
                     ratios.append({"clients": clients, "phase": phase, "target": label,
                                    "cpu_per_delivery_ratio": round(mine / base, 2)})
-    return {"rows": rows, "ratios": ratios}
+            stored = by.get(CHAT.label, {}).get("server_cpu_us_per_delivery")
+            not_stored = by.get(CHAT_NOT_STORING.label, {}).get("server_cpu_us_per_delivery")
+            if stored and not_stored:
+                storing.append({"clients": clients, "phase": phase, "ratio": round(stored / not_stored, 2)})
+    return {"rows": rows, "ratios": ratios, "storing": storing}
 
 
 def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse guests: only registered users may log in (create accounts with --add-account)",
     )
     parser.add_argument(
+        "--no-store", dest="store_messages", action="store_false",
+        help="keep no conversation messages: no /history, /search or replay after a reconnect "
+        "(for measurements and throwaway servers)",
+    )
+    parser.add_argument(
         "--reserve", metavar="NAME", action="append", default=[],
         help="a name nobody may use (nor anything that looks like it), besides admin, server, "
         "system and the like; repeat for more",
@@ -232,7 +237,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
     return ServerConfig(
         host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve),
-        registered_only=args.registered_only, **chosen
+        registered_only=args.registered_only, store_messages=args.store_messages, **chosen
     )
 
 

@@ -18,6 +18,9 @@ class ServerConfig:
     #: days a message is kept (0: as long as the count allows).
     history_limit: int = 1000
     retention_days: float = 0.0
+    #: Store conversation messages at all (off: no history, search or replay; for
+    #: measurements and throwaway servers).
+    store_messages: bool = True
     #: Seconds a lost session that can resume stays logged in (its name held, its groups
     #: kept, nobody told it left) waiting for its client to come back (0: not at all).
     resume_linger: float = 30.0

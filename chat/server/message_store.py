@@ -82,8 +82,12 @@ MIN_INDEXED = 3
 class MessageStore:
     """The ``message`` table of ``db``, used from asyncio."""
 
-    def __init__(self, db: Database, *, history_limit: int = 1000, retention_days: float = 0) -> None:
+    def __init__(
+        self, db: Database, *, history_limit: int = 1000, retention_days: float = 0, enabled: bool = True
+    ) -> None:
         self._db = db
+        #: False: nothing is written; messages are numbered in memory only (--no-store).
+        self.enabled = enabled
         self.history_limit = history_limit
         self.retention_days = retention_days
         #: The id of the newest stored message (a group member's history starts after the
@@ -112,6 +116,10 @@ class MessageStore:
     ) -> Message:
         """Store one message; returns it once committed. A ``client_id`` this sender used
         before returns the message stored then (``fresh`` false) and stores nothing."""
+        if not self.enabled:
+            self.last_id += 1
+            seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
+            return Message(self.last_id, conversation, seq, sender, recipient, text, time.time())
         done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         append = _Append(conversation, sender, recipient, text, time.time(), sender_key, client_id, done)
         self._pending.append(append)

@@ -39,8 +39,9 @@ class Services:
 def build_services(config: ServerConfig) -> Services:
     """The services of one server (or of one in-memory test server) with ``config``."""
     storage = Storage(
-        config.db_path, history_limit=config.history_limit, retention_days=config.retention_days
-    )
+        config.db_path, history_limit=config.history_limit, retention_days=config.retention_days,
+        store_messages=config.store_messages,
+    )  # fmt: skip
     return Services(
         hub=LocalHub(),
         groups=GroupRegistry(

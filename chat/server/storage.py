@@ -18,10 +18,14 @@ from chat.server.schema import MailboxQuota, StoredGroup, StoredMessage
 class Storage(Database):
     """The SQLite database behind the server, used from asyncio."""
 
-    def __init__(self, path: str, *, history_limit: int = 1000, retention_days: float = 0) -> None:
+    def __init__(
+        self, path: str, *, history_limit: int = 1000, retention_days: float = 0, store_messages: bool = True
+    ) -> None:
         super().__init__(path)
         #: Every conversation message (message_store.py).
-        self.messages = MessageStore(self, history_limit=history_limit, retention_days=retention_days)
+        self.messages = MessageStore(
+            self, history_limit=history_limit, retention_days=retention_days, enabled=store_messages
+        )
         self._group_seq = 0
         #: Bytes of text of every offline message stored (the server-wide quota).
         self._offline_bytes = 0
