@@ -199,3 +199,18 @@ async def test_search_and_history_show_only_what_one_may_read(
     and no history shows anything else."""
     async with memory_server(private_key) as server:
         await _run(server, actions)
+
+
+async def test_a_server_that_stores_nothing_still_numbers_and_delivers(
+    private_key: rsa.RSAPrivateKey,
+) -> None:
+    """--no-store: messages are delivered and numbered as ever; nothing is kept to read."""
+    async with memory_server(private_key, store_messages=False) as server:
+        ann = await server.login("ann", features=["resume"])
+        bob = await server.login("bob")
+        sent = await bob.request("broadcast", text="not kept", cmid="c1")
+        assert (sent["mid"], sent["seq"]) == (1, 1)
+        said = await ann.wait_for(lambda e: e.type == "broadcast", "the broadcast")
+        assert (said["text"], said["seq"]) == ("not kept", 1)
+        assert (await ann.request("history"))["messages"] == []
+        assert (await ann.request("search", words="kept"))["results"] == []
