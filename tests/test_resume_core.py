@@ -151,3 +151,34 @@ async def test_a_registered_user_is_told_what_is_new_in_each_group(private_key: 
         again = await server.login("ann", "ann password", features=["unread"])
         await again.request("list")
         assert [e for e in again.events if e.type == "unread"] == []  # nothing new since
+
+
+async def test_a_long_replay_comes_in_pages_the_client_asks_for(private_key: rsa.RSAPrivateKey) -> None:
+    async with memory_server(private_key, history_limit=5000) as server:
+        bob = await server.login("bob")
+        ann, welcome = await resuming(server, "ann")
+        await ann.close()
+        for n in range(1100):
+            await bob.send("broadcast", text=f"m{n}")  # without rid: not answered
+        await bob.request("list")
+        back, _ = await resuming(server, "ann", token=welcome["token"], since=welcome["head"])
+        pages = []
+        while True:
+            await back.wait_for(
+                lambda e: len([x for x in back.events if x.type == "replayed"]) > len(pages), "a page"
+            )
+            page = [x for x in back.events if x.type == "replayed"][len(pages)]
+            pages.append(page)
+            if not page.get("more"):
+                break
+            cursor = max(e["seq"] for e in back.events if e.type == "broadcast")
+            assert (
+                await back.request("replay", since=welcome["head"], cursors=[{"target": "*", "seq": cursor}])
+            ).type == "ok"
+        assert [p.fields for p in pages] == [
+            {"count": 500, "more": True},
+            {"count": 500, "more": True},
+            {"count": 100},
+        ]
+        texts = [e["text"] for e in back.events if e.type == "broadcast"]
+        assert texts == [f"m{n}" for n in range(1100)]

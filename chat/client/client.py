@@ -184,6 +184,8 @@ class ChatClient(Reconnecting, PasswordPrompts):
                     self._present(shown)
                     if shown.type == "offline_page":
                         await self._acknowledge_offline(shown)
+                    elif shown.type == "replayed" and shown.get("more"):
+                        await self._session.send("replay", **self._resume.replay_fields())
 
     def _note(self, event: Envelope) -> None:
         """Keep track of who is online, the groups, and the password to log back in with."""

@@ -92,10 +92,14 @@ class ResumeState:
             return {}
         fields: dict[str, Any] = {"token": self.token}
         if self.head is not None:
-            fields["since"] = self.head
-            fields["cursors"] = [{"target": t, "seq": s} for t, s in self.cursors.items()]
+            fields.update(self.replay_fields())
             self.replaying = True
         return fields
+
+    def replay_fields(self) -> dict[str, Any]:
+        """Where this client is: for a login that resumes, or the next page of a replay."""
+        cursors = [{"target": t, "seq": s} for t, s in self.cursors.items()]
+        return {"since": self.head or 0, "cursors": cursors}
 
     def received(self, event: Envelope) -> Iterator[Envelope]:
         """The events to show for ``event`` (none, it, or it and those that waited)."""
@@ -108,8 +112,10 @@ class ResumeState:
             yield event
             return
         if event.type == "replayed":
-            self.replaying = False
             yield event
+            if event.get("more"):
+                return  # the client asks for the next page; live messages keep waiting
+            self.replaying = False
             waiting, self._waiting = self._waiting, []
             for live in waiting:
                 yield from self._once(live)

@@ -120,6 +120,7 @@ REQUESTS: dict[str, Schema] = {
     "group_history": Schema({"group": NAME}, {"limit": Int(1, MAX_HISTORY), "before": MESSAGE_ID}),
     "history": Schema({}, {"target": TARGET, "limit": Int(1, MAX_HISTORY), "before": MESSAGE_ID}),
     "search": Schema({"words": SEARCH_WORDS}, {"limit": Int(1, MAX_SEARCH), "before": MESSAGE_ID}),
+    "replay": Schema({}, {"cursors": CURSORS, "since": MESSAGE_ID}),
     "group_invite_only": Schema({"group": NAME, "on": Bool()}),
     "offline_ack": Schema({"upto": MESSAGE_ID}),
     # File transfer (PROTOCOL.md section 7).
@@ -156,7 +157,7 @@ EVENTS: dict[str, Schema] = {
     ),
     "unread": Schema({"groups": Objects({"group": NAME, "count": Int(1, 1 << 62)}, MAX_LIST_ITEMS)}),
     # The end of what a resuming session missed (section 6.8).
-    "replayed": Schema({"count": Int(0, 1 << 62)}, {"lost": Int(1, 1 << 62)}),
+    "replayed": Schema({"count": Int(0, 1 << 62)}, {"lost": Int(1, 1 << 62), "more": Bool()}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),
     # Broadcasts dropped for a reader too slow for them (PROTOCOL.md 6.3).
     "missed": Schema({"count": Int(1, 1 << 62)}),

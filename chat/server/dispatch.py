@@ -8,7 +8,7 @@ import logging
 
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
-from chat.server import handlers, history
+from chat.server import handlers, history, resumption
 from chat.server.context import Context, Handler
 from chat.server.errors import RequestError
 from chat.server.login import login
@@ -42,6 +42,7 @@ HANDLERS: dict[str, Handler] = {
     "group_history": handlers.group_history,
     "history": history.history,
     "search": history.search,
+    "replay": resumption.replay_more,
     "group_invite_only": handlers.group_invite_only,
     "offline_ack": handlers.offline_ack,
     "register": handlers.register,

@@ -249,9 +249,9 @@ class MessageStore:
     ) -> tuple[list[Message], int]:
         """What a reconnecting reader missed: in each conversation it has a cursor for, the
         messages after that sequence number; in the others, those after message id
-        ``since``; oldest first, at most ``limit``, none sent by ``skip_sender`` (a key).
-        Also how many it missed that are not in the list: past the retention bounds, or
-        past ``limit``."""
+        ``since``; oldest first, at most ``limit`` (one page: the next page is asked with
+        the cursors moved on), none sent by ``skip_sender`` (a key). Also how many it
+        missed that are gone: past the retention bounds."""
         where, args = _readable_clause(readable)
         where += " AND m.sender_key != ?"
         args.append(skip_sender)
@@ -268,8 +268,6 @@ class MessageStore:
             rows = db.execute(sql, [*args, limit]).fetchall()
             found = [Message(*row) for row in rows]
             lost = 0
-            if len(found) == limit:
-                lost += db.execute(f"SELECT COUNT(*) {condition}", args).fetchone()[0] - limit
             for conversation, seq in cursors.items():
                 row = db.execute(
                     "SELECT (SELECT MIN(seq) FROM message WHERE conv = ?),"

@@ -11,8 +11,9 @@ a cursor per conversation it has seen; the server then
 - gives a guest back the read floor of its earlier session (its private conversations
   from its first login on, nothing from before it held the name);
 - replays what was stored for it while it was away, oldest first, and says with
-  ``replayed {count, lost?}`` where the replay ends and how many could not be replayed
-  (older than the server keeps, or more than one replay carries).
+  ``replayed {count, lost?, more?}`` where a page of the replay ends, how many could not
+  be replayed (older than the server keeps), and whether the client should ask for the
+  next page (``replay`` with its cursors moved on).
 
 The tokens themselves: resume_tokens.py.
 """
@@ -27,8 +28,9 @@ from chat.server.history import readable
 from chat.server.message_store import BROADCASTS, Message, group_conversation, private_conversation
 from chat.server.names import key, username_problem
 
-#: Messages one replay carries at most (the rest is counted as lost).
-REPLAY_LIMIT = 2000
+#: Messages one page of a replay carries at most; ``replayed {more}`` says more follow
+#: when the client asks (``replay`` with its cursors moved on).
+REPLAY_PAGE = 500
 
 
 def _conversation(me: str, target: str) -> str | None:
@@ -63,8 +65,16 @@ async def replay(ctx: Context, env: Envelope) -> None:
             cursors[conversation] = max(cursor["seq"], cursors.get(conversation, 0))
     since = env.get("since", ctx.storage.messages.last_id)
     messages = ctx.storage.messages
-    found, lost = await messages.missed(readable(ctx), cursors, since, REPLAY_LIMIT, skip_sender=me)
+    found, lost = await messages.missed(readable(ctx), cursors, since, REPLAY_PAGE, skip_sender=me)
     for message in found:
         ctx.outbox.deliver(replayed_event(message))
     fields: dict[str, Any] = {"lost": lost} if lost else {}
+    if len(found) == REPLAY_PAGE:
+        fields["more"] = True
     ctx.outbox.deliver(encode_event("replayed", count=len(found), **fields))
+
+
+async def replay_more(ctx: Context, env: Envelope) -> None:
+    """``replay``: the next page of what a resuming session missed (Feature.RESUME)."""
+    await replay(ctx, env)
+    ctx.reply("ok")
