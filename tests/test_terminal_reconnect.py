@@ -150,7 +150,13 @@ async def test_logging_back_in_takes_over_the_old_session_at_once(
         await sophia.expect("[Welcome sophia]")
         network.cut()
         await sophia.expect("Connection lost: the connection was cut. Reconnecting in 1 s...")
+        # Sent while she is away (to the connection the server still holds): replayed to
+        # her once she is back, with the time it was sent.
+        rid = await jojo.request("broadcast", text="while you were away")
+        await jojo.wait_for(lambda e: e.get("re") == rid and e.type == "ok", "the ok")
         await sophia.expect("Reconnected as sophia.", timeout=5)
+        stamp = r"\(sent \d{4}-\d\d-\d\d \d\d:\d\d\)"
+        await sophia.expect_re(r"\[Broadcast from jojo\]: while you were away " + stamp)
         sophia.send("still here\r")
         event = await jojo.wait_for(lambda e: e.type == "broadcast", "sophia's broadcast")
         assert (event["sender"], event["text"]) == ("sophia", "still here")
