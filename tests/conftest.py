@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from e2e_harness import Chat, ServerProcess
 from local_chat import LocalChat, LocalServer
+from robust_helpers import running_server
 
 from chat.keys import generate_private_key, write_key_pair
 
@@ -33,13 +34,8 @@ async def server_process(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIt
     """A fresh server process on 127.0.0.1 (port 0), its working directory in tmp_path.
 
     The test fails if the server died before teardown or printed a Traceback."""
-    process = await ServerProcess.start(key_pair[0], tmp_path / "server")
-    try:
+    async with running_server(key_pair[0], tmp_path / "server", process=True) as process:
         yield process
-    finally:
-        problems = await process.stop()
-    if problems:
-        pytest.fail("; ".join(problems) + "\n" + process.report())
 
 
 @pytest_asyncio.fixture
@@ -47,13 +43,8 @@ async def server(key_pair: tuple[Path, Path], tmp_path: Path) -> AsyncIterator[L
     """A fresh server in this event loop on 127.0.0.1 (port 0), its database in tmp_path.
 
     The test fails if the server logged a Traceback."""
-    running = await LocalServer.start(key_pair[0], tmp_path / "server")
-    try:
+    async with running_server(key_pair[0], tmp_path / "server") as running:
         yield running
-    finally:
-        problems = await running.stop()
-    if problems:
-        pytest.fail("; ".join(problems) + "\n" + running.report())
 
 
 @pytest_asyncio.fixture

@@ -39,7 +39,7 @@ HANDLERS: dict[str, Handler] = {
     "group_delete": handlers.group_delete,
     "group_add": handlers.group_add,
     "group_kick": handlers.group_kick,
-    "group_history": handlers.group_history,
+    "group_history": history.group_history,
     "history": history.history,
     "search": history.search,
     "replay": resumption.replay_more,

@@ -20,9 +20,6 @@ from chat.server.mailbox import sender_key
 from chat.server.message_store import BROADCASTS, group_conversation, private_conversation
 from chat.server.names import key
 
-#: Group messages /history shows when no count is given.
-DEFAULT_HISTORY = 20
-
 
 async def broadcast(ctx: Context, env: Envelope) -> None:
     message = await ctx.store(BROADCASTS, env["text"], env)
@@ -184,33 +181,6 @@ async def group_message(ctx: Context, env: Envelope) -> None:
         fields = {"group": group.name, "sender": ctx.user, "text": env["text"]}
         await ctx.deliver_stored(members, message, "group_message", **fields)
     ctx.reply_stored("ok", message, env)
-
-
-#: Bytes of message JSON one ``group_history`` reply carries at most.
-HISTORY_BYTES = MAX_HEADER_BYTES - 4096
-
-
-async def group_history(ctx: Context, env: Envelope) -> None:
-    """A member's view of the group's messages: only those sent since they joined (a
-    newcomer does not read what was said before), newest ``limit``, as many as fit one
-    reply; ``more`` counts the older ones left out, ``before`` asks for them."""
-    group = ctx.groups.member_group(env["group"], ctx.user)
-    since = group.joined.get(key(ctx.user), 0)
-    limit = env.get("limit", DEFAULT_HISTORY)
-    conversation = group_conversation(key(group.name))
-    messages = await ctx.storage.messages.history(conversation, limit, after=since, before=env.get("before"))
-    entries = [{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages]
-    budget, kept = HISTORY_BYTES, 0
-    for entry in reversed(entries):
-        budget -= (len(str(entry["text"]).encode()) + len(str(entry["sender"]).encode())) * 2 + 64
-        if budget < 0:
-            break
-        kept += 1
-    fields: dict[str, Any] = {"group": group.name, "messages": entries[len(entries) - kept :]}
-    if kept < len(entries):
-        fields["more"] = len(entries) - kept
-        fields["before"] = messages[len(entries) - kept].id
-    ctx.reply("group_history", **fields)
 
 
 async def group_invite_only(ctx: Context, env: Envelope) -> None:

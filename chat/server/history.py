@@ -60,8 +60,23 @@ def _conversation(ctx: Context, target: str) -> tuple[str, int, str]:
         if username_problem(other) is not None:
             raise RequestError(ErrorCode.BAD_REQUEST, detail=f"not a user: {other}")
         return private_conversation(key(ctx.user), key(other)), ctx.outbox.reads_from, target
-    group = ctx.groups.member_group(target, ctx.user)
+    return _group(ctx, target)
+
+
+def _group(ctx: Context, name: str) -> tuple[str, int, str]:
+    group = ctx.groups.member_group(name, ctx.user)
     return group_conversation(key(group.name)), group.joined.get(key(ctx.user), 0), group.name
+
+
+def _page(messages: list[Message], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The newest of ``entries`` (one per message, oldest first) that fit one reply;
+    ``more`` counts those left out and ``before`` asks for them."""
+    kept = fitting(entries)
+    fields: dict[str, Any] = {"messages": entries[len(entries) - kept :]}
+    if kept < len(entries):
+        fields["more"] = len(entries) - kept
+        fields["before"] = messages[len(entries) - kept].id
+    return fields
 
 
 async def history(ctx: Context, env: Envelope) -> None:
@@ -72,12 +87,17 @@ async def history(ctx: Context, env: Envelope) -> None:
         {"id": m.id, "seq": m.seq, "sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)}
         for m in messages
     ]
-    kept = fitting(entries)
-    fields: dict[str, Any] = {"target": shown, "messages": entries[len(entries) - kept :]}
-    if kept < len(entries):
-        fields["more"] = len(entries) - kept
-        fields["before"] = messages[len(entries) - kept].id
-    ctx.reply("history", **fields)
+    ctx.reply("history", target=shown, **_page(messages, entries))
+
+
+async def group_history(ctx: Context, env: Envelope) -> None:
+    """The first form of ``history``, for a group (no ids): what a member may read of
+    it, since they joined."""
+    conversation, after, shown = _group(ctx, env["group"])
+    limit = env.get("limit", DEFAULT_HISTORY)
+    messages = await ctx.storage.messages.history(conversation, limit, after=after, before=env.get("before"))
+    entries = [{"sender": m.sender, "text": m.text, "sent_at": int(m.sent_at)} for m in messages]
+    ctx.reply("group_history", group=shown, **_page(messages, entries))
 
 
 def _where(message: Message, me: str) -> str:
