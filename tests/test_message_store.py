@@ -12,7 +12,7 @@ from pathlib import Path
 from local_chat import LocalServer
 from session_helpers import login, reply
 
-from chat.server.message_store import BROADCASTS, group_conversation, private_conversation
+from chat.server.message_store import BROADCASTS, Readable, group_conversation, private_conversation
 from chat.server.schema import MIGRATIONS
 from chat.server.storage import Storage
 
@@ -121,3 +121,30 @@ async def test_retention_by_age_and_sequence_numbers_never_go_back(tmp_path: Pat
         assert (await storage.messages.append(group_conversation("g"), "s", "new g")).seq == 2
     finally:
         await storage.close()
+
+
+async def test_the_search_index_follows_in_batches_and_stays_consistent(tmp_path: Path) -> None:
+    """Messages pruned before they were indexed never reach the index; messages deleted
+    after it are taken out of it; a search finds exactly what is kept, even right after
+    it was stored; FTS5's own integrity check passes."""
+    path = tmp_path / "chat.db"
+    storage = Storage(str(path), history_limit=3)
+    readable = Readable("reader", 0)
+    await storage.open()
+    try:
+        for n in range(70):
+            await storage.messages.append(BROADCASTS, "s", f"needle {n}")
+        found = await storage.messages.search(["needle"], readable, 50)
+        kept = _rows(path)[::-1]  # pruning keeps the newest 3, and up to 63 more until the next
+        assert [m.text for m in found] == [text for _, _, _, text in kept] and 3 <= len(kept) < 70
+        for n in range(70, 140):  # now pruned after being indexed
+            await storage.messages.append(BROADCASTS, "s", f"needle {n}")
+            if n % 10 == 0:
+                await storage.messages.search(["needle"], readable, 1)
+        found = await storage.messages.search(["needle"], readable, 50)
+        kept = _rows(path)[::-1]
+        assert [m.text for m in found] == [text for _, _, _, text in kept][:50]
+    finally:
+        await storage.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO message_text (message_text, rank) VALUES ('integrity-check', 1)")

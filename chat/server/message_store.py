@@ -24,6 +24,10 @@ from chat.server.database import Database
 
 #: A conversation is pruned to ``history_limit`` once every this many of its appends.
 PRUNE_EVERY = 64
+#: New messages are added to the search index at most this long after they are stored
+#: (a search first indexes what is not yet): one index update for many messages costs a
+#: fraction of one per message.
+INDEX_DELAY = 0.2
 #: The conversation of broadcasts.
 BROADCASTS = "*"
 
@@ -95,6 +99,9 @@ class MessageStore:
         self.last_id = 0
         self._pending: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
+        self._indexing: asyncio.TimerHandle | None = None
+        self._index_job: asyncio.Task[None] | None = None
+        self._stopped = False
         #: Used on the database's thread only: conversation -> newest seq, appends since start.
         self._seqs: dict[str, int] = {}
         self._pending_seqs: dict[str, int] = {}
@@ -144,8 +151,28 @@ class MessageStore:
                     self.last_id = max(self.last_id, message.id)
                     if not append.done.done():
                         append.done.set_result(message)
+                self._schedule_index()
         finally:
             self._writer = None
+
+    def _schedule_index(self) -> None:
+        if self._indexing is None and not self._stopped:
+            self._indexing = asyncio.get_running_loop().call_later(INDEX_DELAY, self._start_index)
+
+    def _start_index(self) -> None:
+        self._index_job = asyncio.get_running_loop().create_task(self._index_now())
+
+    async def _index_now(self) -> None:
+        self._indexing = None
+        if not self._stopped:
+            await self._db._run(self._db._transaction, _index)
+
+    def stop(self) -> None:
+        """No more index updates from a timer (the database is closing)."""
+        self._stopped = True
+        if self._indexing is not None:
+            self._indexing.cancel()
+            self._indexing = None
 
     def _insert(self, db: sqlite3.Connection, *, batch: list[_Append]) -> list[Message]:
         stored: list[Message] = []
@@ -240,6 +267,7 @@ class MessageStore:
         args.append(limit)
 
         def query_rows() -> list[Message]:
+            self._db._transaction(_index)  # what was stored last is found too
             return [Message(*row) for row in self._db._conn().execute(sql, args).fetchall()]
 
         return await self._db._run(query_rows)
@@ -353,3 +381,15 @@ def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
         clauses.append("(m.conv = ? AND m.id > ?)")
         args += [conversation, after]
     return "(" + " OR ".join(clauses) + ")", args
+
+
+def _index(db: sqlite3.Connection) -> None:
+    """Add the messages stored since the last time to the search index."""
+    (done,) = db.execute("SELECT indexed_upto FROM search_state").fetchone()
+    (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()
+    if upto > done:
+        db.execute(
+            "INSERT INTO message_text (rowid, text) SELECT id, text FROM message WHERE id > ? AND id <= ?",
+            (done, upto),
+        )
+        db.execute("UPDATE search_state SET indexed_upto = ?", (upto,))

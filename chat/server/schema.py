@@ -87,7 +87,8 @@ MIGRATIONS: list[str] = [
     # ``reads_from`` on (a message id: whoever held the name as a guest before gets
     # nothing of theirs); an offline message knows the stored message it copies. A
     # registered user's read marks: how far each group had gone when they left (the
-    # count of what came after is told at their next login). Full-text search
+    # count of what came after is told at their next login). New messages are indexed for
+    # search in batches (message_store.py): ``search_state`` says how far. Full-text search
     # over the text with trigrams (finds words in scripts written without spaces too).
     """
     CREATE TABLE message (
@@ -133,13 +134,13 @@ MIGRATIONS: list[str] = [
     CREATE VIRTUAL TABLE message_text USING fts5(
         text, content='message', content_rowid='id', tokenize='trigram'
     );
-    CREATE TRIGGER message_text_insert AFTER INSERT ON message BEGIN
-        INSERT INTO message_text (rowid, text) VALUES (new.id, new.text);
-    END;
-    CREATE TRIGGER message_text_delete AFTER DELETE ON message BEGIN
+    CREATE TABLE search_state (indexed_upto INTEGER NOT NULL);
+    INSERT INTO search_state VALUES ((SELECT COALESCE(MAX(id), 0) FROM message));
+    INSERT INTO message_text (rowid, text) SELECT id, text FROM message;
+    CREATE TRIGGER message_text_delete AFTER DELETE ON message
+        WHEN old.id <= (SELECT indexed_upto FROM search_state) BEGIN
         INSERT INTO message_text (message_text, rowid, text) VALUES ('delete', old.id, old.text);
     END;
-    INSERT INTO message_text (message_text) VALUES ('rebuild');
     """,
 ]
 

@@ -30,6 +30,10 @@ class Storage(Database):
         #: Bytes of text of every offline message stored (the server-wide quota).
         self._offline_bytes = 0
 
+    async def close(self) -> None:
+        self.messages.stop()
+        await super().close()
+
     def _loaded(self, db: sqlite3.Connection) -> None:
         self._group_seq = db.execute("SELECT COALESCE(MAX(created_seq), 0) FROM chat_group").fetchone()[0]
         missing = db.execute("SELECT name_key, name FROM account WHERE skeleton = ''").fetchall()
