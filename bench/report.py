@@ -53,6 +53,9 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "< 50", st["search"]["p95_ms"] < 50)
         add("storage", f"resume: {st['resume']['missed']:,} missed replayed, p95 ms", st["resume"]["p95_ms"],
             "< 300", st["resume"]["p95_ms"] < 300)
+        restart = st["restart"]
+        add("storage", f"{restart['clients']:,} clients live again after kill -9 and restart (s)",
+            restart["all_live_s"], "< 10", restart["all_live_s"] < 10)
     if "broadcast" in s:
         for r in s["broadcast"].get("storing", []):
             if r["phase"] == "fixed rate" and r["clients"] >= 100:
@@ -119,7 +122,9 @@ def render(results: dict[str, Any]) -> str:
              ["search, p50 / p95", f"{search['messages']:,} messages",
               f"{search['p50_ms']:.1f} / {search['p95_ms']:.1f} ms"],
              ["resume: reconnect to end of replay, p50 / p95", f"{resume['missed']:,} missed, "
-              f"{resume['rounds']} rounds", f"{resume['p50_ms']:.0f} / {resume['p95_ms']:.0f} ms"]],
+              f"{resume['rounds']} rounds", f"{resume['p50_ms']:.0f} / {resume['p95_ms']:.0f} ms"],
+             ["kill -9, restart: every client live again", f"{st['restart']['clients']:,} clients",
+              f"{st['restart']['all_live_s']:.2f} s (server back in {st['restart']['restart_s']:.2f} s)"]],
         ))  # fmt: skip
     if "broadcast" in s:
         out += ["", "1. Broadcast fan-out, 100-character texts"]

@@ -7,12 +7,17 @@
   messages are made of; one user's readable set: everyone, its private conversations, 10
   groups of 500) over 1,000,000 messages in 1,000 conversations;
 - resume: a real server on loopback and a real client session: the time from connecting
-  again to the end of the replay (``replayed``) of 1,000 missed messages, p50/p95.
+  again to the end of the replay (``replayed``) of 1,000 missed messages, p50/p95;
+- restart: 1,000 logged-in clients of a server process that is killed (``kill -9``) and
+  started again on the same port and database: the time until every one of them is
+  connected, logged in and has its replay (each tries again every 50 ms, then less
+  often, while the server is down; one address, so the per-address limits are lifted).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import tempfile
@@ -182,4 +187,66 @@ def storage(settings: Any) -> dict[str, Any]:
         searches = asyncio.run(_searches(base / "search.db", searched, 50 if quick else 200))
     missed, rounds = (100, 3) if quick else (1000, 20)
     resumes = asyncio.run(_resumes(settings.private_key, settings.public_key, missed, rounds))
-    return {"append": appends, "search": searches, "resume": resumes}
+    restart = asyncio.run(_restart(settings, 50 if quick else 1000))
+    return {"append": appends, "search": searches, "resume": resumes, "restart": restart}
+
+
+async def _reconnect(port: int, key: Any, name: str, since: int) -> float:
+    """Connect (retrying while the server is down), log in resuming; when it is live."""
+    delay = 0.05
+    while True:
+        try:
+            session, welcome = await _login(port, key, name, since=since)
+            break
+        except Exception:  # the server is not back yet, or busy
+            await asyncio.sleep(delay)
+            delay = min(1.0, delay * 2)
+    assert welcome.type == "welcome", welcome
+    await _until(session, "replayed")
+    done = time.perf_counter()
+    await session.close()
+    return done
+
+
+async def _restart(settings: Any, clients: int) -> dict[str, Any]:
+    import os
+    import signal
+    import socket
+
+    from bench.common import ServerProcess
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = Path(tempfile.mkdtemp(prefix="restart-", dir=settings.results_dir))
+    args = [str(settings.private_key), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING",
+            "--db", str(directory / "chat.db"), "--rate-limit", "0", "--max-per-ip", "0",
+            "--max-upgrading-per-ip", "0", "--handshakes-per-ip", "0", "--handshakes-per-second", "0",
+            "--handshake-queue", "100000", "--network-rate-limit", "0",
+            "--network-byte-rate", "0"]  # fmt: skip
+    key = load_public_key(settings.public_key)
+    server = ServerProcess("chat", args, log_path=settings.log_path).start()
+    sessions = []
+    try:
+        for n in range(clients):
+            session, welcome = await _login(port, key, f"user{n}")
+            sessions.append((session, welcome["head"]))
+        os.kill(server.pid, signal.SIGKILL)
+        assert server.popen is not None
+        server.popen.wait()
+        killed = time.perf_counter()
+        server = ServerProcess("chat", args, log_path=settings.log_path).start()
+        started = time.perf_counter()
+        finished = await asyncio.gather(
+            *(_reconnect(port, key, f"user{n}", head) for n, (_, head) in enumerate(sessions))
+        )
+    finally:
+        for session, _ in sessions:
+            with contextlib.suppress(Exception):
+                await session.close()
+        server.stop()
+    last = max(finished)
+    return {
+        "clients": clients, "restart_s": round(started - killed, 2), "all_live_s": round(last - killed, 2),
+        "all_live_after_start_s": round(last - started, 2),
+    }  # fmt: skip

@@ -88,6 +88,7 @@ def _check_storage_numbers(results: dict) -> None:
     assert scenario["append"]["messages"] > 0 and scenario["append"]["per_s"] > 0
     assert scenario["search"]["queries"] > 0 and scenario["search"]["results"] > 0
     assert _number(scenario["search"]["p95_ms"]) and _number(scenario["resume"]["p95_ms"])
+    assert scenario["restart"]["clients"] > 0 and _number(scenario["restart"]["all_live_s"])
 
 
 def _check_targets_listed(results: dict) -> None:
