@@ -12,7 +12,13 @@ from pathlib import Path
 from local_chat import LocalServer
 from session_helpers import login, reply
 
-from chat.server.message_store import BROADCASTS, Readable, group_conversation, private_conversation
+from chat.server.message_store import (
+    BROADCASTS,
+    SCAN_LIMIT,
+    Readable,
+    group_conversation,
+    private_conversation,
+)
 from chat.server.schema import MIGRATIONS
 from chat.server.storage import Storage
 
@@ -148,3 +154,24 @@ async def test_the_search_index_follows_in_batches_and_stays_consistent(tmp_path
         await storage.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO message_text (message_text, rank) VALUES ('integrity-check', 1)")
+
+
+async def test_a_search_of_short_words_only_looks_at_the_newest_messages(tmp_path: Path) -> None:
+    """Words under 3 characters are not in the index: such a search scans, but only the
+    newest SCAN_LIMIT messages, so no search makes the server read the whole table."""
+    storage = Storage(str(tmp_path / "chat.db"))
+    await storage.open()
+    try:
+        await storage.messages.append(BROADCASTS, "s", "ok 老 first")
+        for n in range(30):
+            await storage.messages.append(BROADCASTS, "s", f"filler {n}")
+        await storage.messages.append(BROADCASTS, "s", "ok 老 last")
+        readable = Readable("reader", 0)
+        found = await storage.messages.search(["老", "ok"], readable, 10)
+        assert [m.text for m in found] == ["ok 老 last", "ok 老 first"]
+        storage.messages.last_id += SCAN_LIMIT - 20  # as if 20,000 more had come since
+        found = await storage.messages.search(["老"], readable, 10)
+        assert [m.text for m in found] == ["ok 老 last"]
+        assert [m.text for m in await storage.messages.search(["first"], readable, 10)] == ["ok 老 first"]
+    finally:
+        await storage.close()

@@ -79,8 +79,10 @@ class Readable:
 
 
 _COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
-#: Words shorter than this are not in the trigram index: they are matched by scanning.
+#: Words shorter than this are not in the trigram index: they are matched by scanning,
+#: and a search with no longer word looks at the newest SCAN_LIMIT messages only.
 MIN_INDEXED = 3
+SCAN_LIMIT = 20_000
 
 
 class MessageStore:
@@ -263,6 +265,10 @@ class MessageStore:
             )
             args = [query, *args]
         else:
+            # No word the index holds: a scan, bounded to the newest SCAN_LIMIT messages so
+            # that a search costs the server little whatever it asks for.
+            where += " AND m.id > ?"
+            args.append(self.last_id - SCAN_LIMIT)
             sql = f"SELECT {_COLUMNS} FROM message m WHERE {where} ORDER BY m.id DESC LIMIT ?"
         args.append(limit)
 
