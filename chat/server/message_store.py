@@ -355,14 +355,6 @@ class MessageStore:
 
         await self._db._run(self._db._transaction, delete)
 
-    async def forget(self, conversation: str) -> None:
-        """Delete a conversation (a deleted or expired group)."""
-
-        def delete(db: sqlite3.Connection) -> None:
-            db.execute("DELETE FROM message WHERE conv = ?", (conversation,))
-
-        await self._db._run(self._db._transaction, delete)
-
     async def expire(self, now: float | None = None) -> int:
         """Delete messages older than ``retention_days``; returns how many."""
         if self.retention_days <= 0:
