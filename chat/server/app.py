@@ -10,6 +10,7 @@ import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,6 +31,7 @@ from chat.server.config import ServerConfig
 from chat.server.connection import ClientConnection
 from chat.server.frames import WriteBatch
 from chat.server.host import Lingering
+from chat.server.observability import HEALTH_PATH, METRICS_PATH, Metrics, health
 from chat.server.ratelimit import KeyedBuckets
 from chat.server.services import build_services
 
@@ -92,6 +94,9 @@ class ChatServer:
         #: ClientHellos whose RSA decryption is queued or running.
         self.pending_handshakes = 0
         self._server: Server | None = None
+        #: Successful logins since start, and the metrics that report it (observability.py).
+        self.logins = 0
+        self.metrics = Metrics(self._state)
         self._group_expiry: asyncio.Task[None] | None = None
         self._message_expiry: asyncio.Task[None] | None = None
 
@@ -150,9 +155,25 @@ class ChatServer:
             return False
         return self._handshakes_per_ip.take(ip, now) and self._handshakes_total.take("", now)
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Serve the public key on GET SERVER_KEY_PATH; everything else goes on to the
-        WebSocket handshake (which refuses requests that are not upgrades)."""
+    def _state(self) -> dict[str, Any]:
+        """Counts for /healthz and /metrics (observability.py)."""
+        return {
+            "connections": len(self.connections),
+            "users_online": sum(1 for c in self.connections if c.name is not None) + len(self.lingering),
+            "sessions_lingering": len(self.lingering),
+            "handshakes_pending": self.pending_handshakes,
+            "messages": dict(self.services.storage.messages.sent),
+            "logins": self.logins,
+        }
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """Serve the public key on GET SERVER_KEY_PATH, /healthz and /metrics; everything
+        else goes on to the WebSocket handshake (which refuses requests that are not
+        upgrades)."""
+        if request.path == HEALTH_PATH:
+            return await health(self._state(), self.services.storage.ping)
+        if request.path == METRICS_PATH:
+            return self.metrics.response()
         if request.path != SERVER_KEY_PATH:
             return None
         body = public_pem(self.private_key.public_key())

@@ -300,6 +300,7 @@ class ClientConnection(Resumable):
         """The login handler accepted ``name`` for this connection."""
         self.name, self.registered, self.features = name, registered, features
         self._session.logged_in()
+        self._server.logins += 1
         if self._login_timer is not None:
             self._login_timer.cancel()
         log.info("login conn=%d user=%s", self.id, name)

@@ -82,6 +82,10 @@ class Database:
     def _loaded(self, db: sqlite3.Connection) -> None:
         """Called once the schema is current, before the database is used."""
 
+    async def ping(self) -> None:
+        """The database answers (the health check)."""
+        await self._run(lambda: self._conn().execute("SELECT 1").fetchone())
+
     async def close(self) -> None:
         if self._db is not None:
             await self._run(self._conn().close)

@@ -13,6 +13,7 @@ from typing import Any
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.limits import MAX_HEADER_BYTES
+from chat.server import read_marks
 from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.message_store import (
@@ -131,7 +132,7 @@ async def remember_read(ctx: Context) -> None:
     what is new at their next login."""
     if ctx.registered:
         mine = [group_conversation(key(group.name)) for group in ctx.groups.of_user(ctx.user)]
-        await ctx.storage.messages.mark_read(key(ctx.user), mine)
+        await read_marks.mark_read(ctx.storage, key(ctx.user), mine)
 
 
 async def tell_unread(ctx: Context) -> None:
@@ -141,7 +142,7 @@ async def tell_unread(ctx: Context) -> None:
     names = {group_conversation(key(group.name)): group.name for group in ctx.groups.of_user(ctx.user)}
     me = key(ctx.user)
     joined = [(c, ctx.groups.get(names[c]).joined.get(me, 0)) for c in names]
-    counts = await ctx.storage.messages.unread(me, joined)
+    counts = await read_marks.unread(ctx.storage, me, joined)
     if counts:
         groups = [{"group": names[c], "count": n} for c, n in counts]
         ctx.outbox.deliver(encode_event("unread", groups=groups))

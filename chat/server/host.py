@@ -34,6 +34,8 @@ class Host(Protocol):
     pending_handshakes: int
     #: Lost sessions waiting for their clients to resume them.
     lingering: set[Lingering]
+    #: Successful logins since start.
+    logins: int
 
     def handshake_allowed(self, ip: str) -> bool: ...
 

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import sqlite3
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from chat.server.database import Database
@@ -99,6 +100,8 @@ class MessageStore:
         #: The id of the newest stored message (a group member's history starts after the
         #: one that was newest when they joined).
         self.last_id = 0
+        #: Messages sent since start, by kind (the server's metrics).
+        self.sent: Counter[str] = Counter()
         self._pending: list[_Append] = []
         self._writer: asyncio.Task[None] | None = None
         self._indexing: asyncio.TimerHandle | None = None
@@ -125,6 +128,7 @@ class MessageStore:
     ) -> Message:
         """Store one message; returns it once committed. A ``client_id`` this sender used
         before returns the message stored then (``fresh`` false) and stores nothing."""
+        self.sent[_kind(conversation)] += 1
         if not self.enabled:
             self.last_id += 1
             seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
@@ -314,38 +318,6 @@ class MessageStore:
 
         return await self._db._run(query)
 
-    async def mark_read(self, user_key: str, conversations: list[str]) -> None:
-        """``user_key`` has seen ``conversations`` up to their newest message."""
-
-        def upsert(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT INTO read_mark (user_key, conv, seq)"
-                " SELECT ?, conv, last_seq FROM conversation WHERE conv = ?"
-                " ON CONFLICT (user_key, conv) DO UPDATE SET seq = excluded.seq",
-                [(user_key, conversation) for conversation in conversations],
-            )
-
-        await self._db._run(self._db._transaction, upsert)
-
-    async def unread(self, user_key: str, conversations: list[tuple[str, int]]) -> list[tuple[str, int]]:
-        """For each (conversation, id after which the user may read it) with a read mark,
-        how many messages came after the mark (those with none are left out)."""
-
-        def count() -> list[tuple[str, int]]:
-            db = self._db._conn()
-            found = []
-            for conversation, after in conversations:
-                (n,) = db.execute(
-                    "SELECT COUNT(*) FROM message m JOIN read_mark r ON r.conv = m.conv AND r.user_key = ?"
-                    " WHERE m.conv = ? AND m.seq > r.seq AND m.id > ? AND m.sender_key != ?",
-                    (user_key, conversation, after, user_key),
-                ).fetchone()
-                if n:
-                    found.append((conversation, n))
-            return found
-
-        return await self._db._run(count)
-
     async def withdraw(self, message: Message) -> None:
         """Delete one message that could not be delivered as asked (its ``seq`` is not
         given again)."""
@@ -365,6 +337,12 @@ class MessageStore:
             return db.execute("DELETE FROM message WHERE sent_at < ?", (older_than,)).rowcount
 
         return await self._db._run(self._db._transaction, delete)
+
+
+def _kind(conversation: str) -> str:
+    if conversation == BROADCASTS:
+        return "broadcast"
+    return "private" if conversation.startswith("@") else "group"
 
 
 def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
