@@ -53,7 +53,11 @@ async def test_health_and_metrics(server: LocalServer, key_pair: tuple[Path, Pat
 
 
 async def test_health_says_when_the_database_fails(server: LocalServer) -> None:
-    server.chat_server.services.storage._conn().close()  # as if the disk were gone
-    status, _, body = await get(server.port, "/healthz")
+    storage = server.chat_server.services.storage
+    await storage._run(storage._conn().close)  # as if the disk were gone (on its own thread)
+    try:
+        status, _, body = await get(server.port, "/healthz")
+    finally:
+        await storage._run(storage._open)  # back, for the server's own stop
     report = json.loads(body)
     assert (status, report["status"], report["database"]) == (503, "failing", "failing: ProgrammingError")
