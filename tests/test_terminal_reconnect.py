@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from e2e_harness import HOST, ServerProcess, child_env
+from tcp_proxy import TcpProxy
 from test_terminal_support import Peer, Terminal
 
 from chat.client.reconnect import MAX_DELAY, backoff_delays, loss_reason, worth_retrying
@@ -81,53 +82,6 @@ async def test_reconnects_after_a_server_restart_and_sends_what_was_typed(
     assert await sophia.wait_exit() == 0
 
 
-class Blackhole:
-    """A TCP relay to the server that can fail like a dead network: ``cut()`` drops the
-    client's side at once and leaves the server's side open and silent, so the server
-    notices only when its keepalive pings go unanswered."""
-
-    def __init__(self, target: int) -> None:
-        self._target = target
-        self._relays: set[asyncio.Task[None]] = set()
-        self._upstreams: list[asyncio.StreamWriter] = []
-        self._downstreams: list[asyncio.StreamWriter] = []
-        self._server: asyncio.Server | None = None
-        self.port = 0
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, HOST, 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(HOST, self._target)
-        self._upstreams.append(up_writer)
-        self._downstreams.append(writer)
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._relay(source, sink))
-            self._relays.add(task)
-
-    @staticmethod
-    async def _relay(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        while data := await source.read(65536):
-            sink.write(data)
-            await sink.drain()
-
-    def cut(self) -> None:
-        for task in self._relays:
-            task.cancel()
-        self._relays.clear()
-        for writer in self._downstreams:
-            writer.transport.abort()
-        self._downstreams.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        for writer in self._upstreams:
-            writer.transport.abort()
-        if self._server is not None:
-            self._server.close()
-
-
 @pytest.mark.slow
 async def test_logging_back_in_takes_over_the_old_session_at_once(
     start_server: StartServer, key_pair: tuple[Path, Path], tmp_path: Path, request: pytest.FixtureRequest
@@ -137,7 +91,7 @@ async def test_logging_back_in_takes_over_the_old_session_at_once(
     session over at once, and nobody sees it leave or come back."""
     keepalive = ("--ping-interval", "20", "--ping-timeout", "20")
     server = await start_server("--db", ":memory:", *keepalive)
-    network = Blackhole(server.port)
+    network = TcpProxy(server.port)
     await network.start()
     try:
         jojo = await Peer.login(server.port, key_pair[1], "jojo")
@@ -148,7 +102,7 @@ async def test_logging_back_in_takes_over_the_old_session_at_once(
         )
         request.addfinalizer(sophia.close)
         await sophia.expect("[Welcome sophia]")
-        network.cut()
+        await network.black_hole(0)  # the client's side dropped, the server's left silent
         await sophia.expect("Connection lost: the connection was cut. Reconnecting in 1 s...")
         # Sent while she is away (to the connection the server still holds): replayed to
         # her once she is back, with the time it was sent.
