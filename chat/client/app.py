@@ -92,7 +92,7 @@ examples:
 
 exit status: 0 after /quit or at the end of input; 2 wrong usage or an unreadable file;
 3 cannot reach the server; 4 the server's key is wrong, has changed or is not trusted;
-5 the connection was lost (line mode) or the client could not log back in.
+5 the connection was lost (line mode without --reconnect) or the client could not log back in.
 """
 
 
