@@ -18,8 +18,12 @@ from pathlib import Path
 
 import pytest
 from e2e_harness import HOST, ServerProcess, child_env
-from local_chat import LocalChat, LocalClient
+from local_chat import LocalChat, LocalClient, LocalServer
+from session_helpers import reply
 from tcp_proxy import TcpProxy
+
+from chat.client.transport import open_session
+from chat.keys import load_public_key
 
 NAMES = ["alice", "bob", "carol"]
 ROUNDS = 16
@@ -185,3 +189,23 @@ async def _start_one(chat: LocalChat, port: int, name: str, password: Path) -> l
     chat.clients.append(client)
     await client.expect(f"[Welcome {name}]")
     return [client]
+
+
+async def test_sessions_still_lingering_log_out_cleanly_when_the_server_stops(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A lost guest session in a group, lingering at shutdown, logs out before the
+    database closes: its exit is logged, and nothing fails."""
+    server = await LocalServer.start(key_pair[0], tmp_path / "server")
+    session = await open_session(HOST, server.port, load_public_key(key_pair[1]))
+    assert (await reply(session, "login", name="ann", features=["resume"])).type == "welcome"
+    assert (await reply(session, "group_create", group="team")).type == "group_created"
+    session._ws.transport.abort()  # lost without a word
+    for _ in range(100):
+        if server.chat_server.lingering:
+            break
+        await asyncio.sleep(0.02)
+    assert len(server.chat_server.lingering) == 1
+    problems = await server.stop()
+    assert problems == []
+    assert any("exit conn=" in line and "user=ann" in line for line in server.err.lines), server.report()

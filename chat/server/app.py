@@ -222,9 +222,11 @@ class ChatServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await self._server.wait_closed()
-        for lingering in list(self.lingering):
-            lingering.stop_lingering()
-        await asyncio.sleep(0)  # their logouts start
+        # Lost sessions still waiting log out now, before the database closes.
+        logouts = [task for lingering in list(self.lingering) if (task := lingering.stop_lingering())]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout):
+                await asyncio.gather(*logouts, return_exceptions=True)
         await self.services.mailbox.stop()
         for expiry in (self._group_expiry, self._message_expiry):
             if expiry is not None:

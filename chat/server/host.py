@@ -3,6 +3,7 @@ so connection.py does not import app.py, which creates connections."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
 from typing import Protocol
 
@@ -16,7 +17,7 @@ from chat.server.services import Services
 class Lingering(Protocol):
     """A lost session waiting for its client to resume it (connection.py)."""
 
-    def stop_lingering(self) -> None: ...
+    def stop_lingering(self) -> asyncio.Task[None] | None: ...
 
 
 class Host(Protocol):

@@ -38,7 +38,7 @@ class _Connection(Protocol):
 
     def close_soon(self, code: CloseCode, reason: str) -> None: ...
 
-    def stop_lingering(self) -> None: ...
+    def stop_lingering(self) -> asyncio.Task[None] | None: ...
 
 
 async def _lost(ctx: Context) -> None:
@@ -74,13 +74,14 @@ class Resumable:
         self._linger_timer = asyncio.get_running_loop().call_later(delay, self.stop_lingering)
         log.info("lost conn=%d user=%s: kept %g s for a resume", self.id, self.name, delay)
 
-    def stop_lingering(self: _Connection) -> None:
-        """Log out now (the time is up, or the server stops)."""
+    def stop_lingering(self: _Connection) -> asyncio.Task[None] | None:
+        """Log out now (the time is up, or the server stops); the logout's task."""
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
             self._server.lingering.discard(self)
             self._logout_now()
+        return self._logout_task
 
     def supersede(self: _Connection) -> None:
         self.superseded = True
