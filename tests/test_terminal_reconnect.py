@@ -139,12 +139,12 @@ async def test_line_mode_does_not_reconnect(
     assert err.decode().splitlines() == ["Disconnected by the server: server shutting down"]
 
 
-def test_backoff_doubles_up_to_thirty_seconds_with_jitter() -> None:
-    assert [round(d, 6) for d in _take(backoff_delays(rand=lambda: 0.5), 8)] == [1, 2, 4, 8, 16, 30, 30, 30]
+def test_backoff_doubles_up_to_fifteen_seconds_with_jitter() -> None:
+    assert [round(d, 6) for d in _take(backoff_delays(rand=lambda: 0.5), 8)] == [1, 2, 4, 8, 15, 15, 15, 15]
     low = _take(backoff_delays(rand=lambda: 0.0), 7)
     high = _take(backoff_delays(rand=lambda: 0.999999), 7)
     assert low[0] == pytest.approx(0.8) and high[0] == pytest.approx(1.2, abs=1e-5)
-    assert max(high) <= MAX_DELAY and low[-1] == pytest.approx(24)
+    assert max(high) <= MAX_DELAY and low[-1] == pytest.approx(12)
 
 
 def test_which_losses_are_worth_a_reconnection() -> None:

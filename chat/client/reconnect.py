@@ -29,7 +29,9 @@ from chat.protocol.envelope import Envelope
 #: again later (server full), bad gateway.
 RETRY_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013, 1014})
 FIRST_DELAY = 1.0
-MAX_DELAY = 30.0
+#: At most this long between attempts: well inside the time the server keeps a lost
+#: session for its client (--resume-linger, 60 s), so a longer outage still resumes it.
+MAX_DELAY = 15.0
 #: Each delay is randomly up to this fraction shorter or longer, so that the clients of
 #: a restarted server do not all come back in the same instant.
 JITTER = 0.2
@@ -58,7 +60,7 @@ def backoff_delays(
     jitter: float = JITTER,
     rand: Callable[[], float] = random.random,
 ) -> Iterator[float]:
-    """1, 2, 4, 8, 16, 30, 30, ... seconds, each with jitter, never over ``cap``."""
+    """1, 2, 4, 8, 15, 15, ... seconds, each with jitter, never over ``cap``."""
     delay = first
     while True:
         yield min(cap, delay * (1 + jitter * (2 * rand() - 1)))

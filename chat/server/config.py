@@ -23,7 +23,7 @@ class ServerConfig:
     store_messages: bool = True
     #: Seconds a lost session that can resume stays logged in (its name held, its groups
     #: kept, nobody told it left) waiting for its client to come back (0: not at all).
-    resume_linger: float = 30.0
+    resume_linger: float = 60.0
     #: Seconds before a wrong password is answered.
     wrong_password_delay: float = 1.0
     #: Seconds a new connection has to complete the handshake.
