@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import percentile
 from chat.client.transport import ClientSession, open_session
 from chat.keys import load_private_key, load_public_key
 from chat.server.app import ChatServer
@@ -38,11 +39,6 @@ INSERT = "INSERT INTO message (conv, seq, sender, text, sent_at, sender_key) VAL
 
 def _text(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(12))
-
-
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 async def _appends(path: Path, count: int, senders: int) -> dict[str, Any]:
@@ -120,10 +116,11 @@ async def _searches(path: Path, count: int, queries: int) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
     finally:
         await storage.close()
+    ms = sorted(t * 1000 for t in times)
     return {
         "messages": count, "fill_s": round(filled, 1), "index_s": round(indexed, 1), "queries": queries,
         "results": found,
-        "p50_ms": _percentile(times, 0.5) * 1000, "p95_ms": _percentile(times, 0.95) * 1000,
+        "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
     }  # fmt: skip
 
 
@@ -166,8 +163,8 @@ async def _resumes(private_key: Path, public_key: Path, missed: int, rounds: int
             await sender.close()
         finally:
             await server.stop()
-    return {"missed": missed, "rounds": rounds, "p50_ms": _percentile(times, 0.5) * 1000,
-            "p95_ms": _percentile(times, 0.95) * 1000}  # fmt: skip
+    ms = sorted(t * 1000 for t in times)
+    return {"missed": missed, "rounds": rounds, "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95)}
 
 
 async def _replay(session: ClientSession, since: int, seq: int) -> int:
