@@ -23,8 +23,8 @@ from chat.protocol.records import SecureChannel
 from chat.server.config import ServerConfig
 from chat.server.context import Context
 from chat.server.dispatch import dispatch
+from chat.server.hub import SessionState
 from chat.server.login import logout
-from chat.server.presence import UNSUBSCRIBED
 from chat.server.services import Services, build_services
 from chat.server.session import End, Established, Refuse, SendHandshake, Serve, ServerSession, Unwrap
 
@@ -86,25 +86,18 @@ async def memory_server(private_key: rsa.RSAPrivateKey, **options: Any) -> Async
         await server.stop()
 
 
-class MemoryPeer:
+class MemoryPeer(SessionState):
     """One client and its server-side connection, joined in memory. It is the hub's
     Outbox for its user: what the server delivers is sealed by the server's session,
     opened by the client's channel and collected in ``events``."""
 
     def __init__(self, server: MemoryServer, address: str) -> None:
+        super().__init__()
         self.server = server
         self.address = address
         self.session = ServerSession(server.private_key)
         self.channel: SecureChannel | None = None
         self.events: list[Envelope] = []
-        self.name: str | None = None
-        self.registered = False
-        self.features: set[Feature] = set()
-        self.reads_from = 0
-        self.resume_token: str | None = None
-        self.superseded = False
-        self.read_marked = False
-        self.presence_seen = UNSUBSCRIBED
         self.ended: End | None = None
         self._changed = asyncio.Event()
         self._rid = 0

@@ -26,9 +26,9 @@ from chat.server.dispatch import dispatch
 from chat.server.frames import binary_frame
 from chat.server.handshaking import run_handshake
 from chat.server.host import Host
+from chat.server.hub import SessionState
 from chat.server.login import logout
 from chat.server.login_throttle import address_prefix
-from chat.server.presence import UNSUBSCRIBED
 from chat.server.ratelimit import TokenBucket, Verdict
 from chat.server.resumable import Resumable
 from chat.server.session import Action, End, Refuse, Serve, ServerSession
@@ -44,20 +44,12 @@ DIRECT_LIMIT = 64 * 1024
 UNMETERED = frozenset({"file_chunk", "file_ack"})
 
 
-class ClientConnection(Resumable):
+class ClientConnection(Resumable, SessionState):
     """Implements the hub's Outbox for one logged-in user."""
 
     def __init__(self, websocket: ServerConnection, server: Host) -> None:
+        super().__init__()  # the session's state before login (hub.SessionState)
         self.id = next(_ids)
-        self.name: str | None = None
-        #: Whether the logged-in user has an account (a guest otherwise).
-        self.registered = False
-        #: Extensions the client asked for at login and this server has.
-        self.features: set[Feature] = set()
-        self.reads_from = 0
-        self.resume_token: str | None = None
-        self.superseded = False
-        self.read_marked = False
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
@@ -90,7 +82,6 @@ class ClientConnection(Resumable):
         #: Logins and exits are announced through this feed; ``presence_seen`` is how far
         #: into it this connection has been sent (UNSUBSCRIBED until logged in).
         self._presence = server.services.presence
-        self.presence_seen = UNSUBSCRIBED
         peer = websocket.remote_address
         self.ip = str(peer[0]) if peer else "?"
         self._network = address_prefix(self.ip)

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from chat.protocol.codes import Feature
 from chat.server.names import key, skeleton
+from chat.server.presence import UNSUBSCRIBED
 
 
 class Outbox(Protocol):
@@ -52,6 +53,21 @@ class Outbox(Protocol):
         file data, which flow control bounds, so it does not count as unread backlog;
         ``droppable`` a broadcast, which a reader too slow for it misses (and is told)
         instead of being disconnected (review M4)."""
+
+
+class SessionState:
+    """What the handlers and the hub keep on an Outbox about its user's session, as it
+    is before login (a connection, or the in-memory peer of the tests, starts from it)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.registered = False
+        self.features: set[Feature] = set()
+        self.reads_from = 0
+        self.resume_token: str | None = None
+        self.superseded = False
+        self.read_marked = False
+        self.presence_seen = UNSUBSCRIBED
 
 
 class Hub(Protocol):
