@@ -20,10 +20,10 @@ from chat.server.message_store import (
     BROADCASTS,
     Message,
     Readable,
+    conversation_of,
     group_conversation,
-    private_conversation,
 )
-from chat.server.names import key, username_problem
+from chat.server.names import key
 
 #: Messages ``history`` and ``search`` give when no count is asked for.
 DEFAULT_HISTORY = 20
@@ -57,10 +57,10 @@ def _conversation(ctx: Context, target: str) -> tuple[str, int, str]:
     if target == BROADCASTS:
         return BROADCASTS, 0, target
     if target.startswith("@"):
-        other = target[1:]
-        if username_problem(other) is not None:
-            raise RequestError(ErrorCode.BAD_REQUEST, detail=f"not a user: {other}")
-        return private_conversation(key(ctx.user), key(other)), ctx.outbox.reads_from, target
+        conversation = conversation_of(key(ctx.user), target)
+        if conversation is None:
+            raise RequestError(ErrorCode.BAD_REQUEST, detail=f"not a user: {target[1:]}")
+        return conversation, ctx.outbox.reads_from, target
     return _group(ctx, target)
 
 

@@ -30,9 +30,8 @@ async def login(ctx: Context, env: Envelope) -> None:
     features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
     resuming = Feature.RESUME in features
     ticket = services.resume_tokens.valid(env.get("token"), key(name)) if resuming else None
-    held = await services.hub.lookup(name)
     if (
-        (held is not None and ticket is None)
+        (ticket is None and await services.hub.lookup(name) is not None)
         or await services.hub.lookup_similar(name) is not None
         or await services.storage.account_like(name) is not None
     ):
@@ -45,7 +44,9 @@ async def login(ctx: Context, env: Envelope) -> None:
         raise RequestError(ErrorCode.USERNAME_RESERVED, name=name)
     if not registered and services.config.registered_only:
         raise RequestError(ErrorCode.REGISTRATION_REQUIRED, name=name)
-    old = await services.hub.holder(name) if held is not None else None
+    # With its token, the name is taken over from its own old connection, if one still
+    # holds it now (after the password check): claimed in the same step, never free.
+    old = await services.hub.holder(name) if ticket is not None else None
     if outbox.closing or not await services.hub.claim(name, outbox, replacing=old):
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
     if ticket is not None:
@@ -61,7 +62,7 @@ async def login(ctx: Context, env: Envelope) -> None:
         outbox.reads_from = ticket.reads_from if ticket is not None else storage.messages.last_id
     # Announced to everyone online; subscribed after its own join, so not told of it.
     # Taking over from its own old connection is no new arrival: that one left silently.
-    if held is None:
+    if old is None:
         services.presence.joined(name)
     services.presence.subscribe(outbox)
     paged = Feature.OFFLINE_PAGES in features

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from chat.server.database import Database
+from chat.server.names import key, username_problem
 
 #: A conversation is pruned to ``history_limit`` once every this many of its appends.
 PRUNE_EVERY = 64
@@ -41,6 +42,17 @@ def private_conversation(a_key: str, b_key: str) -> str:
     """Both users' conversation (names never contain spaces)."""
     first, second = sorted((a_key, b_key))
     return f"@{first} {second}"
+
+
+def conversation_of(me: str, target: str) -> str | None:
+    """The conversation a client names ``target`` (``*``, ``@<user>`` or a group) for the
+    user whose key is ``me``; None for ``@`` and something that is no username."""
+    if target == BROADCASTS:
+        return BROADCASTS
+    if target.startswith("@"):
+        other = target[1:]
+        return private_conversation(me, key(other)) if username_problem(other) is None else None
+    return group_conversation(key(target))
 
 
 @dataclass(frozen=True)
@@ -106,10 +118,11 @@ class MessageStore:
         self._writer: asyncio.Task[None] | None = None
         self._indexing: asyncio.TimerHandle | None = None
         self._index_job: asyncio.Task[None] | None = None
+        #: The newest message id in the search index, as far as this process knows.
+        self._indexed = 0
         self._stopped = False
         #: Used on the database's thread only: conversation -> newest seq, appends since start.
         self._seqs: dict[str, int] = {}
-        self._pending_seqs: dict[str, int] = {}
         self._appends: dict[str, int] = {}
 
     def loaded(self, db: sqlite3.Connection) -> None:
@@ -152,7 +165,8 @@ class MessageStore:
                         if not append.done.done():
                             append.done.set_exception(exc)
                     continue
-                self._seqs.update(self._pending_seqs)
+                # Committed: the numbers given are the conversations' newest now.
+                self._seqs.update((m.conversation, m.seq) for m in stored if m.fresh)
                 for append, message in zip(batch, stored, strict=True):
                     self.last_id = max(self.last_id, message.id)
                     if not append.done.done():
@@ -171,7 +185,12 @@ class MessageStore:
     async def _index_now(self) -> None:
         self._indexing = None
         if not self._stopped:
-            await self._db._run(self._db._transaction, _index)
+            await self._db._run(self._index_pending)
+
+    def _index_pending(self) -> None:
+        """On the database's thread: index what was stored since the last time, if anything."""
+        if self.last_id > self._indexed:
+            self._indexed = self._db._transaction(_index)
 
     def stop(self) -> None:
         """No more index updates from a timer (the database is closing)."""
@@ -214,8 +233,6 @@ class MessageStore:
             " ON CONFLICT (conv) DO UPDATE SET last_seq = excluded.last_seq",
             touched.items(),
         )
-        # Only once the transaction is sure to commit (a failure rolls the numbers back).
-        self._pending_seqs = touched
         return stored
 
     def _prune(self, db: sqlite3.Connection, conv: str) -> None:
@@ -277,7 +294,7 @@ class MessageStore:
         args.append(limit)
 
         def query_rows() -> list[Message]:
-            self._db._transaction(_index)  # what was stored last is found too
+            self._index_pending()  # what was stored last is found too
             return [Message(*row) for row in self._db._conn().execute(sql, args).fetchall()]
 
         return await self._db._run(query_rows)
@@ -359,8 +376,9 @@ def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
     return "(" + " OR ".join(clauses) + ")", args
 
 
-def _index(db: sqlite3.Connection) -> None:
-    """Add the messages stored since the last time to the search index."""
+def _index(db: sqlite3.Connection) -> int:
+    """Add the messages stored since the last time to the search index; the newest id in
+    it now."""
     (done,) = db.execute("SELECT indexed_upto FROM search_state").fetchone()
     (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()
     if upto > done:
@@ -369,3 +387,4 @@ def _index(db: sqlite3.Connection) -> None:
             (done, upto),
         )
         db.execute("UPDATE search_state SET indexed_upto = ?", (upto,))
+    return int(max(upto, done))

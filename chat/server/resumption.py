@@ -25,21 +25,12 @@ from typing import Any
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.context import Context
 from chat.server.history import readable
-from chat.server.message_store import BROADCASTS, Message, group_conversation, private_conversation
-from chat.server.names import key, username_problem
+from chat.server.message_store import BROADCASTS, Message, conversation_of
+from chat.server.names import key
 
 #: Messages one page of a replay carries at most; ``replayed {more}`` says more follow
 #: when the client asks (``replay`` with its cursors moved on).
 REPLAY_PAGE = 500
-
-
-def _conversation(me: str, target: str) -> str | None:
-    if target == BROADCASTS:
-        return BROADCASTS
-    if target.startswith("@"):
-        other = target[1:]
-        return private_conversation(me, key(other)) if username_problem(other) is None else None
-    return group_conversation(key(target))
 
 
 def replayed_event(message: Message) -> bytes:
@@ -60,7 +51,7 @@ async def replay(ctx: Context, env: Envelope) -> None:
     me = key(ctx.user)
     cursors: dict[str, int] = {}
     for cursor in env.get("cursors", []):
-        conversation = _conversation(me, cursor["target"])
+        conversation = conversation_of(me, cursor["target"])
         if conversation is not None:
             cursors[conversation] = max(cursor["seq"], cursors.get(conversation, 0))
     since = env.get("since", ctx.storage.messages.last_id)
