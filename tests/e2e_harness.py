@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import pytest
 
@@ -339,7 +339,38 @@ class LineClient(Process, LineExpectations):
         await self.wait_clean_exit(timeout)
 
 
-class Chat:
+C = TypeVar("C", bound="LineExpectations")
+
+
+class ChatWorld(Generic[C]):
+    """What every test world does the same, whether its server and clients are processes
+    (``Chat``) or tasks of the test (local_chat.LocalChat): log clients in, stop them."""
+
+    clients: list[C]
+
+    async def spawn(self, username: str | None = None, label: str | None = None, *options: str) -> C:
+        raise NotImplementedError
+
+    async def login(self, *names: str) -> list[C]:
+        """Start one client per name (all at once) and log them in in this order: each
+        gets its ``[Welcome <name>]`` before the next one logs in."""
+        clients = await asyncio.gather(*(self.spawn(label=name) for name in names))
+        for client, name in zip(clients, names, strict=True):
+            await client.expect(USERNAME_PROMPT)
+            client.send(name)
+            client.name = name
+            await client.expect(f"[Welcome {name}]")
+        return list(clients)
+
+    async def login_one(self, name: str) -> C:
+        (client,) = await self.login(name)
+        return client
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(client.terminate() for client in self.clients))
+
+
+class Chat(ChatWorld[LineClient]):
     """One test's world: a running server and the line-mode clients started against it."""
 
     def __init__(self, server: ServerProcess, public_pem: Path, tmp_path: Path) -> None:
@@ -372,21 +403,3 @@ class Chat:
         client.cwd = cwd
         self.clients.append(client)
         return client
-
-    async def login(self, *names: str) -> list[LineClient]:
-        """Start one client per name (processes start in parallel) and log them in in
-        this order: each gets its ``[Welcome <name>]`` before the next one logs in."""
-        clients = await asyncio.gather(*(self.spawn(label=name) for name in names))
-        for client, name in zip(clients, names, strict=True):
-            await client.expect(USERNAME_PROMPT)
-            client.send(name)
-            client.name = name
-            await client.expect(f"[Welcome {name}]")
-        return list(clients)
-
-    async def login_one(self, name: str) -> LineClient:
-        (client,) = await self.login(name)
-        return client
-
-    async def shutdown(self) -> None:
-        await asyncio.gather(*(client.terminate() for client in self.clients))

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from e2e_harness import HOST, TIMEOUT, LineExpectations, OutputLog
+from e2e_harness import HOST, TIMEOUT, ChatWorld, LineExpectations, OutputLog
 
 from chat.client.app import build_parser as client_parser
 from chat.client.app import run_line_mode, trusted_key
@@ -225,7 +225,7 @@ class LocalClient(LineExpectations):
         )
 
 
-class LocalChat:
+class LocalChat(ChatWorld[LocalClient]):
     """One test's world: a server and line-mode clients, all in this event loop. The
     same interface as e2e_harness.Chat."""
 
@@ -264,20 +264,3 @@ class LocalChat:
         client.cwd = cwd
         self.clients.append(client)
         return client
-
-    async def login(self, *names: str) -> list[LocalClient]:
-        """One client per name, logged in in this order (each welcomed before the next)."""
-        clients = [await self.spawn(label=name) for name in names]
-        for client, name in zip(clients, names, strict=True):
-            await client.expect("Enter your username: ")
-            client.send(name)
-            client.name = name
-            await client.expect(f"[Welcome {name}]")
-        return clients
-
-    async def login_one(self, name: str) -> LocalClient:
-        (client,) = await self.login(name)
-        return client
-
-    async def shutdown(self) -> None:
-        await asyncio.gather(*(client.terminate() for client in self.clients))

@@ -32,6 +32,8 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.pairs: list[_Pair] = []
+        #: Black-holed pairs: the server's side is left open until ``close``.
+        self._dead: list[_Pair] = []
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
@@ -77,12 +79,12 @@ class TcpProxy:
         await asyncio.sleep(seconds)
         for pair in pairs:
             _abort(pair.client)
-        self._dead_server_sides = pairs  # left open: the server has to find out
+        self._dead += pairs  # the server's side left open: the server has to find out
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for pair in [*self.pairs, *getattr(self, "_dead_server_sides", [])]:
+        for pair in [*self.pairs, *self._dead]:
             _abort(pair.client)
             _abort(pair.server)
             for task in pair.tasks:
