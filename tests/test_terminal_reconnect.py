@@ -112,7 +112,10 @@ async def test_logging_back_in_takes_over_the_old_session_at_once(
         stamp = r"\(sent \d{4}-\d\d-\d\d \d\d:\d\d\)"
         await sophia.expect_re(r"\[Broadcast from jojo\]: while you were away " + stamp)
         sophia.send("still here\r")
-        event = await jojo.wait_for(lambda e: e.type == "broadcast", "sophia's broadcast")
+        try:
+            event = await jojo.wait_for(lambda e: e.type == "broadcast", "sophia's broadcast")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nsophia's terminal:\n{sophia.text[-3000:]}") from None
         assert (event["sender"], event["text"]) == ("sophia", "still here")
         presence = [e for e in jojo.events if e.type in ("user_joined", "user_exited")]
         assert [(e.type, e["names"]) for e in presence] == [("user_joined", ["sophia"])]

@@ -319,13 +319,12 @@ class ChatClient(Reconnecting, PasswordPrompts):
     async def _seed_roster(self) -> None:
         """Ask who is online and which groups exist, for Tab completion. The replies are
         claimed: they come back here, not to the receive loop, so nothing is printed."""
+        # One after the other: a reply that fails with the connection is always awaited
+        # (an unawaited failed reply stopped the terminal at "Press ENTER to continue").
         with contextlib.suppress(ClientError):
-            await self._pacer.wait()
-            users = await self._session.start_request("list", claim=True)
-            await self._pacer.wait()
-            groups = await self._session.start_request("group_list", claim=True)
-            self._note(await users)
-            self._note(await groups)
+            for kind in ("list", "group_list"):
+                await self._pacer.wait()
+                self._note(await self._session.request(kind, claim=True))
 
     async def _send(self, request: Send) -> None:
         await self._pacer.wait()
