@@ -116,9 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default: {DEFAULT_PORT})")
     parser.add_argument(
-        "--db", dest="db_path", default=ServerConfig.db_path, metavar="PATH",
+        "--db", dest="db_path", default=ServerConfig.db_path, metavar="PATH|URL",
         help="SQLite database for accounts, groups and messages (default: chat.db in the working "
-        "directory; ':memory:' keeps nothing)",
+        "directory; ':memory:' keeps nothing), or postgresql://USER@HOST/DBNAME: the database "
+        "the nodes of a cluster share",
+    )
+    parser.add_argument(
+        "--redis", dest="redis_url", metavar="URL",
+        help="redis://HOST:PORT/N: join the other nodes using this Redis and database as one "
+        "service (README \"Running a cluster\")",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="run N server processes on this address and port (SO_REUSEPORT; needs --redis)",
     )
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
@@ -236,7 +246,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The configuration the command line asks for."""
     chosen = {field: getattr(args, field) for _, field, _, _, _ in LIMIT_OPTIONS}
     return ServerConfig(
-        host=args.host, port=args.port, db_path=args.db_path, reserved_names=frozenset(args.reserve),
+        host=args.host, port=args.port, db_path=args.db_path, redis_url=args.redis_url,
+        workers=args.workers, reserved_names=frozenset(args.reserve),
         registered_only=args.registered_only, store_messages=args.store_messages, **chosen
     )
 

@@ -207,6 +207,8 @@ class ChatServer:
             open_timeout=min(self.config.upgrade_timeout, self.config.handshake_timeout),
             # A class logging in at once must not wait on SYN retries (asyncio's default is 100).
             backlog=self.config.listen_backlog,
+            # Each process of --workers binds the same address; the kernel spreads connections.
+            reuse_port=self.config.reuse_port or None,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         return port

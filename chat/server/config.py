@@ -12,8 +12,16 @@ from dataclasses import dataclass
 class ServerConfig:
     host: str = "0.0.0.0"
     port: int = 8767
-    #: SQLite database file; ":memory:" keeps nothing across restarts.
+    #: SQLite database file (":memory:" keeps nothing across restarts), or a
+    #: ``postgresql://`` URL: the database shared by the nodes of a cluster.
     db_path: str = "chat.db"
+    #: ``redis://HOST:PORT/N``: the Redis that joins this node to the others of a cluster
+    #: (routing, presence, name claims); None: a single node.
+    redis_url: str | None = None
+    #: Server processes on this address and port (SO_REUSEPORT); more than one needs Redis.
+    workers: int = 1
+    #: Bind with SO_REUSEPORT (set for each process of --workers).
+    reuse_port: bool = False
     #: Messages kept per conversation (everyone, each pair of users, each group), and
     #: days a message is kept (0: as long as the count allows).
     history_limit: int = 1000
@@ -112,3 +120,8 @@ class ServerConfig:
     password_queue: int = 64
     #: Accounts registered per address prefix per hour.
     max_registrations_per_ip: int = 5
+
+
+def is_postgres_url(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database rather than an SQLite file."""
+    return db.startswith(("postgresql://", "postgres://"))
