@@ -12,6 +12,7 @@ once and each recipient's connection only seals it under its own keys.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import Enum
 from typing import Protocol
 
 from chat.protocol.codes import Feature
@@ -70,10 +71,22 @@ class SessionState:
         self.presence_seen = UNSUBSCRIBED
 
 
+class Claim(Enum):
+    """How a login's claim on its name went."""
+
+    #: The name is online already (or a look-alike of it is).
+    REFUSED = "refused"
+    #: The name was free: a new arrival, to be announced.
+    NEW = "new"
+    #: The name's own earlier session held it and was superseded (PROTOCOL.md 6.8):
+    #: no moment without a holder, nobody is told of a join.
+    TAKEN_OVER = "taken_over"
+
+
 class Hub(Protocol):
-    async def claim(self, name: str, outbox: Outbox, *, replacing: Outbox | None = None) -> bool:
-        """Log ``name`` in with ``outbox``; False if the name is online already (unless
-        held by ``replacing``, which ``outbox`` takes the name over from at once)."""
+    async def claim(self, name: str, outbox: Outbox, *, takeover: bool = False) -> Claim:
+        """Log ``name`` in with ``outbox``. With ``takeover`` (the login showed the name's
+        resume token) a session holding the name is superseded, wherever it is."""
 
     async def release(self, name: str, outbox: Outbox) -> None:
         """Log ``name`` out, if ``outbox`` is still the one holding it."""
@@ -87,9 +100,6 @@ class Hub(Protocol):
     async def lookup_similar(self, name: str) -> str | None:
         """An online user whose name looks like ``name`` (names.skeleton) without being
         it, or None."""
-
-    async def holder(self, name: str) -> Outbox | None:
-        """The connection holding ``name`` on this node, if any."""
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None
@@ -112,16 +122,17 @@ class LocalHub:
         #: skeleton(name) -> key(name) of the online users.
         self._looks: dict[str, str] = {}
 
-    async def claim(self, name: str, outbox: Outbox, *, replacing: Outbox | None = None) -> bool:
+    async def claim(self, name: str, outbox: Outbox, *, takeover: bool = False) -> Claim:
         held = self._online.get(key(name))
-        if replacing is not None and held is not None and held[1] is replacing:
+        if takeover and held is not None and held[1] is not outbox:
             self._online[key(name)] = (held[0], outbox)  # no moment without a holder
-            return True
+            held[1].supersede()
+            return Claim.TAKEN_OVER
         if key(name) in self._online or self._looks.get(skeleton(name), key(name)) != key(name):
-            return False
+            return Claim.REFUSED
         self._online[key(name)] = (name, outbox)
         self._looks.setdefault(skeleton(name), key(name))
-        return True
+        return Claim.NEW
 
     async def release(self, name: str, outbox: Outbox) -> None:
         entry = self._online.get(key(name))
@@ -142,10 +153,6 @@ class LocalHub:
         if other is None or other == key(name):
             return None
         return self._online[other][0]
-
-    async def holder(self, name: str) -> Outbox | None:
-        entry = self._online.get(key(name))
-        return entry[1] if entry is not None else None
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None

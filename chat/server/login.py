@@ -9,6 +9,7 @@ from chat.server.context import Context
 from chat.server.errors import RequestError
 from chat.server.handlers import drop_guest
 from chat.server.history import remember_read, tell_unread
+from chat.server.hub import Claim
 from chat.server.names import display_form, key, reserved, username_problem
 from chat.server.resumption import replay
 
@@ -29,7 +30,7 @@ async def login(ctx: Context, env: Envelope) -> None:
     asked = env.get("features")
     features = {Feature(f) for f in asked or () if f in SERVER_FEATURES}
     resuming = Feature.RESUME in features
-    ticket = services.resume_tokens.valid(env.get("token"), key(name)) if resuming else None
+    ticket = await services.resume_tokens.valid(env.get("token"), key(name)) if resuming else None
     if (
         (ticket is None and await services.hub.lookup(name) is not None)
         or await services.hub.lookup_similar(name) is not None
@@ -44,15 +45,15 @@ async def login(ctx: Context, env: Envelope) -> None:
         raise RequestError(ErrorCode.USERNAME_RESERVED, name=name)
     if not registered and services.config.registered_only:
         raise RequestError(ErrorCode.REGISTRATION_REQUIRED, name=name)
-    # With its token, the name is taken over from its own old connection, if one still
-    # holds it now (after the password check): claimed in the same step, never free.
-    old = await services.hub.holder(name) if ticket is not None else None
-    if outbox.closing or not await services.hub.claim(name, outbox, replacing=old):
+    # With its token, the name is taken over from its own old session, if one still
+    # holds it now (after the password check): claimed in the same step, never free; the
+    # old session leaves without a word and this connection carries on for it.
+    takeover = ticket is not None
+    claim = Claim.REFUSED if outbox.closing else await services.hub.claim(name, outbox, takeover=takeover)
+    if claim is Claim.REFUSED:
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
     if ticket is not None:
-        services.resume_tokens.use(env["token"])  # used once, and only by a login that worked
-    if old is not None:
-        old.supersede()  # it leaves without a word: this connection carries on for it
+        await services.resume_tokens.use(env["token"])  # used once, and only by a login that worked
     outbox.logged_in(name, registered, features)
     ctx.user, ctx.registered = name, registered  # from here on the request is the user's
     storage = services.storage
@@ -62,7 +63,7 @@ async def login(ctx: Context, env: Envelope) -> None:
         outbox.reads_from = ticket.reads_from if ticket is not None else storage.messages.last_id
     # Announced to everyone online; subscribed after its own join, so not told of it.
     # Taking over from its own old connection is no new arrival: that one left silently.
-    if old is None:
+    if claim is Claim.NEW:
         services.presence.joined(name)
     services.presence.subscribe(outbox)
     paged = Feature.OFFLINE_PAGES in features
@@ -71,7 +72,7 @@ async def login(ctx: Context, env: Envelope) -> None:
     if asked is not None:
         fields["features"] = sorted(features)
     if resuming:
-        outbox.resume_token = services.resume_tokens.issue(key(name), outbox.reads_from)
+        outbox.resume_token = await services.resume_tokens.issue(key(name), outbox.reads_from)
         fields.update(token=outbox.resume_token, head=storage.messages.last_id)
     ctx.reply("welcome", name=name, **fields)
     if resuming and ("cursors" in env.fields or "since" in env.fields):
@@ -98,4 +99,4 @@ async def logout(ctx: Context) -> None:
     services.presence.unsubscribe(ctx.outbox)
     if not superseded:
         services.presence.exited(ctx.user)
-    services.resume_tokens.ended(ctx.outbox.resume_token)
+    await services.resume_tokens.ended(ctx.outbox.resume_token)

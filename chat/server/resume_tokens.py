@@ -28,14 +28,14 @@ class ResumeTokens:
         self._tickets: OrderedDict[str, Ticket] = OrderedDict()
         self._clock = clock
 
-    def issue(self, name_key: str, reads_from: int) -> str:
+    async def issue(self, name_key: str, reads_from: int) -> str:
         token = secrets.token_urlsafe(32)
         self._tickets[token] = Ticket(name_key, reads_from)
         while len(self._tickets) > MAX_TOKENS:
             self._tickets.popitem(last=False)
         return token
 
-    def valid(self, token: str | None, name_key: str) -> Ticket | None:
+    async def valid(self, token: str | None, name_key: str) -> Ticket | None:
         """The ticket of ``token`` if it is this name's and still valid."""
         if token is None:
             return None
@@ -47,11 +47,11 @@ class ResumeTokens:
             return None
         return ticket
 
-    def use(self, token: str) -> None:
+    async def use(self, token: str) -> None:
         """The token did its work (a login resumed with it): it is no longer valid."""
         self._tickets.pop(token, None)
 
-    def ended(self, token: str | None) -> None:
+    async def ended(self, token: str | None) -> None:
         """The session of ``token`` ended: the token is valid for TOKEN_LIFETIME more."""
         ticket = self._tickets.get(token) if token is not None else None
         if ticket is not None:
