@@ -81,6 +81,10 @@ def _search_results(event: Envelope) -> list[str]:
 NOTICES: dict[NoticeCode, str] = {
     NoticeCode.TOO_FAST: "[You are sending too fast; slow down.]",
     NoticeCode.SHUTDOWN: "Server is shutting down.",
+    NoticeCode.CLUSTER_LOST: "[The server lost contact with the other servers of the service; "
+    "messages to and from users on them are delayed, not lost.]",
+    NoticeCode.CLUSTER_BACK: "[The server is in contact with the other servers again; "
+    "delayed messages follow.]",
 }
 
 

@@ -80,6 +80,9 @@ class NoticeCode(StrEnum):
 
     TOO_FAST = "too_fast"
     SHUTDOWN = "shutdown"
+    #: This node lost / regained its link to the other nodes of a cluster.
+    CLUSTER_LOST = "cluster_lost"
+    CLUSTER_BACK = "cluster_back"
 
 
 class CloseCode(IntEnum):

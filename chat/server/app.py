@@ -30,9 +30,11 @@ from chat.server.admission import (
 from chat.server.config import ServerConfig
 from chat.server.connection import ClientConnection
 from chat.server.frames import WriteBatch
+from chat.server.groups import GroupChange
 from chat.server.host import Lingering
 from chat.server.observability import HEALTH_PATH, METRICS_PATH, Metrics, health
 from chat.server.ratelimit import KeyedBuckets
+from chat.server.redis_hub import RedisHub
 from chat.server.services import build_services
 
 log = logging.getLogger("chat.server")
@@ -124,6 +126,7 @@ class ChatServer:
             async with groups.changing:
                 keys = await storage.expire_groups(time.time() - self.config.group_expiry_days * 86400)
                 for group in groups.expired(keys):
+                    await self.services.hub.group_changed(GroupChange(group, None))
                     deleted = encode_event("group_deleted", group=group.name)
                     await self.services.hub.send(group.members.values(), deleted)
             if keys:
@@ -171,7 +174,9 @@ class ChatServer:
         else goes on to the WebSocket handshake (which refuses requests that are not
         upgrades)."""
         if request.path == HEALTH_PATH:
-            return await health(self._state(), self.services.storage.ping)
+            hub = self.services.hub
+            redis_up = hub.link.up if isinstance(hub, RedisHub) else None
+            return await health(self._state(), self.services.storage.ping, redis_up)
         if request.path == METRICS_PATH:
             return self.metrics.response()
         if request.path != SERVER_KEY_PATH:
@@ -186,6 +191,8 @@ class ChatServer:
         await storage.open()
         self.services.mailbox.start()
         self.services.groups.load(await storage.load_groups())
+        if isinstance(self.services.hub, RedisHub):
+            await self.services.hub.start(self.services.presence, self.services.groups, storage)
         if self.config.group_expiry_days > 0:
             self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())
         if self.config.retention_days > 0:
@@ -235,6 +242,8 @@ class ChatServer:
                 expiry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await expiry
+        if isinstance(self.services.hub, RedisHub):
+            await self.services.hub.close()
         await self.services.storage.close()
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)

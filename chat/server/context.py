@@ -77,6 +77,7 @@ class Context:
         elif before is not None and before.persistent:
             await self.storage.forget_group(key(change.name))  # now a guest's: not kept
         self.groups.apply(change)
+        await self.hub.group_changed(change)
 
     def reply(self, kind: str, **fields: Any) -> None:
         reply = encode_reply(self.rid, kind, **fields)
@@ -106,9 +107,9 @@ class Context:
         payload = encode_event(kind, **fields)
         numbered = encode_event(kind, **fields, mid=message.id, seq=message.seq)
         if names is None:
-            await self.hub.send_all(payload, exclude=self.user, numbered=numbered)
+            await self.hub.send_all(payload, exclude=self.user, numbered=numbered, mid=message.id)
         else:
-            await self.hub.send(names, payload, numbered=numbered)
+            await self.hub.send(names, payload, numbered=numbered, mid=message.id)
 
     def reply_stored(self, kind: str, message: Message, env: Envelope, **fields: Any) -> None:
         """The sender's reply; a request with a ``cmid`` learns the message's numbers."""

@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Protocol
 
 from chat.protocol.codes import Feature
+from chat.server.groups import GroupChange
 from chat.server.names import key, skeleton
 from chat.server.presence import UNSUBSCRIBED
 
@@ -102,15 +103,24 @@ class Hub(Protocol):
         it, or None."""
 
     async def send(
-        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None
+        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
+        mid: int | None = None,
     ) -> None:
         """Deliver to each named user who is online; others are skipped. ``numbered``:
-        the same event with its stored message's numbers, for sessions with Feature.RESUME."""
+        the same event with its stored message's numbers, for sessions with Feature.RESUME;
+        ``mid``: that message's id."""
 
     async def send_all(
-        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None
+        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None,
+        mid: int | None = None,
     ) -> None:
         """Deliver a broadcast to every online user except ``exclude`` (droppable)."""
+
+    async def group_changed(self, change: GroupChange) -> None:
+        """A group change was stored and applied here (the other nodes apply it too)."""
+
+    def outboxes(self) -> list[Outbox]:
+        """Every connection logged in on this node (used by its shutdown)."""
 
 
 class LocalHub:
@@ -155,7 +165,8 @@ class LocalHub:
         return self._online[other][0]
 
     async def send(
-        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None
+        self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
+        mid: int | None = None,
     ) -> None:
         for name in names:
             entry = self._online.get(key(name))
@@ -163,15 +174,18 @@ class LocalHub:
                 entry[1].deliver(_variant(entry[1], payload, numbered), bulk=bulk)
 
     async def send_all(
-        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None
+        self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None,
+        mid: int | None = None,
     ) -> None:
         skip = key(exclude) if exclude is not None else None
         for k, (_, outbox) in list(self._online.items()):
             if k != skip:
                 outbox.deliver(_variant(outbox, payload, numbered), droppable=True)
 
+    async def group_changed(self, change: GroupChange) -> None:
+        pass  # one node: nobody else to tell
+
     def outboxes(self) -> list[Outbox]:
-        """Every online connection (used by this process's shutdown)."""
         return [outbox for _, outbox in self._online.values()]
 
 

@@ -125,6 +125,16 @@ class MessageStore:
         self._seqs: dict[str, int] = {}
         self._appends: dict[str, int] = {}
 
+    def observe(self, message_id: int) -> None:
+        """Another node stored message ``message_id`` (the database is shared)."""
+        self.last_id = max(self.last_id, message_id)
+
+    async def after(self, message_id: int, limit: int) -> list[Message]:
+        """The stored messages after ``message_id``, oldest first (redis_hub.py's catch-up)."""
+        sql = f"SELECT {_COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?"
+        rows = await self._db._run(lambda: self._db._conn().execute(sql, (message_id, limit)).fetchall())
+        return [Message(*row) for row in rows]
+
     def loaded(self, db: sqlite3.Connection) -> None:
         """Called on the database's thread once the schema is current."""
         self.last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()[0]

@@ -68,18 +68,22 @@ class Metrics:
         return Response(200, "OK", headers, body)
 
 
-async def health(state: dict[str, Any], database_check: Callable[[], Any]) -> Response:
-    """``/healthz``: the database answers within HEALTH_TIMEOUT, and the counts."""
+async def health(
+    state: dict[str, Any], database_check: Callable[[], Any], redis_up: bool | None = None
+) -> Response:
+    """``/healthz``: the database answers within HEALTH_TIMEOUT, this node's link to
+    Redis is up (None: not in a cluster), and the counts."""
     try:
         await asyncio.wait_for(database_check(), HEALTH_TIMEOUT)
         database = "ok"
     except Exception as exc:  # any failure is an unhealthy database, said as such
         database = f"failing: {type(exc).__name__}"
-    healthy = database == "ok"
+    redis = "not configured" if redis_up is None else "ok" if redis_up else "unreachable"
+    healthy = database == "ok" and redis_up is not False
     report = {
         "status": "ok" if healthy else "failing",
         "database": database,
-        "redis": "not configured",
+        "redis": redis,
         "users": int(state["users_online"]),
         "connections": int(state["connections"]),
     }

@@ -25,25 +25,13 @@ from typing import Any
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.context import Context
 from chat.server.history import readable
-from chat.server.message_store import BROADCASTS, Message, conversation_of
+from chat.server.message_store import conversation_of
 from chat.server.names import key
+from chat.server.stored_events import replayed_event
 
 #: Messages one page of a replay carries at most; ``replayed {more}`` says more follow
 #: when the client asks (``replay`` with its cursors moved on).
 REPLAY_PAGE = 500
-
-
-def replayed_event(message: Message) -> bytes:
-    """A stored message as its live event, numbered and with the time it was sent."""
-    common: dict[str, Any] = {
-        "sender": message.sender, "text": message.text, "mid": message.id, "seq": message.seq,
-        "sent_at": int(message.sent_at),
-    }  # fmt: skip
-    if message.conversation == BROADCASTS:
-        return encode_event("broadcast", **common)
-    if message.conversation.startswith("@"):
-        return encode_event("private", **common)
-    return encode_event("group_message", group=message.recipient, **common)
 
 
 async def replay(ctx: Context, env: Envelope) -> None:

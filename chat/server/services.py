@@ -12,6 +12,8 @@ from chat.server.login_throttle import LoginThrottle
 from chat.server.mailbox import Mailbox, MailboxLimits
 from chat.server.passwords import PasswordWork
 from chat.server.presence import PresenceFeed
+from chat.server.redis_hub import RedisHub
+from chat.server.redis_tokens import RedisResumeTokens
 from chat.server.resume_tokens import ResumeTokens
 from chat.server.storage import Storage
 from chat.server.transfers import TransferRelay
@@ -33,7 +35,7 @@ class Services:
     #: Every limit and option of this server.
     config: ServerConfig
     #: Tokens that let a client's next connection resume its session.
-    resume_tokens: ResumeTokens = field(default_factory=ResumeTokens)
+    resume_tokens: ResumeTokens | RedisResumeTokens = field(default_factory=ResumeTokens)
 
 
 def build_services(config: ServerConfig) -> Services:
@@ -42,8 +44,9 @@ def build_services(config: ServerConfig) -> Services:
         config.db_path, history_limit=config.history_limit, retention_days=config.retention_days,
         store_messages=config.store_messages,
     )  # fmt: skip
-    return Services(
-        hub=LocalHub(),
+    hub: Hub = LocalHub() if config.redis_url is None else RedisHub(config.redis_url)
+    services = Services(
+        hub=hub,
         groups=GroupRegistry(
             config.max_groups_per_user, config.max_groups, config.max_owned_groups,
             config.group_creations_per_hour,
@@ -72,3 +75,6 @@ def build_services(config: ServerConfig) -> Services:
         ),
         config=config,
     )
+    if isinstance(hub, RedisHub):
+        services.resume_tokens = RedisResumeTokens(hub.link.redis)
+    return services
