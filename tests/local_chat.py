@@ -34,6 +34,7 @@ from chat.safe_text import printable
 from chat.server.__main__ import build_parser as server_parser
 from chat.server.__main__ import config_from_args
 from chat.server.app import ChatServer
+from chat.server.config import is_postgres_url
 from chat.server.logs import FORMAT, SafeFormatter
 
 
@@ -73,7 +74,7 @@ class LocalServer:
     async def start(cls, private_pem: Path, cwd: Path, *extra: str) -> LocalServer:
         cwd.mkdir(parents=True, exist_ok=True)
         args = server_parser().parse_args([str(private_pem), "--host", HOST, "--port", "0", *extra])
-        if args.db_path != ":memory:":
+        if args.db_path != ":memory:" and not is_postgres_url(args.db_path):
             args.db_path = str(cwd / args.db_path)
         local = cls(ChatServer(_private_key(private_pem), config_from_args(args)))
         local._attach()

@@ -35,6 +35,7 @@ from chat.server.host import Lingering
 from chat.server.observability import HEALTH_PATH, METRICS_PATH, Metrics, health
 from chat.server.ratelimit import KeyedBuckets
 from chat.server.redis_hub import RedisHub
+from chat.server.remote_requests import RemoteRequests
 from chat.server.services import build_services
 
 log = logging.getLogger("chat.server")
@@ -192,6 +193,8 @@ class ChatServer:
         self.services.mailbox.start()
         self.services.groups.load(await storage.load_groups())
         if isinstance(self.services.hub, RedisHub):
+            RemoteRequests(self.services.hub, self.services)
+            self.services.transfers.id_prefix = self.services.hub.node
             await self.services.hub.start(self.services.presence, self.services.groups, storage)
         if self.config.group_expiry_days > 0:
             self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
-from chat.server.names import skeleton
+from chat.server.message_store import BROADCASTS, Message
+from chat.server.names import key, skeleton
 
 
 @dataclass
@@ -66,3 +68,14 @@ class Directory:
 
     def remote_nodes(self) -> set[str]:
         return {e.node for e in self.entries.values() if e.outbox is None}
+
+    def readers(self, message: Message, groups: GroupRegistry) -> list[Outbox]:
+        """This node's users who read ``message`` (its sender aside)."""
+        if message.conversation == BROADCASTS:
+            targets = [k for k, _ in self.mine()]
+        elif message.conversation.startswith("@"):
+            targets = message.conversation[1:].split(" ")
+        else:
+            targets = list(groups.members_of(message.conversation[1:]))
+        sender = key(message.sender)
+        return [o for k in targets if k != sender and (o := self.local(k)) is not None]

@@ -20,6 +20,8 @@ def _transfer_step(step: str) -> Handler:
     """File requests are handled by the relay's method of the same name."""
 
     async def handle(ctx: Context, env: Envelope) -> None:
+        if step != "offer" and ctx.hub.forward(ctx.user, ctx.rid, ctx.registered, ctx.address, env):
+            return  # another node relays this transfer (redis_hub.py)
         await getattr(ctx.transfers, step)(ctx, env)
 
     return handle

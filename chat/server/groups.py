@@ -174,6 +174,14 @@ class GroupRegistry:
             raise RequestError(ErrorCode.NO_SUCH_GROUP, group=name)
         return group
 
+    def members_of(self, group_key: str) -> list[str]:
+        """The keys of the members of the group whose key is ``group_key`` (none if gone)."""
+        group = self._groups.get(group_key)
+        return list(group.members) if group is not None else []
+
+    def current(self, group_key: str) -> Group | None:
+        return self._groups.get(group_key)
+
     def of_user(self, user: str) -> list[Group]:
         return [g for g in self._groups.values() if g.has(user)]
 

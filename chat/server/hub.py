@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Protocol
 
 from chat.protocol.codes import Feature
+from chat.protocol.envelope import Envelope
 from chat.server.groups import GroupChange
 from chat.server.names import key, skeleton
 from chat.server.presence import UNSUBSCRIBED
@@ -119,6 +120,10 @@ class Hub(Protocol):
     async def group_changed(self, change: GroupChange) -> None:
         """A group change was stored and applied here (the other nodes apply it too)."""
 
+    def forward(self, user: str, rid: int | None, registered: bool, address: str, env: Envelope) -> bool:
+        """Send a file request about another node's transfer to that node (which relays
+        the transfer and answers ``user`` through the hub); False: handle it here."""
+
     def outboxes(self) -> list[Outbox]:
         """Every connection logged in on this node (used by its shutdown)."""
 
@@ -184,6 +189,9 @@ class LocalHub:
 
     async def group_changed(self, change: GroupChange) -> None:
         pass  # one node: nobody else to tell
+
+    def forward(self, user: str, rid: int | None, registered: bool, address: str, env: Envelope) -> bool:
+        return False  # every transfer is relayed here
 
     def outboxes(self) -> list[Outbox]:
         return [outbox for _, outbox in self._online.values()]

@@ -63,7 +63,7 @@ class ClusterGroups:
 
     async def received(self, frame: Frame) -> None:
         name, state = frame.header["name"], frame.header["s"]
-        before = self._registry._groups.get(key(name))
+        before = self._registry.current(key(name))
         after = group_from_state(state) if state is not None else None
         self._registry.apply(GroupChange(before, after) if after else GroupChange(before, None))
         async with self._applied:

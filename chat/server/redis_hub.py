@@ -22,19 +22,18 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from chat.protocol.codes import ErrorCode, NoticeCode
-from chat.protocol.envelope import encode_event
+from chat.protocol.envelope import Envelope, encode_event
 from chat.server.cluster_directory import Directory, Entry
 from chat.server.cluster_wire import Frame, decode_frame, encode_frame
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange
 from chat.server.hub import Claim, Outbox, _variant
-from chat.server.message_store import BROADCASTS, Message
 from chat.server.names import key, skeleton
 from chat.server.redis_groups import ClusterGroups
 from chat.server.redis_link import ALL, HEARTBEAT, NODE_KEY, RedisLink, node_channel
@@ -53,6 +52,8 @@ log = logging.getLogger("chat.server")
 #: other nodes are not published in id order).
 DELIVERED_MEMORY = 50_000
 GAP_MARGIN = 2_000
+#: Hex digits of a node's id.
+NODE_ID_HEX = 12
 #: Stored messages one gap fill delivers at most per query.
 FILL_PAGE = 1_000
 
@@ -60,11 +61,15 @@ FILL_PAGE = 1_000
 class RedisHub:
     """A Hub (hub.py) shared by the nodes using one Redis."""
 
+    #: This node's presence feed, groups and database (given to ``start``).
+    presence: PresenceFeed
+    groups: GroupRegistry
+    storage: Storage
+
     def __init__(self, url: str, node: str | None = None) -> None:
-        self.node = node or secrets.token_hex(6)
+        self.node = node or secrets.token_hex(NODE_ID_HEX // 2)
         self.link = RedisLink(url, self.node, self._received, self._link_up, self._link_down)
         self._dir = Directory()
-        self._parts: tuple[PresenceFeed, GroupRegistry, Storage] | None = None
         self._groups: ClusterGroups | None = None
         self._sweeper: asyncio.Task[None] | None = None
         #: Newest stored message id seen here, and ids recently delivered here.
@@ -73,6 +78,10 @@ class RedisHub:
         self._delivered_order: deque[int] = deque()
         #: The newest id seen when the link went down (None while it is up).
         self._lost_at: int | None = None
+        #: Set by the server: handles a request another node forwarded, and a user of
+        #: another node who left (their transfers here end).
+        self.forwarded: Callable[[Frame], Awaitable[None]] | None = None
+        self.user_gone: Callable[[str], Awaitable[None]] | None = None
         self._scripts = {name: self.link.redis.register_script(s) for name, s in
                          (("claim", CLAIM), ("release", RELEASE), ("reassert", REASSERT), ("reap", REAP))}
 
@@ -80,7 +89,7 @@ class RedisHub:
 
     async def start(self, presence: PresenceFeed, groups: GroupRegistry, storage: Storage) -> None:
         """Join the cluster: this node's presence feed, groups and database."""
-        self._parts = (presence, groups, storage)
+        self.presence, self.groups, self.storage = presence, groups, storage
         self._groups = ClusterGroups(self.link, groups, storage)
         self._seen = storage.messages.last_id
         await self.link.start()
@@ -90,21 +99,6 @@ class RedisHub:
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.link.close()
-
-    @property
-    def presence(self) -> PresenceFeed:
-        assert self._parts is not None, "RedisHub.start() was not awaited"
-        return self._parts[0]
-
-    @property
-    def groups(self) -> GroupRegistry:
-        assert self._parts is not None, "RedisHub.start() was not awaited"
-        return self._parts[1]
-
-    @property
-    def storage(self) -> Storage:
-        assert self._parts is not None, "RedisHub.start() was not awaited"
-        return self._parts[2]
 
     # --- the Hub interface ------------------------------------------------------------
 
@@ -187,6 +181,29 @@ class RedisHub:
         if self._groups is not None:
             await self._groups.publish(change)
 
+    def forward(self, user: str, rid: int | None, registered: bool, address: str, env: Envelope) -> bool:
+        transfer = env.get("id")
+        # A transfer id is 32 hex digits at most (PROTOCOL.md 7): a node's are its own
+        # id (NODE_ID_HEX digits) then 16 random ones.
+        if not isinstance(transfer, str) or len(transfer) != NODE_ID_HEX + 16:
+            return False
+        node = transfer[:NODE_ID_HEX]
+        if node == self.node or node not in self._dir.remote_nodes():
+            return False
+        frame = encode_frame("f", self.node, u=user, r=rid, reg=registered, ip=address, k=env.type,
+                             f=env.fields, payload=env.body)
+        self.link.publish(node_channel(node), frame)
+        return True
+
+    def deliver_to(self, name: str, payload: bytes, *, bulk: bool = False) -> None:
+        """Deliver to ``name`` wherever they are (the answers to a forwarded request)."""
+        entry = self._dir.get(key(name))
+        if entry is not None and entry.outbox is not None:
+            entry.outbox.deliver(payload, bulk=bulk)
+        elif entry is not None:
+            frame = encode_frame("d", self.node, u=[key(name)], b=bulk, m=None, payload=payload)
+            self.link.publish(node_channel(entry.node), frame)
+
     def outboxes(self) -> list[Outbox]:
         return self._dir.outboxes()
 
@@ -212,6 +229,7 @@ class RedisHub:
     # --- frames from the other nodes --------------------------------------------------
 
     async def _received(self, data: bytes) -> None:
+        """A frame from Redis: one not from this node is applied (a bad one is logged)."""
         try:
             frame = decode_frame(data)
         except (ValueError, KeyError):
@@ -251,6 +269,7 @@ class RedisHub:
             if entry is not None and entry.node == frame.node:
                 self._dir.remove(h["k"])
                 presence.exited(entry.name)
+                await self._gone(entry.name)
         elif frame.kind == "t":
             entry = self._dir.get(h["k"])
             if entry is not None:
@@ -258,18 +277,27 @@ class RedisHub:
                     entry.outbox.supersede()  # its user resumed on another node
                 entry.node, entry.outbox = frame.node, None
         elif frame.kind == "r":
-            self._roster(frame.node, h["u"])
+            for name in self._roster(frame.node, h["u"]):
+                await self._gone(name)
         elif frame.kind == "g" and self._groups is not None:
             await self._groups.received(frame)
+        elif frame.kind == "f" and self.forwarded is not None:
+            await self.forwarded(frame)
 
-    def _roster(self, node: str, users: list[list[Any]]) -> None:
+    async def _gone(self, name: str) -> None:
+        if self.user_gone is not None:
+            await self.user_gone(name)
+
+    def _roster(self, node: str, users: list[list[Any]]) -> list[str]:
         """``node``'s whole roster: its users not known here joined, the others left."""
         presence = self.presence
         listed = {str(k): (str(n), int(o)) for k, n, o in users}
+        gone = []
         for k, entry in self._dir.of_node(node):
             if k not in listed:
                 self._dir.remove(k)
                 presence.exited(entry.name)
+                gone.append(entry.name)
         for k, (name, order) in listed.items():
             known = self._dir.get(k)
             if known is None:
@@ -277,6 +305,7 @@ class RedisHub:
                 presence.joined(name)
             elif known.outbox is None:
                 known.node = node
+        return gone
 
     # --- the link going down and coming back ------------------------------------------
 
@@ -327,29 +356,15 @@ class RedisHub:
             page = await messages.after(after, FILL_PAGE)
             for message in page:
                 if message.id not in self._delivered:
-                    count += self._deliver_missed(message, replayed_event(message))
+                    readers = self._dir.readers(message, self.groups)
+                    for outbox in readers:
+                        outbox.deliver(replayed_event(message))
+                    count += len(readers)
                 self._note(message.id)
             if len(page) < FILL_PAGE:
                 break
             after = page[-1].id
         log.info("cluster: delivered %d stored events missed while Redis was away", count)
-
-    def _deliver_missed(self, message: Message, event: bytes) -> int:
-        sender = key(message.sender)
-        if message.conversation == BROADCASTS:
-            targets = [k for k, _ in self._dir.mine()]
-        elif message.conversation.startswith("@"):
-            targets = message.conversation[1:].split(" ")
-        else:
-            group = self.groups._groups.get(message.conversation[1:])
-            targets = list(group.members) if group is not None else []
-        count = 0
-        for k in targets:
-            entry = self._dir.get(k)
-            if k != sender and entry is not None and entry.outbox is not None:
-                entry.outbox.deliver(event)
-                count += 1
-        return count
 
     def _tell_users(self, code: NoticeCode) -> None:
         notice = encode_event("notice", code=code)
@@ -372,7 +387,8 @@ class RedisHub:
                 except (RedisError, OSError):
                     break
                 log.info("cluster: node %s is gone; its users left", node)
-                self._roster(node, [])
+                for name in self._roster(node, []):
+                    await self._gone(name)
 
 
 def _text(value: bytes | str) -> str:

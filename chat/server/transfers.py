@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
+import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 from chat.protocol.codes import ErrorCode
@@ -23,44 +23,16 @@ from chat.protocol.flow import FlowError, RelayWindow
 from chat.protocol.limits import MAX_LIST_ITEMS
 from chat.server.errors import RequestError
 from chat.server.names import key
+from chat.server.ratelimit import KeyedBuckets
 from chat.server.request_context import RequestContext
+from chat.server.transfer_state import Transfer
 
+#: File requests per second (and twice that in a burst) one user may have forwarded to
+#: the nodes relaying transfers to them.
+FORWARDED_PER_SECOND = 400.0
 #: Transfers whose result was sent; late chunks for them are ignored, not errors. Chunks
 #: and acks still in flight when a transfer ends must find it here even on a busy server.
 _RECENTLY_CLOSED = 4096
-
-
-@dataclass
-class Transfer:
-    id: str
-    sender: str
-    name: str
-    size: int
-    group: str | None
-    #: key -> display name of recipients who have not answered the offer yet.
-    pending: dict[str, str]
-    #: key -> display name of recipients receiving the data.
-    receiving: dict[str, str] = field(default_factory=dict)
-    #: What was sent and what each receiving recipient acknowledged (the one set of
-    #: flow-control rules, shared with the client).
-    flow: RelayWindow = field(default_factory=lambda: RelayWindow.new(0, 0))
-    delivered: list[str] = field(default_factory=list)
-    failed: list[dict[str, str]] = field(default_factory=list)
-    #: Acknowledged bytes the sender has been told of.
-    told: int = 0
-    started: bool = False
-    ended: bool = False
-    #: Chunks relayed so far (with ``sent``, the average chunk size).
-    chunks: int = 0
-    #: Fires when recipients took too long to answer the offer.
-    offer_timer: asyncio.TimerHandle | None = None
-    #: When data last moved (a chunk, an ack, an accept): idle transfers are aborted.
-    last_progress: float = 0.0
-    #: The sender's context, to tell both sides when the transfer is aborted for idling.
-    ctx: RequestContext | None = None
-
-    def recipient_names(self) -> list[str]:
-        return list(self.receiving.values())
 
 
 class TransferRelay:
@@ -79,6 +51,12 @@ class TransferRelay:
         self._sweeper: asyncio.Task[None] | None = None
         self._expiries: set[asyncio.Task[None]] = set()
         self._transfers: dict[str, Transfer] = {}
+        #: In a cluster, this node's id starts every id it gives a transfer, so a
+        #: recipient's node knows where to forward that recipient's requests (redis_hub.py).
+        self.id_prefix = ""
+        #: File data for transfers of other nodes, per user: their node's flow control
+        #: decides, this budget bounds what a peer can make this node forward.
+        self._forwarded = KeyedBuckets(FORWARDED_PER_SECOND, FORWARDED_PER_SECOND * 2)
         #: Recently closed transfer id -> late chunks and acks still exempt from the rate limit.
         self._closed: OrderedDict[str, int] = OrderedDict()
 
@@ -92,6 +70,8 @@ class TransferRelay:
         acks for a self-made transfer, or from a third user, went unmetered)."""
         transfer = self._transfers.get(envelope["id"])
         if transfer is None:
+            if self.id_prefix and not envelope["id"].startswith(self.id_prefix):
+                return self._forwarded.take(key(user), time.monotonic())
             return self.is_live(envelope["id"])
         me = key(user)
         if envelope.type == "file_chunk":
@@ -162,7 +142,7 @@ class TransferRelay:
             if not recipients:
                 raise RequestError(ErrorCode.NO_RECIPIENTS, group=group.name)
         transfer = Transfer(
-            id=secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
+            id=self.id_prefix + secrets.token_hex(8), sender=ctx.user, name=env["name"], size=size,
             group=group.name if group else None, pending={key(r): r for r in recipients},
             flow=RelayWindow.new(size, self.window),
         )
