@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
 from chat.server.errors import RequestError
-from chat.server.login_throttle import LoginThrottle, SlidingCounts, address_prefix
+from chat.server.login_throttle import LoginThrottle, Reservation, SlidingCounts, address_prefix
 from chat.server.names import key
 from chat.server.passwords import (
     MIN_PASSWORD_CHARS,
@@ -27,6 +27,7 @@ from chat.server.passwords import (
     hash_password,
 )
 from chat.server.request_context import RequestContext
+from chat.server.shared_limits import Counted, SharedLimits
 from chat.server.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,8 @@ class Accounts:
         self._registrations = SlidingCounts(REGISTRATION_WINDOW, max(1, registrations_per_ip))
         self._registrations_per_ip = registrations_per_ip
         self._clock = clock
+        #: In a cluster, the same limits counted across the nodes (shared_limits.py).
+        self.shared: SharedLimits | None = None
 
     async def is_registered(self, name: str) -> str | None:
         """The name as registered, or None."""
@@ -101,8 +104,32 @@ class Accounts:
         reservation = self._throttle.reserve(name_key, address)
         if reservation is None:
             raise RequestError(ErrorCode.TOO_MANY_ATTEMPTS, name=shown)
+        delay, shared = reservation.delay, Counted()
+        if self.shared is not None:
+            throttle = self._throttle
+            limits = (throttle.per_pair, throttle.per_prefix)
+            counted = await self.shared.login_attempt(name_key, address, *limits)
+            if counted is None:
+                throttle.refund(reservation)
+                raise RequestError(ErrorCode.TOO_MANY_ATTEMPTS, name=shown)
+            shared, delay = counted, max(delay, throttle.name_delay(counted.before))
         try:
-            await asyncio.sleep(reservation.delay)
+            await self._refunded_unless_wrong(name_key, shown, password, reservation, delay)
+        except BaseException as exc:
+            if not (isinstance(exc, RequestError) and exc.code is ErrorCode.WRONG_PASSWORD):
+                await self._give_back(shared)
+            raise
+        await self._give_back(shared)
+
+    async def _give_back(self, counted: Counted) -> None:
+        if self.shared is not None and counted.entries:
+            await self.shared.give_back(counted)
+
+    async def _refunded_unless_wrong(
+        self, name_key: str, shown: str, password: str, reservation: Reservation, delay: float
+    ) -> None:
+        try:
+            await asyncio.sleep(delay)
             async with self._names.hold(name_key):
                 # Read again under the lock: a check just before may have re-hashed it.
                 account = await self._storage.account(name_key)
@@ -137,6 +164,13 @@ class Accounts:
             # limit: accounts per hour from this network.
             raise RequestError(ErrorCode.TOO_MANY_REGISTRATIONS, limit=self._registrations_per_ip)
         # Counted before the slow hash, so simultaneous requests cannot all slip through.
+        shared = Counted()
+        if self.shared is not None:
+            limit = self._registrations_per_ip
+            counted = await self.shared.registration(_address(ctx), limit, REGISTRATION_WINDOW)
+            if counted is None:
+                raise RequestError(ErrorCode.TOO_MANY_REGISTRATIONS, limit=self._registrations_per_ip)
+            shared = counted
         self._registrations.add(prefix, now)
         try:
             # The guest's own conversations so far stay theirs (nothing from before their login).
@@ -145,9 +179,11 @@ class Accounts:
             created = await self._storage.create_account(key(ctx.user), ctx.user, hashed, reads_from=floor)
         except BaseException:
             self._registrations.remove(prefix, now)
+            await self._give_back(shared)
             raise
         if not created:
             self._registrations.remove(prefix, now)
+            await self._give_back(shared)
             raise RequestError(ErrorCode.ALREADY_REGISTERED, name=ctx.user)
         ctx.reply("registered", name=ctx.user)
 

@@ -37,6 +37,7 @@ from chat.server.ratelimit import KeyedBuckets
 from chat.server.redis_hub import RedisHub
 from chat.server.remote_requests import RemoteRequests
 from chat.server.services import build_services
+from chat.server.shared_limits import SharedLimits
 
 log = logging.getLogger("chat.server")
 
@@ -195,6 +196,7 @@ class ChatServer:
         if isinstance(self.services.hub, RedisHub):
             RemoteRequests(self.services.hub, self.services)
             self.services.transfers.id_prefix = self.services.hub.node
+            self.services.accounts.shared = SharedLimits(self.services.hub.link.redis)
             await self.services.hub.start(self.services.presence, self.services.groups, storage)
         if self.config.group_expiry_days > 0:
             self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())
