@@ -30,7 +30,7 @@ from chat.client.transport import ClientSession, open_session
 from chat.keys import load_private_key, load_public_key
 from chat.server.app import ChatServer
 from chat.server.config import ServerConfig
-from chat.server.message_store import BROADCASTS, Readable, group_conversation, private_conversation
+from chat.server.conversations import BROADCASTS, Readable, group_conversation, private_conversation
 from chat.server.storage import Storage
 
 WORDS = [f"w{n:04d}" for n in range(5000)]

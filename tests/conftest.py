@@ -4,11 +4,14 @@ line-mode clients, in this process (``chat``: local_chat.py) or as processes
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import services
+from cluster_world import cluster, pg_server, pg_url, redis_server, redis_url  # noqa: F401 (fixtures)
 from e2e_harness import Chat, ServerProcess
 from local_chat import LocalChat, LocalServer
 from robust_helpers import running_server
@@ -16,10 +19,18 @@ from robust_helpers import running_server
 from chat.keys import generate_private_key, write_key_pair
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` first (the order is otherwise kept): with three workers
-    (pytest-xdist), a long test started last would leave the others idle."""
+    (pytest-xdist), a long test started last would leave the others idle. Tests marked
+    ``cluster`` are skipped, with one line saying why, where Redis or PostgreSQL is
+    missing, except under CI=true: there they run, and fail."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    lacking = services.missing()
+    if lacking and os.environ.get("CI") != "true":
+        skip = pytest.mark.skip(reason="cluster tests need Redis and PostgreSQL: " + "; ".join(lacking))
+        for item in items:
+            if item.get_closest_marker("cluster") is not None:
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

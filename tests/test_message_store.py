@@ -12,13 +12,8 @@ from pathlib import Path
 from local_chat import LocalServer
 from session_helpers import login, reply
 
-from chat.server.message_store import (
-    BROADCASTS,
-    SCAN_LIMIT,
-    Readable,
-    group_conversation,
-    private_conversation,
-)
+from chat.server.conversations import BROADCASTS, Readable, group_conversation, private_conversation
+from chat.server.message_store import SCAN_LIMIT
 from chat.server.schema import MIGRATIONS
 from chat.server.storage import Storage
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from chat.server.message_store import PRUNE_EVERY, group_conversation
+from chat.server.conversations import group_conversation
+from chat.server.message_store import PRUNE_EVERY
 from chat.server.storage import Storage
 
 LIMIT = 10

@@ -28,7 +28,7 @@ from chat.server.passwords import (
 )
 from chat.server.request_context import RequestContext
 from chat.server.shared_limits import Counted, SharedLimits
-from chat.server.storage import Storage
+from chat.server.store_api import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class NameLocks:
 class Accounts:
     def __init__(
         self,
-        storage: Storage,
+        storage: Store,
         wrong_password_delay: float = WRONG_PASSWORD_DELAY,
         *,
         throttle: LoginThrottle | None = None,

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from chat.server.names import key, username_problem
 from chat.server.passwords import MIN_PASSWORD_CHARS, hash_password
-from chat.server.storage import Storage
+from chat.server.store_api import make_store
 
 
 class AddAccountError(Exception):
@@ -31,7 +31,7 @@ def read_password(stdin: TextIO = sys.stdin) -> str:
 
 
 async def _create(db_path: str, name: str, password_hash: str) -> bool:
-    storage = Storage(db_path)
+    storage = make_store(db_path)
     await storage.open()
     try:
         return await storage.create_account(key(name), name, password_hash)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chat.server.conversations import BROADCASTS, Message
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
-from chat.server.message_store import BROADCASTS, Message
 from chat.server.names import key, skeleton
 
 

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
+from chat.server.conversations import Message
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange, GroupRegistry
 from chat.server.hub import Hub, Outbox
-from chat.server.message_store import Message
 from chat.server.names import key
 
 if TYPE_CHECKING:
     from chat.server.accounts import Accounts
     from chat.server.services import Services
-    from chat.server.storage import Storage
+    from chat.server.store_api import Store
     from chat.server.transfers import TransferRelay
 
 
@@ -54,7 +54,7 @@ class Context:
         return self.services.groups
 
     @property
-    def storage(self) -> Storage:
+    def storage(self) -> Store:
         return self.services.storage
 
     @property

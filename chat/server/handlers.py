@@ -13,11 +13,11 @@ from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope
 from chat.protocol.limits import MAX_HEADER_BYTES, MAX_LIST_ITEMS
 from chat.server.context import Context
+from chat.server.conversations import BROADCASTS, group_conversation, private_conversation
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange
 from chat.server.login_throttle import address_prefix
 from chat.server.mailbox import sender_key
-from chat.server.message_store import BROADCASTS, group_conversation, private_conversation
 from chat.server.names import key
 
 
@@ -104,9 +104,8 @@ async def group_create(ctx: Context, env: Envelope) -> None:
     if not ctx.registered:
         guests.add(key(ctx.user))
     async with ctx.groups.changing:
-        change = ctx.groups.create(
-            env["group"], ctx.user, found, guests, ctx.storage.messages.last_id, address_prefix(ctx.address)
-        )
+        newest = await ctx.storage.messages.newest_id()
+        change = ctx.groups.create(env["group"], ctx.user, found, guests, newest, address_prefix(ctx.address))
         await ctx.commit(change)
         ctx.reply("group_created", group=change.name)
         await ctx.notify(others_in(change, ctx.user), "group_added", group=change.name)
@@ -115,7 +114,7 @@ async def group_create(ctx: Context, env: Envelope) -> None:
 async def group_join(ctx: Context, env: Envelope) -> None:
     async with ctx.groups.changing:
         invited = key(ctx.user) in ctx.groups.get(env["group"]).pending
-        at = ctx.storage.messages.last_id
+        at = await ctx.storage.messages.newest_id()
         change = ctx.groups.join(env["group"], ctx.user, guest=not ctx.registered, at=at)
         await ctx.commit(change)
         ctx.reply("group_joined", group=change.name)
@@ -230,7 +229,8 @@ async def group_add(ctx: Context, env: Envelope) -> None:
     user = await ctx.known_user(env["user"])
     guest = bool(await _guests_among(ctx, [user]))
     async with ctx.groups.changing:
-        change = ctx.groups.add(env["group"], ctx.user, user, guest=guest, at=ctx.storage.messages.last_id)
+        at = await ctx.storage.messages.newest_id()
+        change = ctx.groups.add(env["group"], ctx.user, user, guest=guest, at=at)
         await ctx.commit(change)
         ctx.reply("member_added", group=change.name, name=user)
         await ctx.notify([user], "group_added", group=change.name)

@@ -13,16 +13,9 @@ from typing import Any
 from chat.protocol.codes import ErrorCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.protocol.limits import MAX_HEADER_BYTES
-from chat.server import read_marks
 from chat.server.context import Context
+from chat.server.conversations import BROADCASTS, Message, Readable, conversation_of, group_conversation
 from chat.server.errors import RequestError
-from chat.server.message_store import (
-    BROADCASTS,
-    Message,
-    Readable,
-    conversation_of,
-    group_conversation,
-)
 from chat.server.names import key
 
 #: Messages ``history`` and ``search`` give when no count is asked for.
@@ -132,7 +125,7 @@ async def remember_read(ctx: Context) -> None:
     what is new at their next login."""
     if ctx.registered:
         mine = [group_conversation(key(group.name)) for group in ctx.groups.of_user(ctx.user)]
-        await read_marks.mark_read(ctx.storage, key(ctx.user), mine)
+        await ctx.storage.mark_read(key(ctx.user), mine)
 
 
 async def tell_unread(ctx: Context) -> None:
@@ -142,7 +135,7 @@ async def tell_unread(ctx: Context) -> None:
     names = {group_conversation(key(group.name)): group.name for group in ctx.groups.of_user(ctx.user)}
     me = key(ctx.user)
     joined = [(c, ctx.groups.get(names[c]).joined.get(me, 0)) for c in names]
-    counts = await read_marks.unread(ctx.storage, me, joined)
+    counts = await ctx.storage.unread(me, joined)
     if counts:
         groups = [{"group": names[c], "count": n} for c, n in counts]
         ctx.outbox.deliver(encode_event("unread", groups=groups))

@@ -60,7 +60,8 @@ async def login(ctx: Context, env: Envelope) -> None:
     if registered:
         outbox.reads_from = await storage.reads_from(key(name))
     else:
-        outbox.reads_from = ticket.reads_from if ticket is not None else storage.messages.last_id
+        newest = await storage.messages.newest_id()  # nothing said to an earlier holder
+        outbox.reads_from = ticket.reads_from if ticket is not None else newest
     # Announced to everyone online; subscribed after its own join, so not told of it.
     # Taking over from its own old connection is no new arrival: that one left silently.
     if claim is Claim.NEW:

@@ -26,7 +26,7 @@ from chat.server.hub import Outbox
 from chat.server.login_throttle import address_prefix
 from chat.server.names import key
 from chat.server.schema import MailboxQuota
-from chat.server.storage import Storage
+from chat.server.store_api import Store
 
 log = logging.getLogger("chat.server")
 
@@ -61,7 +61,7 @@ def sender_key(name: str, registered: bool, address: str) -> str:
 
 
 class Mailbox:
-    def __init__(self, storage: Storage, limits: MailboxLimits) -> None:
+    def __init__(self, storage: Store, limits: MailboxLimits) -> None:
         self._storage = storage
         self.limits = limits
         self._quota = limits.quota()

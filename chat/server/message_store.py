@@ -21,8 +21,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
+from chat.server.conversations import Message, Readable, kind_of
 from chat.server.database import Database
-from chat.server.names import key, username_problem
 
 #: A conversation is pruned to ``history_limit`` once every this many of its appends.
 PRUNE_EVERY = 64
@@ -30,43 +30,7 @@ PRUNE_EVERY = 64
 #: (a search first indexes what is not yet): one index update for many messages costs a
 #: fraction of one per message.
 INDEX_DELAY = 0.2
-#: The conversation of broadcasts.
-BROADCASTS = "*"
 
-
-def group_conversation(group_key: str) -> str:
-    return "#" + group_key
-
-
-def private_conversation(a_key: str, b_key: str) -> str:
-    """Both users' conversation (names never contain spaces)."""
-    first, second = sorted((a_key, b_key))
-    return f"@{first} {second}"
-
-
-def conversation_of(me: str, target: str) -> str | None:
-    """The conversation a client names ``target`` (``*``, ``@<user>`` or a group) for the
-    user whose key is ``me``; None for ``@`` and something that is no username."""
-    if target == BROADCASTS:
-        return BROADCASTS
-    if target.startswith("@"):
-        other = target[1:]
-        return private_conversation(me, key(other)) if username_problem(other) is None else None
-    return group_conversation(key(target))
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    conversation: str
-    seq: int
-    sender: str
-    #: The group, or the private message's recipient, as written ('' for broadcasts).
-    recipient: str
-    text: str
-    sent_at: float
-    #: False when a message with the same client message id was stored before (this is it).
-    fresh: bool = True
 
 
 @dataclass
@@ -79,16 +43,6 @@ class _Append:
     sender_key: str
     client_id: str | None
     done: asyncio.Future[Message]
-
-
-@dataclass(frozen=True)
-class Readable:
-    """What one user may read: broadcasts, their private conversations from message id
-    ``private_after`` on, and each of their groups' conversations from its id on."""
-
-    user_key: str
-    private_after: int
-    groups: tuple[tuple[str, int], ...] = ()
 
 
 _COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
@@ -126,11 +80,13 @@ class MessageStore:
         self._appends: dict[str, int] = {}
 
     def observe(self, message_id: int) -> None:
-        """Another node stored message ``message_id`` (the database is shared)."""
+        """Another node stored message ``message_id`` (a shared database)."""
         self.last_id = max(self.last_id, message_id)
 
+    async def newest_id(self) -> int:
+        return self.last_id  # only this process writes here
+
     async def after(self, message_id: int, limit: int) -> list[Message]:
-        """The stored messages after ``message_id``, oldest first (redis_hub.py's catch-up)."""
         sql = f"SELECT {_COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?"
         rows = await self._db._run(lambda: self._db._conn().execute(sql, (message_id, limit)).fetchall())
         return [Message(*row) for row in rows]
@@ -151,7 +107,7 @@ class MessageStore:
     ) -> Message:
         """Store one message; returns it once committed. A ``client_id`` this sender used
         before returns the message stored then (``fresh`` false) and stores nothing."""
-        self.sent[_kind(conversation)] += 1
+        self.sent[kind_of(conversation)] += 1
         if not self.enabled:
             self.last_id += 1
             seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
@@ -364,12 +320,6 @@ class MessageStore:
             return db.execute("DELETE FROM message WHERE sent_at < ?", (older_than,)).rowcount
 
         return await self._db._run(self._db._transaction, delete)
-
-
-def _kind(conversation: str) -> str:
-    if conversation == BROADCASTS:
-        return "broadcast"
-    return "private" if conversation.startswith("@") else "group"
 
 
 def _readable_clause(readable: Readable) -> tuple[str, list[object]]:

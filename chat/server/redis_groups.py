@@ -28,7 +28,7 @@ from chat.server.names import key
 from chat.server.redis_link import ALL, RedisLink
 
 if TYPE_CHECKING:
-    from chat.server.storage import Storage
+    from chat.server.store_api import Store
 
 log = logging.getLogger("chat.server")
 
@@ -42,7 +42,7 @@ CATCH_UP_TIMEOUT = 1.0
 class ClusterGroups:
     """This node's side of the shared group registry."""
 
-    def __init__(self, link: RedisLink, registry: GroupRegistry, storage: Storage) -> None:
+    def __init__(self, link: RedisLink, registry: GroupRegistry, storage: Store) -> None:
         self._link, self._registry, self._storage = link, registry, storage
         #: The newest group version this node has applied.
         self.version = 0

@@ -43,7 +43,7 @@ from chat.server.stored_events import replayed_event
 if TYPE_CHECKING:
     from chat.server.groups import GroupRegistry
     from chat.server.presence import PresenceFeed
-    from chat.server.storage import Storage
+    from chat.server.store_api import Store
 
 log = logging.getLogger("chat.server")
 
@@ -64,7 +64,7 @@ class RedisHub:
     #: This node's presence feed, groups and database (given to ``start``).
     presence: PresenceFeed
     groups: GroupRegistry
-    storage: Storage
+    storage: Store
 
     def __init__(self, url: str, node: str | None = None) -> None:
         self.node = node or secrets.token_hex(NODE_ID_HEX // 2)
@@ -87,7 +87,7 @@ class RedisHub:
 
     # --- life -------------------------------------------------------------------------
 
-    async def start(self, presence: PresenceFeed, groups: GroupRegistry, storage: Storage) -> None:
+    async def start(self, presence: PresenceFeed, groups: GroupRegistry, storage: Store) -> None:
         """Join the cluster: this node's presence feed, groups and database."""
         self.presence, self.groups, self.storage = presence, groups, storage
         self._groups = ClusterGroups(self.link, groups, storage)

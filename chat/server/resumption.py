@@ -24,8 +24,8 @@ from typing import Any
 
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.context import Context
+from chat.server.conversations import conversation_of
 from chat.server.history import readable
-from chat.server.message_store import conversation_of
 from chat.server.names import key
 from chat.server.stored_events import replayed_event
 

@@ -15,7 +15,7 @@ from chat.server.presence import PresenceFeed
 from chat.server.redis_hub import RedisHub
 from chat.server.redis_tokens import RedisResumeTokens
 from chat.server.resume_tokens import ResumeTokens
-from chat.server.storage import Storage
+from chat.server.store_api import Store, make_store
 from chat.server.transfers import TransferRelay
 
 
@@ -25,7 +25,7 @@ class Services:
 
     hub: Hub
     groups: GroupRegistry
-    storage: Storage
+    storage: Store
     accounts: Accounts
     transfers: TransferRelay
     #: Announces logins and exits to everyone online, in batches.
@@ -40,10 +40,7 @@ class Services:
 
 def build_services(config: ServerConfig) -> Services:
     """The services of one server (or of one in-memory test server) with ``config``."""
-    storage = Storage(
-        config.db_path, history_limit=config.history_limit, retention_days=config.retention_days,
-        store_messages=config.store_messages,
-    )  # fmt: skip
+    storage = make_store(config.db_path, config)
     hub: Hub = LocalHub() if config.redis_url is None else RedisHub(config.redis_url)
     services = Services(
         hub=hub,

@@ -9,8 +9,9 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from chat.server.conversations import group_conversation
 from chat.server.database import Database
-from chat.server.message_store import MessageStore, group_conversation
+from chat.server.message_store import MessageStore
 from chat.server.names import key, skeleton
 from chat.server.schema import MailboxQuota, StoredGroup, StoredMessage
 
@@ -327,3 +328,36 @@ class Storage(Database):
             return keys
 
         return await self._run(self._transaction, delete)
+
+    # --- read marks (PROTOCOL.md 6.6, feature ``unread``) ------------------------------
+
+    async def mark_read(self, user_key: str, conversations: list[str]) -> None:
+        """``user_key`` has seen ``conversations`` up to their newest message."""
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO read_mark (user_key, conv, seq)"
+                " SELECT ?, conv, last_seq FROM conversation WHERE conv = ?"
+                " ON CONFLICT (user_key, conv) DO UPDATE SET seq = excluded.seq",
+                [(user_key, conversation) for conversation in conversations],
+            )
+
+        await self._run(self._transaction, upsert)
+
+    async def unread(self, user_key: str, conversations: list[tuple[str, int]]) -> list[tuple[str, int]]:
+        """For each (conversation, id after which the user may read it) with a read mark,
+        how many messages came after the mark (those with none are left out)."""
+
+        def count() -> list[tuple[str, int]]:
+            found = []
+            for conversation, after in conversations:
+                (n,) = self._conn().execute(
+                    "SELECT COUNT(*) FROM message m JOIN read_mark r ON r.conv = m.conv AND r.user_key = ?"
+                    " WHERE m.conv = ? AND m.seq > r.seq AND m.id > ? AND m.sender_key != ?",
+                    (user_key, conversation, after, user_key),
+                ).fetchone()
+                if n:
+                    found.append((conversation, n))
+            return found
+
+        return await self._run(count)

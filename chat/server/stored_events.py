@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from chat.protocol.envelope import encode_event
-from chat.server.message_store import BROADCASTS, Message
+from chat.server.conversations import BROADCASTS, Message
 
 
 def replayed_event(message: Message) -> bytes:
