@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import math
 import re
 import signal
@@ -38,6 +37,7 @@ from chat.client.known_servers import KnownServers
 from chat.client.output import Output, PlainOutput, TerminalOutput
 from chat.client.pacing import Pacer
 from chat.client.roster import Roster
+from chat.client.servers import ServerList, parse_servers
 from chat.client.style import colour_enabled
 from chat.client.transport import ClientError, open_session
 from chat.client.trust import (
@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("server_host", metavar="SERVER_HOST", help="the server's host name or address")
+    parser.add_argument(
+        "server_host", metavar="SERVER_HOST",
+        help="the server's host name or address, or a list host1[:port],host2[:port] of the nodes of "
+        "one service: the first that answers, the others after a lost connection",
+    )
     parser.add_argument(
         "public_pem",
         metavar="PUBLIC_PEM",
@@ -301,10 +305,10 @@ async def _run(
         from chat.client.terminal import TerminalInput
 
         prompt = TerminalInput(roster, colour=colour)
+    servers = parse_servers(args.server_host, args.port)
     if trusted is None:
         trusted = await trust_on_first_use(
-            args.server_host,
-            args.port,
+            *servers[0],
             known=KnownServers(),
             expected=args.fingerprint,
             accept_new=args.accept_new_key,
@@ -312,10 +316,9 @@ async def _run(
             inform=_say,
             note=_say if terminal else _say_on_stderr,  # line mode: stdout is only events
         )
-    connect = functools.partial(
-        open_session, args.server_host, args.port, trusted.key, key_label=trusted.label
-    )
-    session = await connect()
+    nodes = ServerList(servers, open_session, trusted.key, trusted.label)
+    session = await nodes.connect()
+    connect = nodes.reconnect
     config = client_config(args)
     if prompt is None:
         if lines is None:
@@ -345,7 +348,8 @@ def trusted_key(args: argparse.Namespace) -> TrustedKey | None:
     path = key_file(args.public_pem)
     trusted = load_key_file(path, args.fingerprint, PROG) if path is not None else None
     if trusted is not None and args.public_pem is None:
-        trusted = check_against_pin(trusted, args.server_host, args.port, KnownServers())
+        host, port = parse_servers(args.server_host, args.port)[0]
+        trusted = check_against_pin(trusted, host, port, KnownServers())
     return trusted
 
 
@@ -368,6 +372,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if not 0 < args.port < 65536:
         print(f"{PROG}: --port must be between 1 and 65535", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        parse_servers(args.server_host, args.port)
+    except ValueError as exc:
+        print(f"{PROG}: SERVER_HOST: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if hasattr(sys.stdout, "reconfigure"):
         # A console that cannot show a character must not end the session.
