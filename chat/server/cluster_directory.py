@@ -3,12 +3,20 @@ current from the other nodes' frames): lookups and ``/list`` without a round tri
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from chat.server.conversations import BROADCASTS, Message
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
 from chat.server.names import key, skeleton
+
+#: Seconds a lookup waits at most for logins on other nodes to be known here.
+CATCH_UP = 1.0
 
 
 @dataclass
@@ -27,11 +35,29 @@ class Directory:
         self.entries: dict[str, Entry] = {}
         #: skeleton(name) -> key(name) of the users online.
         self._looks: dict[str, str] = {}
+        #: The latest login (its order) known here.
+        self.max_order = 0
 
     def get(self, k: str) -> Entry | None:
         return self.entries.get(k)
 
+    async def caught_up(self, redis: Redis) -> bool:
+        """Wait (a second at most) until every login claimed so far, on any node, is known
+        here: a user who was just welcomed elsewhere is in ``/list`` at once. Whether
+        there were any to wait for."""
+        try:
+            wanted = int(await redis.get("chat:order") or 0)
+        except (RedisError, OSError):
+            return False  # the link is down: what is known here is all there is
+        if wanted <= self.max_order:
+            return False
+        deadline = time.monotonic() + CATCH_UP
+        while self.max_order < wanted and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+        return True
+
     def add(self, k: str, entry: Entry) -> None:
+        self.max_order = max(self.max_order, entry.order)
         self.entries[k] = entry
         self._looks.setdefault(skeleton(entry.name), k)
 
@@ -70,12 +96,18 @@ class Directory:
         return {e.node for e in self.entries.values() if e.outbox is None}
 
     def readers(self, message: Message, groups: GroupRegistry) -> list[Outbox]:
-        """This node's users who read ``message`` (its sender aside)."""
-        if message.conversation == BROADCASTS:
-            targets = [k for k, _ in self.mine()]
-        elif message.conversation.startswith("@"):
-            targets = message.conversation[1:].split(" ")
-        else:
-            targets = list(groups.members_of(message.conversation[1:]))
+        """This node's users who may read ``message`` (its sender aside): everyone a
+        broadcast; the two users of a private conversation since they may read it; a
+        group's members since they joined (history's rules, history.py)."""
         sender = key(message.sender)
-        return [o for k in targets if k != sender and (o := self.local(k)) is not None]
+        if message.conversation == BROADCASTS:
+            return [o for k, o in self.local_outboxes() if k != sender]
+        if message.conversation.startswith("@"):
+            pair = message.conversation[1:].split(" ")
+            return [o for k in pair if k != sender and (o := self.local(k)) is not None
+                    and o.reads_from < message.id]  # fmt: skip
+        group = groups.current(message.conversation[1:])
+        if group is None:
+            return []
+        return [o for k in group.members if k != sender and (o := self.local(k)) is not None
+                and group.joined.get(k, 0) < message.id]  # fmt: skip

@@ -20,6 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chat.server.conversations import Message
 from chat.server.groups import Group
 
 
@@ -75,3 +76,12 @@ def group_from_state(state: dict[str, Any]) -> Group:
         set(state["guests"]), set(state["guest_kicks"]), bool(state["invite_only"]),
         set(state["pending"]), {k: int(v) for k, v in state["joined"].items()},
     )  # fmt: skip
+
+
+def stored_numbers(message: Message | None) -> dict[str, Any]:
+    """A frame's header fields for a stored message: its id, conversation and seq."""
+    return {} if message is None else {"m": message.id, "c": message.conversation, "s": message.seq}
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

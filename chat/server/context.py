@@ -107,14 +107,14 @@ class Context:
         payload = encode_event(kind, **fields)
         numbered = encode_event(kind, **fields, mid=message.id, seq=message.seq)
         if names is None:
-            await self.hub.send_all(payload, exclude=self.user, numbered=numbered, mid=message.id)
+            await self.hub.send_all(payload, exclude=self.user, numbered=numbered, message=message)
         else:
-            await self.hub.send(names, payload, numbered=numbered, mid=message.id)
+            await self.hub.send(names, payload, numbered=numbered, message=message)
 
     def reply_stored(self, kind: str, message: Message, env: Envelope, **fields: Any) -> None:
         """The sender's reply; a request with a ``cmid`` learns the message's numbers."""
         numbers = {"mid": message.id, "seq": message.seq} if env.get("cmid") is not None else {}
-        self.reply(kind, **fields, **numbers)
+        self.hub.in_turn(message, lambda: self.reply(kind, **fields, **numbers))
 
     async def online_user(self, name: str) -> str:
         found = await self.hub.lookup(name)

@@ -27,6 +27,12 @@ def _transfer_step(step: str) -> Handler:
     return handle
 
 
+#: Refusals that a group change made on another node a moment ago may have caused.
+GROUP_REFUSALS = frozenset({
+    ErrorCode.NO_SUCH_GROUP, ErrorCode.NOT_MEMBER, ErrorCode.NOT_OWNER, ErrorCode.ALREADY_MEMBER,
+    ErrorCode.KICKED, ErrorCode.INVITE_ONLY, ErrorCode.NO_RECIPIENTS,
+})  # fmt: skip
+
 HANDLERS: dict[str, Handler] = {
     "login": login,
     "broadcast": handlers.broadcast,
@@ -60,7 +66,13 @@ HANDLERS: dict[str, Handler] = {
 async def dispatch(ctx: Context, env: Envelope) -> None:
     """Handle one request; every outcome is a reply (or none for an ``ok`` without rid)."""
     try:
-        await HANDLERS[env.type](ctx, env)
+        try:
+            await HANDLERS[env.type](ctx, env)
+        except RequestError as exc:
+            # Another node may have changed the group a moment ago: look, then try again.
+            if exc.code not in GROUP_REFUSALS or not await ctx.hub.groups_caught_up():
+                raise
+            await HANDLERS[env.type](ctx, env)
     except RequestError as exc:
         if env.type == "login":
             log.info("login refused peer=%s: %s", ctx.address, exc.code)

@@ -174,11 +174,6 @@ class GroupRegistry:
             raise RequestError(ErrorCode.NO_SUCH_GROUP, group=name)
         return group
 
-    def members_of(self, group_key: str) -> list[str]:
-        """The keys of the members of the group whose key is ``group_key`` (none if gone)."""
-        group = self._groups.get(group_key)
-        return list(group.members) if group is not None else []
-
     def current(self, group_key: str) -> Group | None:
         return self._groups.get(group_key)
 

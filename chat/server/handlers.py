@@ -132,6 +132,7 @@ def _fitting(names: list[str], budget: int) -> list[str]:
 
 
 async def group_list(ctx: Context, env: Envelope) -> None:
+    await ctx.hub.groups_caught_up()  # groups created on other nodes a moment ago too
     names = ctx.groups.names()
     shown = first_names(names)
     fields: dict[str, Any] = {"groups": shown}
@@ -141,6 +142,7 @@ async def group_list(ctx: Context, env: Envelope) -> None:
 
 
 async def group_members(ctx: Context, env: Envelope) -> None:
+    await ctx.hub.groups_caught_up()  # members who joined on other nodes a moment ago too
     name = env.get("group")
     if name is not None:
         group = ctx.groups.get(name)

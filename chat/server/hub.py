@@ -11,12 +11,13 @@ once and each recipient's connection only seals it under its own keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Protocol
 
 from chat.protocol.codes import Feature
 from chat.protocol.envelope import Envelope
+from chat.server.conversations import Message
 from chat.server.groups import GroupChange
 from chat.server.names import key, skeleton
 from chat.server.presence import UNSUBSCRIBED
@@ -105,20 +106,29 @@ class Hub(Protocol):
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
         """Deliver to each named user who is online; others are skipped. ``numbered``:
-        the same event with its stored message's numbers, for sessions with Feature.RESUME;
-        ``mid``: that message's id."""
+        the same event with its stored ``message``'s numbers, for sessions with
+        Feature.RESUME."""
 
     async def send_all(
         self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
         """Deliver a broadcast to every online user except ``exclude`` (droppable)."""
 
     async def group_changed(self, change: GroupChange) -> None:
         """A group change was stored and applied here (the other nodes apply it too)."""
+
+    async def groups_caught_up(self) -> bool:
+        """Apply the group changes other nodes made that this one has not yet; whether
+        there were any (a request refused for a group is then tried again)."""
+
+    def in_turn(self, message: Message, deliver: Callable[[], None]) -> None:
+        """Call ``deliver`` (the reply to ``message``'s sender) once every earlier message
+        of its conversation has been delivered here, so a client never learns a
+        sequence number before those below it."""
 
     def forward(self, user: str, rid: int | None, registered: bool, address: str, env: Envelope) -> bool:
         """Send a file request about another node's transfer to that node (which relays
@@ -171,7 +181,7 @@ class LocalHub:
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
         for name in names:
             entry = self._online.get(key(name))
@@ -180,7 +190,7 @@ class LocalHub:
 
     async def send_all(
         self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
         skip = key(exclude) if exclude is not None else None
         for k, (_, outbox) in list(self._online.items()):
@@ -189,6 +199,12 @@ class LocalHub:
 
     async def group_changed(self, change: GroupChange) -> None:
         pass  # one node: nobody else to tell
+
+    async def groups_caught_up(self) -> bool:
+        return False  # one node: nothing elsewhere
+
+    def in_turn(self, message: Message, deliver: Callable[[], None]) -> None:
+        deliver()  # one node delivers in order already
 
     def forward(self, user: str, rid: int | None, registered: bool, address: str, env: Envelope) -> bool:
         return False  # every transfer is relayed here

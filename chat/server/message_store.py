@@ -86,6 +86,13 @@ class MessageStore:
     async def newest_id(self) -> int:
         return self.last_id  # only this process writes here
 
+    async def in_range(self, conversation: str, start: int, end: int) -> list[Message]:
+        """The stored messages of ``conversation`` with seq in [start, end)."""
+        sql = f"SELECT {_COLUMNS} FROM message m WHERE conv = ? AND seq >= ? AND seq < ? ORDER BY seq"
+        args = (conversation, start, end)
+        rows = await self._db._run(lambda: self._db._conn().execute(sql, args).fetchall())
+        return [Message(*row) for row in rows]
+
     async def after(self, message_id: int, limit: int) -> list[Message]:
         sql = f"SELECT {_COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?"
         rows = await self._db._run(lambda: self._db._conn().execute(sql, (message_id, limit)).fetchall())

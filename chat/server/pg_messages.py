@@ -92,6 +92,13 @@ class PgMessageStore:
         self.observe(message.id)
         return message
 
+    async def in_range(self, conversation: str, start: int, end: int) -> list[Message]:
+        rows = await self._db.fetch(
+            f"SELECT {_COLUMNS} FROM message m WHERE conv = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            conversation, start, end,
+        )  # fmt: skip
+        return [_message(row) for row in rows]
+
     async def after(self, message_id: int, limit: int) -> list[Message]:
         rows = await self._db.fetch(
             f"SELECT {_COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?", message_id, limit

@@ -70,20 +70,23 @@ class ClusterGroups:
             self.version = max(self.version, int(frame.header["v"]))
             self._applied.notify_all()
 
-    async def catch_up(self) -> None:
-        """Before a change: apply every earlier one, from Redis or the database."""
+    async def catch_up(self) -> bool:
+        """Apply every change made so far, from Redis or the database (before a change,
+        and before refusing a request for a group this node may not know of yet);
+        whether there was anything to apply."""
         try:
             wanted = int(await self._link.redis.get(VERSION_KEY) or 0)
         except (RedisError, OSError):
             raise RequestError(ErrorCode.SERVER_BUSY) from None
         if wanted <= self.version:
-            return
+            return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CATCH_UP_TIMEOUT), self._applied:
                 await self._applied.wait_for(lambda: self.version >= wanted)
         if self.version < wanted:
             await self.reload()
             self.version = wanted
+        return True
 
     async def reload(self) -> None:
         """Read the registered groups again (a change was lost on its way here); groups of

@@ -8,11 +8,11 @@ and delivery to users wherever they are, through Redis.
   the ``j``/``x``/``t``/``r`` frames, so ``/list`` and lookups cost no round trip.
   Each node announces the joins and exits of other nodes' users to its own users only:
   every user is told once.
-- Events for users of this node are delivered at once; for other nodes, one frame per
-  node (or one broadcast frame for all), in the order they were sent.
-- The database is the truth, pub/sub may lose frames: while the link is down nothing is
-  published, and when it is back this node delivers to its users every stored message
-  it may have missed (by message id, deduplicated), then says so.
+- Events for other nodes go as one frame per node (or one broadcast frame), in order;
+  stored messages reach this node's users once each, in their conversation's order
+  (cluster_order.py: gaps are filled from the database, the truth).
+- While the link to Redis is down nothing is published; once it is back this node
+  delivers every stored message its users may have missed, then says so.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -30,15 +30,17 @@ from redis.exceptions import RedisError
 from chat.protocol.codes import ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
 from chat.server.cluster_directory import Directory, Entry
-from chat.server.cluster_wire import Frame, decode_frame, encode_frame
+from chat.server.cluster_order import DeliveryLedger
+from chat.server.cluster_wire import Frame, as_text, decode_frame, encode_frame, stored_numbers
+from chat.server.conversations import Message
 from chat.server.errors import RequestError
 from chat.server.groups import GroupChange
 from chat.server.hub import Claim, Outbox, _variant
 from chat.server.names import key, skeleton
 from chat.server.redis_groups import ClusterGroups
-from chat.server.redis_link import ALL, HEARTBEAT, NODE_KEY, RedisLink, node_channel
+from chat.server.redis_link import ALL, NODE_KEY, SWEEP, RedisLink, node_channel
 from chat.server.redis_scripts import CLAIM, REAP, REASSERT, RELEASE
-from chat.server.stored_events import replayed_event
+from chat.server.stored_events import live_events
 
 if TYPE_CHECKING:
     from chat.server.groups import GroupRegistry
@@ -47,10 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chat.server")
 
-#: Stored messages remembered as delivered here, so a gap fill does not repeat them; and
-#: how far before the newest id seen a gap fill looks (ids of concurrent appends on
-#: other nodes are not published in id order).
-DELIVERED_MEMORY = 50_000
+#: How far before the newest id seen the catch-up after a lost link looks (ids of
+#: concurrent appends on other nodes are not published in id order).
 GAP_MARGIN = 2_000
 #: Hex digits of a node's id.
 NODE_ID_HEX = 12
@@ -72,30 +72,27 @@ class RedisHub:
         self._dir = Directory()
         self._groups: ClusterGroups | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        #: Newest stored message id seen here, and ids recently delivered here.
-        self._seen = 0
-        self._delivered: set[int] = set()
-        self._delivered_order: deque[int] = deque()
         #: The newest id seen when the link went down (None while it is up).
         self._lost_at: int | None = None
         #: Set by the server: handles a request another node forwarded, and a user of
         #: another node who left (their transfers here end).
         self.forwarded: Callable[[Frame], Awaitable[None]] | None = None
         self.user_gone: Callable[[str], Awaitable[None]] | None = None
+        self._ledger = DeliveryLedger(lambda *span: self.storage.messages.in_range(*span), self._fill)
         self._scripts = {name: self.link.redis.register_script(s) for name, s in
                          (("claim", CLAIM), ("release", RELEASE), ("reassert", REASSERT), ("reap", REAP))}
-
-    # --- life -------------------------------------------------------------------------
 
     async def start(self, presence: PresenceFeed, groups: GroupRegistry, storage: Store) -> None:
         """Join the cluster: this node's presence feed, groups and database."""
         self.presence, self.groups, self.storage = presence, groups, storage
         self._groups = ClusterGroups(self.link, groups, storage)
-        self._seen = storage.messages.last_id
+        self._ledger.seen = storage.messages.last_id
+        self._ledger.observe = storage.messages.observe
         await self.link.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def close(self) -> None:
+        self._ledger.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         await self.link.close()
@@ -111,7 +108,7 @@ class RedisHub:
             )
         except (RedisError, OSError):
             raise RequestError(ErrorCode.SERVER_BUSY) from None
-        status, prev, order, written = int(result[0]), _text(result[1]), int(result[2]), _text(result[3])
+        status, prev, order, written = int(result[0]), as_text(result[1]), int(result[2]), as_text(result[3])
         if status == 0:
             return Claim.REFUSED
         old = self._dir.get(k)
@@ -138,10 +135,13 @@ class RedisHub:
         self.link.publish(ALL, encode_frame("x", self.node, k=k))
 
     async def online(self) -> list[str]:
+        await self._dir.caught_up(self.link.redis)
         return self._dir.in_order()
 
     async def lookup(self, name: str) -> str | None:
         entry = self._dir.get(key(name))
+        if entry is None and await self._dir.caught_up(self.link.redis):
+            entry = self._dir.get(key(name))
         return entry.name if entry else None
 
     async def lookup_similar(self, name: str) -> str | None:
@@ -150,31 +150,35 @@ class RedisHub:
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
+        local: list[Outbox] = []
         remote: dict[str, list[str]] = {}
         for name in names:
-            k = key(name)
-            entry = self._dir.get(k)
-            if entry is None:
-                continue
-            if entry.outbox is not None:
-                entry.outbox.deliver(_variant(entry.outbox, payload, numbered), bulk=bulk)
-            else:
-                remote.setdefault(entry.node, []).append(k)
-        self._note(mid)
+            entry = self._dir.get(key(name))
+            if entry is not None and entry.outbox is not None:
+                local.append(entry.outbox)
+            elif entry is not None:
+                remote.setdefault(entry.node, []).append(key(name))
+
+        def deliver() -> None:
+            for outbox in local:
+                outbox.deliver(_variant(outbox, payload, numbered), bulk=bulk)
+
+        self._in_turn(message, deliver)
+        stored = stored_numbers(message)
         for node, keys in remote.items():
-            frame = encode_frame("d", self.node, u=keys, b=bulk, m=mid, payload=payload, numbered=numbered)
+            frame = encode_frame("d", self.node, u=keys, b=bulk, **stored, payload=payload, numbered=numbered)
             self.link.publish(node_channel(node), frame)
 
     async def send_all(
         self, payload: bytes, *, exclude: str | None = None, numbered: bytes | None = None,
-        mid: int | None = None,
+        message: Message | None = None,
     ) -> None:
         skip = key(exclude) if exclude is not None else None
-        self._deliver_all(payload, numbered, skip)
-        self._note(mid)
-        frame = encode_frame("a", self.node, ex=skip, m=mid, payload=payload, numbered=numbered)
+        self._in_turn(message, lambda: self._deliver_all(payload, numbered, skip))
+        numbers = stored_numbers(message)
+        frame = encode_frame("a", self.node, ex=skip, **numbers, payload=payload, numbered=numbered)
         self.link.publish(ALL, frame)
 
     async def group_changed(self, change: GroupChange) -> None:
@@ -201,30 +205,35 @@ class RedisHub:
         if entry is not None and entry.outbox is not None:
             entry.outbox.deliver(payload, bulk=bulk)
         elif entry is not None:
-            frame = encode_frame("d", self.node, u=[key(name)], b=bulk, m=None, payload=payload)
+            frame = encode_frame("d", self.node, u=[key(name)], b=bulk, payload=payload)
             self.link.publish(node_channel(entry.node), frame)
 
     def outboxes(self) -> list[Outbox]:
         return self._dir.outboxes()
-
-    # --- delivery -------------------------------------------------------------------
 
     def _deliver_all(self, payload: bytes, numbered: bytes | None, skip: str | None) -> None:
         for k, outbox in self._dir.local_outboxes():
             if k != skip:
                 outbox.deliver(_variant(outbox, payload, numbered), droppable=True)
 
-    def _note(self, mid: int | None) -> None:
-        """Stored message ``mid`` was delivered here (or is being: sent from here)."""
-        if mid is None:
-            return
-        self._seen = max(self._seen, mid)
-        self.storage.messages.observe(mid)
-        if mid not in self._delivered:
-            self._delivered.add(mid)
-            self._delivered_order.append(mid)
-            if len(self._delivered_order) > DELIVERED_MEMORY:
-                self._delivered.discard(self._delivered_order.popleft())
+    def _in_turn(self, message: Message | None, deliver: Callable[[], None]) -> None:
+        """Deliver now (an event of no stored message) or in its conversation's order."""
+        if message is None:
+            deliver()
+        else:
+            self._ledger.submit(message.conversation, message.seq, message.id, deliver)
+
+    async def groups_caught_up(self) -> bool:
+        return self._groups is not None and await self._groups.catch_up()
+
+    def in_turn(self, message: Message, deliver: Callable[[], None]) -> None:
+        self._ledger.in_turn(message.conversation, message.seq, message.id, deliver)
+
+    def _fill(self, message: Message) -> None:
+        """A stored message that pub/sub did not bring: to this node's readers."""
+        plain, numbered = live_events(message)
+        for outbox in self._dir.readers(message, self.groups):
+            outbox.deliver(_variant(outbox, plain, numbered))
 
     # --- frames from the other nodes --------------------------------------------------
 
@@ -245,18 +254,17 @@ class RedisHub:
     async def _apply(self, frame: Frame) -> None:
         h, presence = frame.header, self.presence
         if frame.kind == "a":
-            mid = h.get("m")
-            if mid is None or mid not in self._delivered:
-                self._deliver_all(frame.payload, frame.numbered, h.get("ex"))
-            self._note(mid)
+            skip = h.get("ex")
+            self._in_order(h, lambda: self._deliver_all(frame.payload, frame.numbered, skip))
         elif frame.kind == "d":
-            mid = h.get("m")
-            if mid is None or mid not in self._delivered:
+
+            def deliver() -> None:
                 for k in h["u"]:
                     outbox = self._dir.local(k)
                     if outbox is not None:
                         outbox.deliver(_variant(outbox, frame.payload, frame.numbered), bulk=h["b"])
-            self._note(mid)
+
+            self._in_order(h, deliver)
         elif frame.kind == "j":
             known = self._dir.get(h["k"])
             if known is None:
@@ -284,6 +292,12 @@ class RedisHub:
         elif frame.kind == "f" and self.forwarded is not None:
             await self.forwarded(frame)
 
+    def _in_order(self, h: dict[str, Any], deliver: Callable[[], None]) -> None:
+        if h.get("m") is not None:
+            self._ledger.submit(str(h["c"]), int(h["s"]), int(h["m"]), deliver)
+        else:
+            deliver()
+
     async def _gone(self, name: str) -> None:
         if self.user_gone is not None:
             await self.user_gone(name)
@@ -310,7 +324,7 @@ class RedisHub:
     # --- the link going down and coming back ------------------------------------------
 
     def _link_down(self) -> None:
-        self._lost_at = self._seen
+        self._lost_at = self._ledger.seen
         self._tell_users(NoticeCode.CLUSTER_LOST)
 
     async def _link_up(self) -> None:
@@ -334,37 +348,36 @@ class RedisHub:
             self._tell_users(NoticeCode.CLUSTER_BACK)
 
     async def _load_directory(self, redis: Any) -> None:
-        nodes = [_text(n) for n in await redis.smembers("chat:nodes")]
+        nodes = [as_text(n) for n in await redis.smembers("chat:nodes")]
         await redis.sadd("chat:nodes", self.node)
         for node in nodes:
             if node == self.node:
                 continue
             if not await redis.exists(NODE_KEY + node):
                 continue
-            keys = [_text(k) for k in await redis.smembers(f"chat:names:{node}")]
+            keys = [as_text(k) for k in await redis.smembers(f"chat:names:{node}")]
             rows = []
             for k in keys:
                 held = await redis.hgetall(f"chat:name:{k}")
-                if _text(held.get(b"node", b"")) == node:
-                    rows.append([k, _text(held[b"name"]), int(held[b"order"])])
+                if as_text(held.get(b"node", b"")) == node:
+                    rows.append([k, as_text(held[b"name"]), int(held[b"order"])])
             self._roster(node, rows)
 
     async def _fill_gap(self, lost_at: int) -> None:
-        """Deliver to this node's users the stored messages they may have missed."""
+        """Deliver to this node's users the stored messages they may have missed while
+        pub/sub was down, each in its conversation's order."""
         messages, after, count = self.storage.messages, max(0, lost_at - GAP_MARGIN), 0
         while True:
             page = await messages.after(after, FILL_PAGE)
             for message in page:
-                if message.id not in self._delivered:
-                    readers = self._dir.readers(message, self.groups)
-                    for outbox in readers:
-                        outbox.deliver(replayed_event(message))
-                    count += len(readers)
-                self._note(message.id)
+                if not self._ledger.delivered(message.id):
+                    count += 1
+                    deliver = partial(self._fill, message)
+                    self._ledger.submit(message.conversation, message.seq, message.id, deliver)
             if len(page) < FILL_PAGE:
                 break
             after = page[-1].id
-        log.info("cluster: delivered %d stored events missed while Redis was away", count)
+        log.info("cluster: %d stored messages since the link was lost were checked for delivery here", count)
 
     def _tell_users(self, code: NoticeCode) -> None:
         notice = encode_event("notice", code=code)
@@ -374,9 +387,9 @@ class RedisHub:
     # --- dead nodes -------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        """Every heartbeat: the users of a node whose heartbeat lapsed have left."""
+        """Every SWEEP seconds: the users of a node whose heartbeat lapsed have left."""
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            await asyncio.sleep(SWEEP)
             if not self.link.up:
                 continue
             for node in self._dir.remote_nodes():
@@ -390,6 +403,3 @@ class RedisHub:
                 for name in self._roster(node, []):
                     await self._gone(name)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -23,9 +23,12 @@ from redis.exceptions import RedisError
 
 log = logging.getLogger("chat.server")
 
-#: Seconds between heartbeats, and before a silent node's names are free again.
-HEARTBEAT = 5.0
-NODE_TTL = 15
+#: Seconds between heartbeats; after NODE_TTL without one a node's names are free again
+#: and, within SWEEP more, the other nodes tell their users its users left: names are
+#: free again within 15 s of a node's death.
+HEARTBEAT = 3.0
+NODE_TTL = 12
+SWEEP = 1.0
 #: Channels: everyone's, and each node's own.
 ALL = b"chat:all"
 NODE_KEY = "chat:node:"

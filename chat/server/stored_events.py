@@ -20,3 +20,15 @@ def replayed_event(message: Message) -> bytes:
     if message.conversation.startswith("@"):
         return encode_event("private", **common)
     return encode_event("group_message", group=message.recipient, **common)
+
+
+def live_events(message: Message) -> tuple[bytes, bytes]:
+    """A stored message as its live event: plain, and numbered (Feature.RESUME)."""
+    fields: dict[str, Any] = {"sender": message.sender, "text": message.text}
+    if message.conversation == BROADCASTS:
+        kind = "broadcast"
+    elif message.conversation.startswith("@"):
+        kind = "private"
+    else:
+        kind, fields = "group_message", {"group": message.recipient, **fields}
+    return encode_event(kind, **fields), encode_event(kind, **fields, mid=message.id, seq=message.seq)
