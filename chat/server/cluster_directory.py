@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chat.server.cluster_wire import as_text
 from chat.server.conversations import BROADCASTS, Message
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
@@ -111,3 +113,19 @@ class Directory:
             return []
         return [o for k in group.members if k != sender and (o := self.local(k)) is not None
                 and group.joined.get(k, 0) < message.id]  # fmt: skip
+
+
+async def rosters(redis: Redis, me: str) -> dict[str, list[list[Any]]]:
+    """Every other live node's users as Redis holds them (node -> [key, name, order])."""
+    nodes = [as_text(n) for n in await redis.smembers("chat:nodes")]
+    await redis.sadd("chat:nodes", me)
+    found: dict[str, list[list[Any]]] = {}
+    for node in nodes:
+        if node == me or not await redis.exists("chat:node:" + node):
+            continue
+        rows = found[node] = []
+        for k in [as_text(k) for k in await redis.smembers(f"chat:names:{node}")]:
+            held = await redis.hgetall(f"chat:name:{k}")
+            if as_text(held.get(b"node", b"")) == node:
+                rows.append([k, as_text(held[b"name"]), int(held[b"order"])])
+    return found

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from chat.protocol.codes import ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
-from chat.server.cluster_directory import Directory, Entry
+from chat.server.cluster_directory import Directory, Entry, rosters
 from chat.server.cluster_order import DeliveryLedger
 from chat.server.cluster_wire import Frame, as_text, decode_frame, encode_frame, stored_numbers
 from chat.server.conversations import Message
@@ -339,29 +339,14 @@ class RedisHub:
             )
             if not int(ok):
                 log.warning("cluster: a name of this node was claimed elsewhere meanwhile")
-        await self._load_directory(redis)
+        for node, rows in (await rosters(redis, self.node)).items():
+            self._roster(node, rows)
         users = [[k, e.name, e.order] for k, e in mine]
         self.link.publish(ALL, encode_frame("r", self.node, u=users))
         if self._lost_at is not None:
             lost_at, self._lost_at = self._lost_at, None
             await self._fill_gap(lost_at)
             self._tell_users(NoticeCode.CLUSTER_BACK)
-
-    async def _load_directory(self, redis: Any) -> None:
-        nodes = [as_text(n) for n in await redis.smembers("chat:nodes")]
-        await redis.sadd("chat:nodes", self.node)
-        for node in nodes:
-            if node == self.node:
-                continue
-            if not await redis.exists(NODE_KEY + node):
-                continue
-            keys = [as_text(k) for k in await redis.smembers(f"chat:names:{node}")]
-            rows = []
-            for k in keys:
-                held = await redis.hgetall(f"chat:name:{k}")
-                if as_text(held.get(b"node", b"")) == node:
-                    rows.append([k, as_text(held[b"name"]), int(held[b"order"])])
-            self._roster(node, rows)
 
     async def _fill_gap(self, lost_at: int) -> None:
         """Deliver to this node's users the stored messages they may have missed while
