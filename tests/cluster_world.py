@@ -9,14 +9,17 @@ bob and carol are each on a node of their own.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+import redis.asyncio as redis
 from local_chat import LocalChat, LocalClient, LocalServer
 from services import PgServer, RedisServer, create_database, drop_database
+
+from chat.server.store_api import make_store
 
 NODES = 3
 
@@ -100,15 +103,55 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         server.kill()
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer) -> str:
-    return redis_server.url
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis per test worker for the tests that do not stop it (emptied for each)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.launch()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest_asyncio.fixture
-async def pg_url() -> AsyncIterator[str]:
+async def redis_url(shared_redis: RedisServer) -> str:
+    """An empty Redis for this test."""
+    for _ in range(200):
+        try:
+            client = redis.Redis.from_url(shared_redis.url)
+            try:
+                await client.flushall()
+            finally:
+                await client.aclose()
+            return shared_redis.url
+        except redis.ConnectionError:
+            await asyncio.sleep(0.02)  # still starting
+    raise RuntimeError("the shared redis-server does not answer")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """A database with the schema made, for test databases to be copies of (fast)."""
+
+    async def make() -> str:
+        url, name = await create_database()
+        store = make_store(url)
+        await store.open()
+        await store.close()
+        return name
+
+    name = asyncio.run(make())
+    try:
+        yield name
+    finally:
+        asyncio.run(drop_database(name))
+
+
+@pytest_asyncio.fixture
+async def pg_url(pg_template: str) -> AsyncIterator[str]:
     """A fresh database of the test's own on the machine's PostgreSQL, dropped after."""
-    url, name = await create_database()
+    url, name = await create_database(pg_template)
     try:
         yield url
     finally:

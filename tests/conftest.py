@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import services
-from cluster_world import cluster, pg_server, pg_url, redis_server, redis_url  # noqa: F401 (fixtures)
+from cluster_world import (  # noqa: F401 (fixtures)
+    cluster,
+    pg_server,
+    pg_template,
+    pg_url,
+    redis_server,
+    redis_url,
+    shared_redis,
+)
 from e2e_harness import Chat, ServerProcess
 from local_chat import LocalChat, LocalServer
 from robust_helpers import running_server

@@ -78,17 +78,21 @@ class RedisServer:
         return f"redis://{HOST}:{self.port}/0"
 
     async def start(self) -> None:
+        self.launch()
+        for _ in range(200):
+            if _answers(HOST, self.port):
+                return
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def launch(self) -> None:
+        """Start it without waiting (``start`` waits until it answers)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
              "--dir", str(self.directory)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        for _ in range(200):
-            if _answers(HOST, self.port):
-                return
-            await asyncio.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
 
     def kill(self) -> None:
         """SIGKILL: Redis is gone at once, and everything it held with it."""
@@ -146,15 +150,21 @@ class PgServer:
         await asyncio.to_thread(self._pg_ctl, "-m", mode, "stop")
 
 
-async def create_database() -> tuple[str, str]:
-    """A fresh database on the machine's PostgreSQL: (its URL, its name)."""
+def database_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+async def create_database(template: str | None = None) -> tuple[str, str]:
+    """A fresh database on the machine's PostgreSQL (a copy of ``template``, a database
+    with the schema already made, if given): (its URL, its name)."""
     name = f"chat_test_{secrets.token_hex(6)}"
     admin = await asyncpg.connect(PG_ADMIN)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await admin.close()
-    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name, name
+    return database_url(name), name
 
 
 async def drop_database(name: str) -> None:
