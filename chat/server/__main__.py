@@ -22,10 +22,10 @@ from chat.keys import (
     load_private_key,
     write_key_pair,
 )
-from chat.server import logs, process_limits
+from chat.server import logs, process_limits, workers
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
-from chat.server.config import ServerConfig
+from chat.server.config import ServerConfig, is_postgres_url
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
 DEFAULT_PORT = 8767
@@ -128,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--workers", type=int, default=1, metavar="N",
-        help="run N server processes on this address and port (SO_REUSEPORT; needs --redis)",
+        help="run N server processes on this address and port (Linux SO_REUSEPORT; needs --redis "
+        "and --db postgresql://...)",
     )
+    parser.add_argument(workers.WORKER_OPTION, type=int, metavar="PID", help=argparse.SUPPRESS)
     parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
         help="event loop: uvloop if installed (auto, the default), or force one",
@@ -252,10 +254,27 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
 
 
+def refusal(config: ServerConfig) -> str | None:
+    """Why these options cannot work together, or None."""
+    if config.redis_url is not None and not is_postgres_url(config.db_path):
+        return ("--redis needs --db postgresql://...: the nodes of a cluster share one database "
+                "(an SQLite file is one process's own)")
+    return workers.refusal(config)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     if args.add_account is not None:
         return add_account_command(args.db_path, args.add_account)
+    config = config_from_args(args)
+    problem = refusal(config)
+    if problem is not None:
+        print(f"chat-server: error: {problem}", file=sys.stderr)
+        return 2
+    if args.worker_of is not None:
+        workers.become_worker(args.worker_of)
+        config.reuse_port = True
     keep_heap_padded()
     logs.configure(args.log_level)
     try:
@@ -263,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyFileError, OSError) as exc:
         print(f"chat-server: error: {exc}", file=sys.stderr)
         return 2
+    if config.workers > 1:
+        given = None if args.private_pem is not None else str(DEFAULT_PRIVATE_PEM)
+        return workers.supervise(argv, given, config)
     public_pem = (args.private_pem or DEFAULT_PRIVATE_PEM).parent / PUBLIC_NAME
-    config = config_from_args(args)
     config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
