@@ -108,12 +108,19 @@ class ConversationOrder:
         self._filling[conversation] = asyncio.get_running_loop().create_task(self._fill_gap(conversation))
 
     async def _fill_gap(self, conversation: str) -> None:
-        """Read what is missing before the first message waiting, deliver it, go on."""
+        """Read what is missing before the first message waiting and deliver it, merged in
+        sequence order with what arrived meanwhile; then go on from there.
+
+        Every number below the first one waiting is stored (numbers are taken in commit
+        order), so the read covers the whole gap. It covers that gap only: what arrives
+        above it while the read is on its way waits for its own turn, never overtakes."""
+        task = asyncio.current_task()
         try:
             held = self._held.get(conversation)
             if not held:
                 return
-            start, end = self._next[conversation], min(held)
+            end = min(held)
+            start = self._next[conversation]
             try:
                 missing = await self._fetch(conversation, start, end)
             except Exception:
@@ -121,14 +128,19 @@ class ConversationOrder:
                 missing = []
             if conversation in self._first:  # only what may still have been on its way
                 missing = [m for m in missing if m.sent_at > time.time() - RECENT]
-            for message in sorted(missing, key=lambda m: m.seq):
-                self._fill(message)
+            stored = {m.seq: m for m in missing}
+            held = self._held.get(conversation, {})
+            position = self._next.get(conversation, end)
+            for seq in range(position, end):  # those delivered meanwhile are behind ``position``
+                for deliver in held.pop(seq, ()):
+                    deliver()
+                if seq in stored:
+                    self._fill(stored[seq])
+            self._advance(conversation, max(position, end))
         finally:
-            self._filling.pop(conversation, None)
+            if self._filling.get(conversation) is task:
+                del self._filling[conversation]
             self._first.discard(conversation)
-        held = self._held.get(conversation)
-        if held:
-            self._advance(conversation, min(held))
         if self._held.get(conversation) and conversation not in self._filling:
             self._filling[conversation] = asyncio.get_running_loop().call_later(
                 self._wait, self._start_fill, conversation
@@ -189,6 +201,8 @@ class DeliveryLedger:
             self._note(message.id)
 
     def _note(self, mid: int) -> None:
+        if mid in self._delivered:
+            return
         self._delivered.add(mid)
         self._delivered_order.append(mid)
         if len(self._delivered_order) > DELIVERED_MEMORY:
