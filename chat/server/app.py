@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -241,18 +242,26 @@ class ChatServer:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
                 await asyncio.gather(*logouts, return_exceptions=True)
-        await self.services.mailbox.stop()
+        await self._within("offline message expiry", self.services.mailbox.stop())
         for expiry in (self._group_expiry, self._message_expiry):
             if expiry is not None:
                 expiry.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await expiry
+                    await self._within("expiry", expiry)
         if isinstance(self.services.hub, RedisHub):
-            await self.services.hub.close()
-        await self.services.storage.close()
+            await self._within("the cluster link", self.services.hub.close())
+        await self._within("the database", self.services.storage.close())
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
+
+    async def _within(self, what: str, step: Awaitable[object]) -> None:
+        """One step of the shutdown, given the close timeout: a stop never hangs."""
+        try:
+            async with asyncio.timeout(2 * self.config.close_timeout):
+                await step
+        except TimeoutError:
+            log.warning("shutdown: %s did not close in time; going on", what)
 
     async def run_until_stopped(self) -> None:
         """Serve until SIGINT or SIGTERM (Ctrl-C / Ctrl-Break on Windows)."""

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Seconds an operation keeps trying while the database is unreachable.
 RETRY_FOR = 30.0
+#: Seconds the pool's connections have to finish at shutdown.
+CLOSE_WITHIN = 2.0
 #: Any number: the lock nodes hold while migrating the schema.
 MIGRATION_LOCK = 0x636861745F6462
 #: What a lost or restarting database raises.
@@ -47,6 +49,13 @@ async def one(conn: Conn, sql: str, *args: Any) -> asyncpg.Record:
     return row
 
 
+async def _keep_session(conn: asyncpg.Connection[Any]) -> None:
+    """What a connection needs on its way back to the pool: nothing. The server sets no
+    session state (no SET, LISTEN or session-level advisory lock: its locks end with their
+    transaction), and asyncpg still rolls back a transaction left open; asyncpg's default
+    reset would send four more statements after every operation."""
+
+
 class PgDatabase:
     """A PostgreSQL database used from asyncio; :class:`pg_storage.PgStorage` adds the queries."""
 
@@ -56,7 +65,9 @@ class PgDatabase:
         self._lost_since: float | None = None
 
     async def open(self) -> None:
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=10, command_timeout=30)
+        self._pool = await asyncpg.create_pool(
+            self.url, min_size=1, max_size=10, command_timeout=30, reset=_keep_session
+        )
         async with self._pool.acquire() as conn:
             await self._migrate(conn)
             await self._loaded(conn)
@@ -120,6 +131,14 @@ class PgDatabase:
             await conn.fetchval("SELECT 1")
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        """Close the pool; connections still busy after CLOSE_WITHIN are cut (asyncpg's
+        close waits for every connection to come back, which could be forever)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_WITHIN):
+                await pool.close()
+        except TimeoutError:
+            log.warning("database connections still busy at shutdown were closed")
+            pool.terminate()

@@ -21,6 +21,16 @@ if TYPE_CHECKING:
 
 _COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
 _NEWEST = 1 << 62
+#: One statement, so one round trip and atomic without BEGIN and COMMIT: the
+#: conversation's next sequence number (its row locked until the statement commits, which
+#: orders the nodes' appends to one conversation) and the message with it. A client id
+#: stored already fails the whole statement on the unique index, and nothing is numbered.
+_APPEND = (
+    "WITH numbered AS (INSERT INTO conversation (conv, last_seq) VALUES ($1, 1) ON CONFLICT (conv)"
+    " DO UPDATE SET last_seq = conversation.last_seq + 1 RETURNING last_seq)"
+    " INSERT INTO message (conv, seq, sender, recipient, text, sent_at, sender_key, client_id)"
+    " SELECT $1, last_seq, $2, $3, $4, $5, $6, $7 FROM numbered RETURNING id, seq"
+)
 
 
 def _message(row: asyncpg.Record) -> Message:
@@ -66,29 +76,22 @@ class PgMessageStore:
         sent_at = time.time()
 
         async def insert(conn: Conn) -> Message:
-            if client_id is not None:
-                row = await conn.fetchrow(
-                    f"SELECT {_COLUMNS} FROM message m WHERE sender_key = $1 AND client_id = $2",
+            try:
+                fields = (conversation, sender, recipient, text, sent_at, sender_key, client_id)
+                row = await one(conn, _APPEND, *fields)
+            except asyncpg.UniqueViolationError:  # this client id is stored: the client sent it again
+                row = await one(
+                    conn, f"SELECT {_COLUMNS} FROM message m WHERE sender_key = $1 AND client_id = $2",
                     sender_key, client_id,
                 )  # fmt: skip
-                if row is not None:
-                    return dataclasses.replace(_message(row), fresh=False)
-            seq = await conn.fetchval(
-                "INSERT INTO conversation (conv, last_seq) VALUES ($1, 1) ON CONFLICT (conv)"
-                " DO UPDATE SET last_seq = conversation.last_seq + 1 RETURNING last_seq",
-                conversation,
-            )
-            message_id = await conn.fetchval(
-                "INSERT INTO message (conv, seq, sender, recipient, text, sent_at, sender_key, client_id)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8) RETURNING id",
-                conversation, seq, sender, recipient, text, sent_at, sender_key, client_id,
-            )  # fmt: skip
+                return dataclasses.replace(_message(row), fresh=False)
+            message_id, seq = int(row[0]), int(row[1])
             if seq % PRUNE_EVERY == 1 and seq > self.history_limit:
                 prune = "DELETE FROM message WHERE conv = $1 AND seq <= $2"
                 await conn.execute(prune, conversation, seq - self.history_limit)
-            return Message(int(message_id), conversation, int(seq), sender, recipient, text, sent_at)
+            return Message(message_id, conversation, seq, sender, recipient, text, sent_at)
 
-        message = await self._db.run(insert)
+        message = await self._db.run(insert, transaction=False)
         self.observe(message.id)
         return message
 
