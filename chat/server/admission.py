@@ -16,6 +16,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import cast
 
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Opcode
@@ -130,8 +131,8 @@ class GuardedConnection(ServerConnection):
         self.counted = self.refusal is None
         if self.refusal is not None and not self.admission.tell(self.peer_ip):
             self.refusal = None  # not told: just closed
-            assert isinstance(transport, asyncio.Transport)
-            transport.abort()
+            # uvloop's transports have abort() but are not asyncio.Transport subclasses.
+            cast(asyncio.Transport, transport).abort()
 
     def upgraded(self) -> None:
         if self.counted and self.upgrading:
