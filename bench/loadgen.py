@@ -54,7 +54,9 @@ def run_role(conn: Connection, role: str, params: dict[str, Any]) -> None:
         runner: Callable[[Awaitable[None]], None] = uvloop.run  # type: ignore[assignment]
     except ImportError:
         runner = asyncio.run  # type: ignore[assignment]
-    runner(ROLES[role](Control(conn), params))
+    from bench.cluster_roles import CLUSTER_ROLES
+
+    runner({**ROLES, **CLUSTER_ROLES}[role](Control(conn), params))
 
 
 def make_text(now_ns: int, proc: int, seq: int) -> str:

@@ -94,6 +94,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = s["file"]["ratio_to_plaintext"].get("chat")
         if ratio is not None:
             add("file", "throughput vs plaintext websockets relay", ratio, ">= 0.6", ratio >= 0.6)
+    if "cluster" in s and "skipped" not in s["cluster"]:
+        c = s["cluster"]
+        clients = c["rows"][0]["clients"]
+        add("cluster", f"broadcasts/s, 2 workers vs 1 process, {clients} clients", c["speedup"], ">= 1.6x",
+            c["speedup"] is not None and c["speedup"] >= 1.6)
+        apart = c["cross_node"]["rows"][0]
+        add("cluster", f"cross-node private p99 at {apart['offered_per_s']:.0f}/s", apart["p99_ms"],
+            "< 10 ms", apart["p99_ms"] is not None and apart["p99_ms"] < 10)
+        one, three = c["idle"]["rows"]
+        add("cluster", f"KiB per idle connection, 3 nodes vs 1 ({one['clients']:,} clients)",
+            f"{three['rss_per_conn_kib']} vs {one['rss_per_conn_kib']}", "no worse",
+            three["rss_per_conn_kib"] <= one["rss_per_conn_kib"] and three["connected"] == three["clients"])
     return checks
 
 
@@ -188,6 +200,36 @@ def render(results: dict[str, Any]) -> str:
         ))
         out.append("Throughput relative to the plaintext relay: " + ", ".join(
             f"{k} {v}x" for k, v in f["ratio_to_plaintext"].items()))
+    if "cluster" in s:
+        out += ["", "7. Several nodes as one service (Redis and PostgreSQL)"]
+        c = s["cluster"]
+        if "skipped" in c:
+            out.append(f"skipped: {c['skipped']}")
+        else:
+            out.append(table(
+                ["target", "clients", "broadcasts/s", "deliv/s", "CPU us/deliv", "p50 ms", "p99 ms", "lost",
+                 "server", "gens", "redis+pg", "other", "limit"],
+                [[r["target"], r["clients"], r["broadcasts_per_s"], r["delivered_per_s"],
+                  r["server_cpu_us_per_delivery"], r["p50_ms"], r["p99_ms"], r["lost"],
+                  _pct(r["server_util"]), _pct(r["gen_util_total"]), _pct(r.get("services_util")),
+                  _pct(r["other_util"]), r["limit"]] for r in c["rows"]],
+            ))
+            out.append(f"Broadcasts per second, 2 workers / 1 process: {c['speedup']}x")
+            out.append(table(
+                ["private messages", "pairs", "offered/s", "delivered", "p50 ms", "p99 ms", "max ms",
+                 "CPU us/msg", "servers", "gens", "redis+pg"],
+                [[r["target"], r["pairs"], r["offered_per_s"], r["delivered"], r["p50_ms"], r["p99_ms"],
+                  r["max_ms"], r["server_cpu_us_per_message"], _pct(r["server_util"]),
+                  _pct(r["gen_util_total"]), _pct(r.get("services_util"))]
+                 for r in c["cross_node"]["rows"]],
+            ))
+            out.append(table(
+                ["idle clients", "nodes", "connected", "open", "connect s", "logins/s", "RSS before MiB",
+                 "RSS after MiB", "KiB/conn"],
+                [[r["clients"], r["nodes"], r["connected"], r["still_open"], r["connect_s"],
+                  r["logins_per_s"], r["rss_before_mib"], r["rss_after_mib"], r["rss_per_conn_kib"]]
+                 for r in c["idle"]["rows"]],
+            ))  # fmt: skip
     checks = results.get("targets", [])
     if checks:
         out += ["", "Targets"]

@@ -122,28 +122,34 @@ class Settings:
     def server(self, target: Target, *extra: str) -> ServerProcess:
         """Start ``target`` listening on a free port of 127.0.0.1."""
         if target.kind == "chat":
-            args = [
-                str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
-                "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0", *target.extra, *extra,
-            ]
-            known = _chat_server_options(self.server_tree)
-            if "--db" in known:
-                # A database file, as in use (messages are stored before they are delivered).
-                directory = Path(tempfile.mkdtemp(prefix="db-", dir=self.results_dir))
-                args += ["--db", str(directory / "chat.db")]
-            # The load comes from one address: lift the per-address and handshake limits
-            # (servers before they existed do not know these options).
-            for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
-                                  ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000"),
-                                  ("--network-rate-limit", "0"), ("--network-byte-rate", "0"),
-                                  ("--network-fanout-rate", "0"), ("--group-creations-per-hour", "0"),
-                                  ("--max-owned-groups", "0")):
-                if option in known:
-                    args += [option, value]
+            args = self.chat_args(target, *extra)
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
         return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,
                              tree=self.server_tree).start()
+
+    def chat_args(self, target: Target, *extra: str) -> list[str]:
+        """The chat server's command line: a free port of 127.0.0.1, a database file, the
+        limits meant for many users from one address lifted (later options win)."""
+        args = [
+            str(self.private_key), "--host", "127.0.0.1", "--port", "0", "--log-level", "WARNING",
+            "--rate-limit", "0", "--max-per-ip", "0", "--max-connections", "0",
+        ]
+        known = _chat_server_options(self.server_tree)
+        if "--db" in known:
+            # A database file, as in use (messages are stored before they are delivered).
+            directory = Path(tempfile.mkdtemp(prefix="db-", dir=self.results_dir))
+            args += ["--db", str(directory / "chat.db")]
+        # The load comes from one address: lift the per-address and handshake limits
+        # (servers before they existed do not know these options).
+        for option, value in (("--max-upgrading-per-ip", "0"), ("--handshakes-per-ip", "0"),
+                              ("--handshakes-per-second", "0"), ("--handshake-queue", "1000000"),
+                              ("--network-rate-limit", "0"), ("--network-byte-rate", "0"),
+                              ("--network-fanout-rate", "0"), ("--group-creations-per-hour", "0"),
+                              ("--max-owned-groups", "0")):
+            if option in known:
+                args += [option, value]
+        return [*args, *target.extra, *extra]
 
     def params(self, server: ServerProcess, **extra: Any) -> dict[str, Any]:
         return {
@@ -588,6 +594,13 @@ def _file_attempt(
     return row
 
 
+def cluster(settings: Settings) -> dict[str, Any]:
+    """Scenario 7, several nodes as one service (``bench/cluster.py``, which imports this)."""
+    from bench.cluster import cluster as run
+
+    return run(settings)
+
+
 #: Run order: the long capacity run last (it leaves the machine's memory churned, which
 #: showed in the file relay's page faults when it ran after it).
 SCENARIOS = {
@@ -597,6 +610,7 @@ SCENARIOS = {
     "handshake": handshakes,
     "file": file_relay,
     "capacity": capacity,
+    "cluster": cluster,
 }
 
 

@@ -62,6 +62,9 @@ class RawWebSocket(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self.frames_in = 0
+        #: Count binary frames without copying them or handing them on (a receiver that
+        #: only has to prove the server delivered; cheaper than any server's delivery).
+        self.counting = False
 
     # --- asyncio.Protocol -------------------------------------------------------------
 
@@ -89,6 +92,7 @@ class RawWebSocket(asyncio.Protocol):
         pos = 0
         size = len(buf)
         messages: list[bytes] = []
+        counted = 0
         with memoryview(buf) as view:  # slicing a view copies once (a bytearray slice: twice)
             while size - pos >= 2:
                 b0 = buf[pos]
@@ -107,9 +111,13 @@ class RawWebSocket(asyncio.Protocol):
                 end = start + n
                 if end > size:
                     break
+                opcode = b0 & 0x0F
+                if self.counting and opcode == OP_BINARY:
+                    pos = end
+                    counted += 1
+                    continue
                 payload = bytes(view[start:end])
                 pos = end
-                opcode = b0 & 0x0F
                 if opcode in (OP_BINARY, OP_TEXT, OP_CONT):
                     if not b0 & 0x80:
                         self._fragments.append(payload)
@@ -128,7 +136,7 @@ class RawWebSocket(asyncio.Protocol):
                     break
         if pos:
             del buf[:pos]
-        self.frames_in += len(messages)
+        self.frames_in += len(messages) + counted
         for payload in messages:
             self.on_message(payload)  # looked up each time: a callback may swap it
 

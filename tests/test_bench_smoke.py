@@ -4,11 +4,13 @@ to end and produces its numbers. Benchmarks are not timed tests: no threshold is
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import services
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # ``bench`` is a top-level directory, not an installed package
@@ -41,7 +43,9 @@ def results(tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[Path, Path
 
 def _check_every_scenario_ran(results: dict) -> None:
     assert results["errors"] == {}
-    assert set(results["scenarios"]) == {"storage", "broadcast", "private", "handshake", "capacity", "file"}
+    assert set(results["scenarios"]) == {
+        "storage", "broadcast", "private", "handshake", "capacity", "file", "cluster"
+    }
     assert results["machine"]["cpu_model"] and results["machine"]["python"]
 
 
@@ -91,8 +95,28 @@ def _check_storage_numbers(results: dict) -> None:
     assert scenario["restart"]["clients"] > 0 and _number(scenario["restart"]["all_live_s"])
 
 
+def _check_cluster_numbers(results: dict) -> None:
+    scenario = results["scenarios"]["cluster"]
+    lacking = services.missing()
+    if lacking and not os.environ.get("CI"):  # as the cluster tests: never skipped under CI
+        assert scenario["skipped"].startswith("needs Redis and PostgreSQL: ")
+        return
+    rows = {r["target"]: r for r in scenario["rows"]}
+    assert set(rows) == {"1 process, SQLite", "1 process, cluster", "2 workers, cluster"}
+    for row in rows.values():
+        assert row["delivered"] > 0 and row["lost"] == 0 and _number(row["broadcasts_per_s"])
+    assert _number(scenario["speedup"])
+    for row in scenario["cross_node"]["rows"]:
+        assert row["delivered"] > 0 and row["sent_in_window"] > 0 and _number(row["p99_ms"])
+    for row in scenario["idle"]["rows"]:
+        assert row["connected"] == row["clients"] == row["still_open"]
+        assert _number(row["rss_per_conn_kib"])
+    assert [r["nodes"] for r in scenario["idle"]["rows"]] == [1, 3]
+
+
 def _check_targets_listed(results: dict) -> None:
-    assert {t["scenario"] for t in results["targets"]} == set(results["scenarios"])
+    ran = {name for name, scenario in results["scenarios"].items() if "skipped" not in scenario}
+    assert {t["scenario"] for t in results["targets"]} == ran
 
 
 def test_a_quick_run_measures_every_scenario(results: dict) -> None:
@@ -104,4 +128,5 @@ def test_a_quick_run_measures_every_scenario(results: dict) -> None:
     _check_capacity_numbers(results)
     _check_file_numbers(results)
     _check_storage_numbers(results)
+    _check_cluster_numbers(results)
     _check_targets_listed(results)
