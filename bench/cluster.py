@@ -34,7 +34,16 @@ from typing import Any
 
 import psutil
 
-from bench.common import CpuWindow, ServerProcess, Worker, latency_summary, recv_all, sleep_until, stop_all
+from bench.common import (
+    CpuWindow,
+    ServerProcess,
+    Worker,
+    latency_summary,
+    recv_all,
+    sleep_until,
+    stop_all,
+    wait_quiet,
+)
 from bench.scenarios import CHAT, Settings, _measure_row, _us, _window
 
 PG_ADMIN = os.environ.get("CHAT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -228,8 +237,9 @@ def cluster(settings: Settings) -> dict[str, Any]:
     size = sizes(settings)
     with tempfile.TemporaryDirectory(prefix="redis-", dir=settings.results_dir) as directory, \
             Services(Path(directory)) as services:  # fmt: skip
-        workers = _workers(settings, services, size)
+        # Latency first, before the fan-out leaves PostgreSQL busy writing out what it stored.
         cross_node = _cross_node(settings, services, size)
+        workers = _workers(settings, services, size)
         idle = _idle(settings, services, size)
     one = next(r for r in workers["rows"] if r["target"] == "1 process, cluster")
     two = next(r for r in workers["rows"] if r["target"] == "2 workers, cluster")
@@ -308,6 +318,8 @@ def _cross_node(settings: Settings, services: Services, size: ClusterSizes) -> d
             recv_all(gens, timeout=600)
             group = Nodes(servers)
             group.wait_idle(interval=max(0.5, settings.idle_interval_s), timeout=120)
+            ours = [p for p in [*(server.proc for server in servers), *(gen.proc for gen in gens)] if p]
+            wait_quiet(ours, timeout=settings.quiet_timeout_s)  # PostgreSQL's background work too
             t0, t1 = _window(settings, gens, {"rate": size.cross_rate})
             sleep_until(t0)
             window = CpuWindow(group, gens).start()  # type: ignore[arg-type]
@@ -330,6 +342,9 @@ def _cross_node(settings: Settings, services: Services, size: ClusterSizes) -> d
 
 
 def _idle(settings: Settings, services: Services, size: ClusterSizes) -> dict[str, Any]:
+    """Two waves of half the clients each: the RSS growth of the second wave per
+    connection is what one more connection costs (the first pays for what every process
+    grows by once: its heap's slack, caches), and it is what is compared."""
     rows = []
     for nodes in (1, 3):
         redis_url, db_url = services.fresh()
@@ -337,39 +352,42 @@ def _idle(settings: Settings, services: Services, size: ClusterSizes) -> dict[st
         gens: list[Worker] = []
         with running(servers, gens):
             group = Nodes(servers)
-            procs_per_node = max(1, settings.capacity_procs // nodes) if nodes == 1 else 2
-            count = procs_per_node * nodes
-            per_proc = [size.idle_clients // count + (1 if i < size.idle_clients % count else 0)
-                        for i in range(count)]  # fmt: skip
-            gens += [
-                Worker("capacity", settings.params(
-                    servers[i % nodes], proc=i, clients=n, concurrency=settings.capacity_concurrency,
-                    time_limit_s=settings.capacity_time_limit_s,
-                ))
-                for i, n in enumerate(per_proc)
-            ]  # fmt: skip
-            recv_all(gens, timeout=120)
+            procs = settings.capacity_procs if nodes == 1 else 2 * nodes
             group.wait_idle(interval=max(0.5, settings.idle_interval_s), timeout=120)
-            before = [server.rss() for server in servers]
-            start = time.perf_counter()
-            for gen in gens:
-                gen.send("run")
-            connected = recv_all(gens, timeout=settings.capacity_time_limit_s + 300)
-            connect_s = time.perf_counter() - start
-            group.wait_idle(threshold=0.02, interval=1.0, timeout=settings.capacity_time_limit_s)
-            time.sleep(1.0)
-            after = [server.rss() for server in servers]
+            readings, waves = [group.rss()], []
+            half = size.idle_clients // 2
+            for clients in (half, size.idle_clients - half):
+                shares = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+                wave = [
+                    Worker("capacity", settings.params(
+                        servers[i % nodes], proc=len(gens) + i, clients=n,
+                        concurrency=settings.capacity_concurrency,
+                        time_limit_s=settings.capacity_time_limit_s,
+                    ))
+                    for i, n in enumerate(shares)
+                ]  # fmt: skip
+                gens += wave
+                recv_all(wave, timeout=120)
+                start = time.perf_counter()
+                for gen in wave:
+                    gen.send("run")
+                replies = recv_all(wave, timeout=settings.capacity_time_limit_s + 300)
+                connected = sum(r["connected"] for r in replies)
+                waves.append((connected, time.perf_counter() - start))
+                group.wait_idle(threshold=0.02, interval=1.0, timeout=settings.capacity_time_limit_s)
+                time.sleep(1.0)
+                readings.append(group.rss())
             for gen in gens:
                 gen.send("check")
             checks = recv_all(gens, timeout=60)
-            total = sum(r["connected"] for r in connected)
-            growth = sum(after) - sum(before)
+            total = sum(count for count, _ in waves)
+            seconds = sum(took for _, took in waves)
             rows.append({
                 "nodes": nodes, "clients": size.idle_clients, "connected": total,
                 "still_open": sum(c["still_open"] for c in checks),
-                "connect_s": round(connect_s, 2), "logins_per_s": round(total / connect_s, 1),
-                "rss_before_mib": [round(b / 2**20, 1) for b in before],
-                "rss_after_mib": [round(a / 2**20, 1) for a in after],
-                "rss_per_conn_kib": round(growth / max(1, total) / 1024, 1),
+                "connect_s": round(seconds, 2), "logins_per_s": round(total / seconds, 1),
+                "rss_mib": [round(r / 2**20, 1) for r in readings],
+                "rss_per_conn_kib": round((readings[2] - readings[0]) / max(1, total) / 1024, 1),
+                "marginal_kib_per_conn": round((readings[2] - readings[1]) / max(1, waves[1][0]) / 1024, 1),
             })  # fmt: skip
     return {"rows": rows}

@@ -110,7 +110,7 @@ def _check_cluster_numbers(results: dict) -> None:
         assert row["delivered"] > 0 and row["sent_in_window"] > 0 and _number(row["p99_ms"])
     for row in scenario["idle"]["rows"]:
         assert row["connected"] == row["clients"] == row["still_open"]
-        assert _number(row["rss_per_conn_kib"])
+        assert _number(row["rss_per_conn_kib"]) and _number(row["marginal_kib_per_conn"])
     assert [r["nodes"] for r in scenario["idle"]["rows"]] == [1, 3]
 
 

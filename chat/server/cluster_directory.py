@@ -4,6 +4,7 @@ current from the other nodes' frames): lookups and ``/list`` without a round tri
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,11 @@ from chat.server.names import key, skeleton
 CATCH_UP = 1.0
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
+    """Who holds a name. Every node keeps one for every user of the service (``/list``,
+    look-alike checks), so it is kept small: no ``__dict__``."""
+
     name: str
     node: str
     #: Login order, cluster-wide (``/list`` is in login order).
@@ -59,6 +63,7 @@ class Directory:
         return True
 
     def add(self, k: str, entry: Entry) -> None:
+        entry.node = sys.intern(entry.node)  # one copy of each node's id, not one per user
         self.max_order = max(self.max_order, entry.order)
         self.entries[k] = entry
         self._looks.setdefault(skeleton(entry.name), k)
