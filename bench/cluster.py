@@ -117,6 +117,11 @@ class Nodes:
         return time.monotonic() - start
 
 
+def _pause(settings: Settings) -> float:
+    """Seconds a server must stay idle before a measurement starts."""
+    return settings.idle_interval_s if settings.quick else max(0.5, settings.idle_interval_s)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
@@ -274,7 +279,7 @@ def _workers(settings: Settings, services: Services, size: ClusterSizes) -> dict
                 for i, n in enumerate(per_proc)
             ]
             recv_all(gens, timeout=600)
-            server.wait_idle(interval=max(0.5, settings.idle_interval_s), timeout=120)
+            server.wait_idle(interval=_pause(settings), timeout=120)
             base = {"target": label, "clients": clients, "window": size.fanout_window * procs}
             used, start = services.cpu(), time.perf_counter()
             closed = {"window": size.fanout_window}
@@ -317,7 +322,7 @@ def _cross_node(settings: Settings, services: Services, size: ClusterSizes) -> d
             gens.append(Worker("cross_private", params))
             recv_all(gens, timeout=600)
             group = Nodes(servers)
-            group.wait_idle(interval=max(0.5, settings.idle_interval_s), timeout=120)
+            group.wait_idle(interval=_pause(settings), timeout=120)
             ours = [p for p in [*(server.proc for server in servers), *(gen.proc for gen in gens)] if p]
             wait_quiet(ours, timeout=settings.quiet_timeout_s)  # PostgreSQL's background work too
             t0, t1 = _window(settings, gens, {"rate": size.cross_rate})
@@ -353,7 +358,10 @@ def _idle(settings: Settings, services: Services, size: ClusterSizes) -> dict[st
         with running(servers, gens):
             group = Nodes(servers)
             procs = settings.capacity_procs if nodes == 1 else 2 * nodes
-            group.wait_idle(interval=max(0.5, settings.idle_interval_s), timeout=120)
+            if settings.quick:
+                procs = nodes
+            settle = 0.1 if settings.quick else 1.0  # seconds the servers must stay idle
+            group.wait_idle(interval=_pause(settings), timeout=120)
             readings, waves = [group.rss()], []
             half = size.idle_clients // 2
             for clients in (half, size.idle_clients - half):
@@ -374,8 +382,8 @@ def _idle(settings: Settings, services: Services, size: ClusterSizes) -> dict[st
                 replies = recv_all(wave, timeout=settings.capacity_time_limit_s + 300)
                 connected = sum(r["connected"] for r in replies)
                 waves.append((connected, time.perf_counter() - start))
-                group.wait_idle(threshold=0.02, interval=1.0, timeout=settings.capacity_time_limit_s)
-                time.sleep(1.0)
+                group.wait_idle(threshold=0.02, interval=settle, timeout=settings.capacity_time_limit_s)
+                time.sleep(settle)
                 readings.append(group.rss())
             for gen in gens:
                 gen.send("check")
