@@ -125,8 +125,19 @@ async def test_appends_number_each_conversation_and_client_ids_store_once(store:
     assert sorted(m.id for m in stored) == [m.id for m in sorted(stored, key=lambda m: m.id)]
     assert len({m.id for m in stored}) == 100
     for conversation in set(targets):
-        seqs = sorted(m.seq for m in stored if m.conversation == conversation)
-        assert seqs == list(range(1, len(seqs) + 1))
+        mine = [m for m in stored if m.conversation == conversation]
+        assert sorted(m.seq for m in mine) == list(range(1, len(mine) + 1))
+        # Numbers follow the order of the calls, and ids follow the numbers.
+        assert [m.seq for m in mine] == sorted(m.seq for m in mine)
+        assert [m.id for m in sorted(mine, key=lambda m: m.seq)] == sorted(m.id for m in mine)
+    # A client id sent twice at once, among others (stored together where they batch).
+    appends = [store.messages.append(BROADCASTS, "bo", f"b{n}", sender_key="bo", client_id=f"k{n % 3}")
+               for n in range(6)]  # fmt: skip
+    burst = await asyncio.gather(*appends)
+    assert sorted(m.fresh for m in burst) == [False, False, False, True, True, True]
+    for n in range(3):
+        copies = {(m.id, m.seq, m.text) for m in burst if m.text in (f"b{n}", f"b{n + 3}")}
+        assert len(copies) == 1 and copies.pop()[2] == f"b{n}", burst
     first = await store.messages.append(BROADCASTS, "ann", "once", sender_key="ann", client_id="c-1")
     again = await store.messages.append(BROADCASTS, "ann", "once", sender_key="ann", client_id="c-1")
     assert again.fresh is False and (again.id, again.seq, again.text) == (first.id, first.seq, "once")

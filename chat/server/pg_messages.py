@@ -1,40 +1,24 @@
 """Every conversation message on PostgreSQL, for the nodes of a cluster: the same
 answers as message_store.py. A message's sequence number comes from its conversation's
-row, incremented in the transaction that stores the message (the row lock orders the
-nodes' appends to one conversation); ids come from the table's sequence."""
+row, incremented by the statement that stores the message (the row lock orders the
+nodes' appends to one conversation; messages are stored in batches, pg_appends.py); ids
+come from the table's sequence."""
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
-import asyncpg
-
 from chat.server.conversations import Message, Readable, kind_of
 from chat.server.message_store import MIN_INDEXED, PRUNE_EVERY, SCAN_LIMIT
+from chat.server.pg_appends import COLUMNS, AppendBatcher, Pending, stored_row
 from chat.server.pg_database import numbered, one
 
 if TYPE_CHECKING:
     from chat.server.pg_database import Conn, PgDatabase
 
-_COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
 _NEWEST = 1 << 62
-#: One statement, so one round trip and atomic without BEGIN and COMMIT: the
-#: conversation's next sequence number (its row locked until the statement commits, which
-#: orders the nodes' appends to one conversation) and the message with it. A client id
-#: stored already fails the whole statement on the unique index, and nothing is numbered.
-_APPEND = (
-    "WITH numbered AS (INSERT INTO conversation (conv, last_seq) VALUES ($1, 1) ON CONFLICT (conv)"
-    " DO UPDATE SET last_seq = conversation.last_seq + 1 RETURNING last_seq)"
-    " INSERT INTO message (conv, seq, sender, recipient, text, sent_at, sender_key, client_id)"
-    " SELECT $1, last_seq, $2, $3, $4, $5, $6, $7 FROM numbered RETURNING id, seq"
-)
-
-
-def _message(row: asyncpg.Record) -> Message:
-    return Message(int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], float(row[6]))
 
 
 class PgMessageStore:
@@ -51,12 +35,14 @@ class PgMessageStore:
         self.last_id = 0
         self.sent: Counter[str] = Counter()
         self._seqs: dict[str, int] = {}
+        self._appends = AppendBatcher(db)
 
     def observe(self, message_id: int) -> None:
         self.last_id = max(self.last_id, message_id)
 
     def stop(self) -> None:
-        """Nothing runs in the background here."""
+        """Stop the writer (messages still waiting are not acknowledged)."""
+        self._appends.close()
 
     async def newest_id(self) -> int:
         """The newest message id of the whole cluster (a group joined now reads after it)."""
@@ -73,49 +59,36 @@ class PgMessageStore:
             self.last_id += 1
             seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
             return Message(self.last_id, conversation, seq, sender, recipient, text, time.time())
-        sent_at = time.time()
-
-        async def insert(conn: Conn) -> Message:
-            try:
-                fields = (conversation, sender, recipient, text, sent_at, sender_key, client_id)
-                row = await one(conn, _APPEND, *fields)
-            except asyncpg.UniqueViolationError:  # this client id is stored: the client sent it again
-                row = await one(
-                    conn, f"SELECT {_COLUMNS} FROM message m WHERE sender_key = $1 AND client_id = $2",
-                    sender_key, client_id,
-                )  # fmt: skip
-                return dataclasses.replace(_message(row), fresh=False)
-            message_id, seq = int(row[0]), int(row[1])
-            if seq % PRUNE_EVERY == 1 and seq > self.history_limit:
-                prune = "DELETE FROM message WHERE conv = $1 AND seq <= $2"
-                await conn.execute(prune, conversation, seq - self.history_limit)
-            return Message(message_id, conversation, seq, sender, recipient, text, sent_at)
-
-        message = await self._db.run(insert, transaction=False)
+        pending = Pending(conversation, sender, recipient, text, time.time(), sender_key, client_id)
+        message = await self._appends.append(pending)
+        if message.fresh and message.seq % PRUNE_EVERY == 1 and message.seq > self.history_limit:
+            upto = message.seq - self.history_limit
+            prune = "DELETE FROM message WHERE conv = $1 AND seq <= $2"
+            await self._db.run(lambda conn: conn.execute(prune, conversation, upto), transaction=False)
         self.observe(message.id)
         return message
 
     async def in_range(self, conversation: str, start: int, end: int) -> list[Message]:
         rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM message m WHERE conv = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            f"SELECT {COLUMNS} FROM message m WHERE conv = ? AND seq >= ? AND seq < ? ORDER BY seq",
             conversation, start, end,
         )  # fmt: skip
-        return [_message(row) for row in rows]
+        return [stored_row(row) for row in rows]
 
     async def after(self, message_id: int, limit: int) -> list[Message]:
         rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?", message_id, limit
+            f"SELECT {COLUMNS} FROM message m WHERE m.id > ? ORDER BY m.id LIMIT ?", message_id, limit
         )
-        return [_message(row) for row in rows]
+        return [stored_row(row) for row in rows]
 
     async def history(
         self, conversation: str, limit: int, *, after: int = 0, before: int | None = None
     ) -> list[Message]:
         rows = await self._db.fetch(
-            f"SELECT {_COLUMNS} FROM message m WHERE conv = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
+            f"SELECT {COLUMNS} FROM message m WHERE conv = ? AND id > ? AND id < ? ORDER BY id DESC LIMIT ?",
             conversation, after, _NEWEST if before is None else before, min(limit, self.history_limit),
         )  # fmt: skip
-        return [_message(row) for row in reversed(rows)]
+        return [stored_row(row) for row in reversed(rows)]
 
     async def search(
         self, words: list[str], readable: Readable, limit: int, *, before: int | None = None
@@ -131,9 +104,9 @@ class PgMessageStore:
             # No word a trigram index can use: bounded to the newest SCAN_LIMIT messages.
             where += " AND m.id > ?"
             args.append(await self.newest_id() - SCAN_LIMIT)
-        sql = f"SELECT {_COLUMNS} FROM message m WHERE {where} ORDER BY m.id DESC LIMIT ?"
+        sql = f"SELECT {COLUMNS} FROM message m WHERE {where} ORDER BY m.id DESC LIMIT ?"
         rows = await self._db.fetch(sql, *args, limit)
-        return [_message(row) for row in rows]
+        return [stored_row(row) for row in rows]
 
     async def missed(
         self, readable: Readable, cursors: dict[str, int], since: int, limit: int, *, skip_sender: str = ""
@@ -147,10 +120,10 @@ class PgMessageStore:
             args += [conversation, seq]
         args += [list(cursors), since]
         condition = f"{where} AND ({' OR '.join(after)})"
-        sql = f"SELECT {_COLUMNS} FROM message m WHERE {condition} ORDER BY m.id LIMIT ?"
+        sql = f"SELECT {COLUMNS} FROM message m WHERE {condition} ORDER BY m.id LIMIT ?"
 
         async def query(conn: Conn) -> tuple[list[Message], int]:
-            found = [_message(row) for row in await conn.fetch(numbered(sql), *args, limit)]
+            found = [stored_row(row) for row in await conn.fetch(numbered(sql), *args, limit)]
             lost = 0
             for conversation, seq in cursors.items():
                 first, last = await one(conn,

@@ -34,6 +34,7 @@ class PgStorage(PgDatabase):
 
     async def close(self) -> None:
         await super().close()
+        self.messages.stop()
 
     # --- accounts ---------------------------------------------------------------------
 
