@@ -19,8 +19,8 @@ import functools
 import sqlite3
 import time
 from collections import Counter
-from dataclasses import dataclass
 
+from chat.server.batch_writer import BatchWriter, Pending
 from chat.server.conversations import Message, Readable, kind_of
 from chat.server.database import Database
 
@@ -31,18 +31,6 @@ PRUNE_EVERY = 64
 #: fraction of one per message.
 INDEX_DELAY = 0.2
 
-
-
-@dataclass
-class _Append:
-    conversation: str
-    sender: str
-    recipient: str
-    text: str
-    sent_at: float
-    sender_key: str
-    client_id: str | None
-    done: asyncio.Future[Message]
 
 
 _COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
@@ -68,8 +56,7 @@ class MessageStore:
         self.last_id = 0
         #: Messages sent since start, by kind (the server's metrics).
         self.sent: Counter[str] = Counter()
-        self._pending: list[_Append] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batches = BatchWriter(self._store_batch)
         self._indexing: asyncio.TimerHandle | None = None
         self._index_job: asyncio.Task[None] | None = None
         #: The newest message id in the search index, as far as this process knows.
@@ -119,34 +106,17 @@ class MessageStore:
             self.last_id += 1
             seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
             return Message(self.last_id, conversation, seq, sender, recipient, text, time.time())
-        done: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        append = _Append(conversation, sender, recipient, text, time.time(), sender_key, client_id, done)
-        self._pending.append(append)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._write())
-        return await asyncio.shield(done)
+        pending = Pending(conversation, sender, recipient, text, time.time(), sender_key, client_id)
+        return await self._batches.submit(pending)
 
-    async def _write(self) -> None:
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    insert = functools.partial(self._insert, batch=batch)
-                    stored = await self._db._run(self._db._transaction, insert)
-                except Exception as exc:
-                    for append in batch:
-                        if not append.done.done():
-                            append.done.set_exception(exc)
-                    continue
-                # Committed: the numbers given are the conversations' newest now.
-                self._seqs.update((m.conversation, m.seq) for m in stored if m.fresh)
-                for append, message in zip(batch, stored, strict=True):
-                    self.last_id = max(self.last_id, message.id)
-                    if not append.done.done():
-                        append.done.set_result(message)
-                self._schedule_index()
-        finally:
-            self._writer = None
+    async def _store_batch(self, batch: list[Pending]) -> list[Message]:
+        insert = functools.partial(self._insert, batch=batch)
+        stored: list[Message] = await self._db._run(self._db._transaction, insert)
+        # Committed: the numbers given are the conversations' newest now.
+        self._seqs.update((m.conversation, m.seq) for m in stored if m.fresh)
+        self.last_id = max([self.last_id, *(m.id for m in stored)])
+        self._schedule_index()
+        return stored
 
     def _schedule_index(self) -> None:
         if self._indexing is None and not self._stopped:
@@ -172,7 +142,7 @@ class MessageStore:
             self._indexing.cancel()
             self._indexing = None
 
-    def _insert(self, db: sqlite3.Connection, *, batch: list[_Append]) -> list[Message]:
+    def _insert(self, db: sqlite3.Connection, *, batch: list[Pending]) -> list[Message]:
         stored: list[Message] = []
         touched: dict[str, int] = {}
         for append in batch:

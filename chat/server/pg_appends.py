@@ -1,21 +1,20 @@
-"""Conversation messages stored on PostgreSQL in batches: what arrives while a batch is
-being committed goes into the next one, numbered and stored by one statement.
+"""How a batch of conversation messages (batch_writer.py) is stored on PostgreSQL: numbered
+and stored by one statement.
 
 One transaction per message cost the database about 220 µs of CPU per message on the
-benchmark machine (BENCHMARKS.md, scenario 7); a batch pays that once. A message that
-arrives when nothing is being written goes at once, alone, so latency does not pay for
-throughput. Within a batch each conversation's numbers follow the order of arrival, and
-conversation rows are locked in name order, so two nodes' batches cannot deadlock."""
+benchmark machine (BENCHMARKS.md, scenario 7); a batch pays that once. Within a batch each
+conversation's numbers follow the order of arrival, and conversation rows are locked in
+name order, so two nodes' batches cannot deadlock."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from dataclasses import dataclass
+import functools
 from typing import TYPE_CHECKING
 
 import asyncpg
 
+from chat.server.batch_writer import Pending, StoreBatch
 from chat.server.conversations import Message
 from chat.server.pg_database import one
 
@@ -56,24 +55,6 @@ RETURNING id, conv, seq
 """
 
 
-@dataclass(frozen=True)
-class Pending:
-    """A message to store."""
-
-    conversation: str
-    sender: str
-    recipient: str
-    text: str
-    sent_at: float
-    sender_key: str
-    client_id: str | None
-
-    def stored(self, message_id: int, seq: int) -> Message:
-        return Message(
-            message_id, self.conversation, seq, self.sender, self.recipient, self.text, self.sent_at
-        )
-
-
 def stored_row(row: asyncpg.Record) -> Message:
     return Message(int(row[0]), row[1], int(row[2]), row[3], row[4], row[5], float(row[6]))
 
@@ -107,55 +88,16 @@ async def _many(conn: Conn, items: list[Pending]) -> list[Message]:
     return stored
 
 
-class AppendBatcher:
-    """Stores messages in batches, one writer at a time; each caller gets its message."""
+def batch_store(db: PgDatabase) -> StoreBatch:
+    """Stores a batch: one statement, or one message at a time where a client id was sent
+    again (or twice in the batch), in order."""
 
-    def __init__(self, db: PgDatabase) -> None:
-        self._db = db
-        self._queue: list[tuple[Pending, asyncio.Future[Message]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def append(self, item: Pending) -> Message:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Message] = loop.create_future()
-        self._queue.append((item, future))
-        if self._writer is None:
-            self._writer = loop.create_task(self._write())
-        return await future
-
-    async def _write(self) -> None:
-        batch: list[tuple[Pending, asyncio.Future[Message]]] = []
-        try:
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    messages = await self._store([item for item, _ in batch])
-                except Exception as exc:  # nothing of the batch is acknowledged
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), message in zip(batch, messages, strict=True):
-                    if not future.done():
-                        future.set_result(message)
-                batch = []
-        finally:
-            self._writer = None
-            for _, future in [*batch, *self._queue]:
-                if not future.done():  # the writer was cancelled (shutdown)
-                    future.cancel()
-            self._queue = []
-
-    async def _store(self, items: list[Pending]) -> list[Message]:
+    async def store(items: list[Pending]) -> list[Message]:
         if len(items) == 1:
-            return [await self._db.run(lambda conn: _one(conn, items[0]), transaction=False)]
+            return [await db.run(functools.partial(_one, item=items[0]), transaction=False)]
         try:
-            return await self._db.run(lambda conn: _many(conn, items), transaction=False)
+            return await db.run(functools.partial(_many, items=items), transaction=False)
         except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-            # A client id sent again (or twice in this batch): one at a time, in order.
-            return [await self._db.run(lambda conn, i=i: _one(conn, i), transaction=False)  # type: ignore[misc]
-                    for i in items]  # fmt: skip
+            return [await db.run(functools.partial(_one, item=item), transaction=False) for item in items]
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
+    return store

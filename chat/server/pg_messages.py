@@ -10,9 +10,10 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING
 
+from chat.server.batch_writer import BatchWriter, Pending
 from chat.server.conversations import Message, Readable, kind_of
 from chat.server.message_store import MIN_INDEXED, PRUNE_EVERY, SCAN_LIMIT
-from chat.server.pg_appends import COLUMNS, AppendBatcher, Pending, stored_row
+from chat.server.pg_appends import COLUMNS, MAX_BATCH, batch_store, stored_row
 from chat.server.pg_database import numbered, one
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class PgMessageStore:
         self.last_id = 0
         self.sent: Counter[str] = Counter()
         self._seqs: dict[str, int] = {}
-        self._appends = AppendBatcher(db)
+        self._appends = BatchWriter(batch_store(db), MAX_BATCH)
 
     def observe(self, message_id: int) -> None:
         self.last_id = max(self.last_id, message_id)
@@ -60,7 +61,7 @@ class PgMessageStore:
             seq = self._seqs[conversation] = self._seqs.get(conversation, 0) + 1
             return Message(self.last_id, conversation, seq, sender, recipient, text, time.time())
         pending = Pending(conversation, sender, recipient, text, time.time(), sender_key, client_id)
-        message = await self._appends.append(pending)
+        message = await self._appends.submit(pending)
         if message.fresh and message.seq % PRUNE_EVERY == 1 and message.seq > self.history_limit:
             upto = message.seq - self.history_limit
             prune = "DELETE FROM message WHERE conv = $1 AND seq <= $2"

@@ -1,0 +1,86 @@
+"""Messages stored in batches, for both databases (message_store.py, pg_messages.py):
+what is submitted while a batch is being committed goes into the next one, and each
+caller gets its own message back once its batch is committed.
+
+A message submitted when nothing is being written goes at once, alone, so latency does
+not pay for throughput; under load the batches grow by themselves, and one commit (one
+fsync, one transaction) serves many messages."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from chat.server.conversations import Message
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A message to store."""
+
+    conversation: str
+    sender: str
+    recipient: str
+    text: str
+    sent_at: float
+    sender_key: str
+    client_id: str | None
+
+    def stored(self, message_id: int, seq: int) -> Message:
+        return Message(
+            message_id, self.conversation, seq, self.sender, self.recipient, self.text, self.sent_at
+        )
+
+
+#: Stores a batch, in order; returns its messages in the same order.
+StoreBatch = Callable[[list[Pending]], Awaitable[list[Message]]]
+
+
+class BatchWriter:
+    """One writer at a time calls ``store`` with what waits (``max_batch`` at most)."""
+
+    def __init__(self, store: StoreBatch, max_batch: int | None = None) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._queue: list[tuple[Pending, asyncio.Future[Message]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Pending) -> Message:
+        """Store ``item``; its message once committed. A caller that gives up does not
+        take the message out of its batch (it is stored all the same)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        self._queue.append((item, future))
+        if self._writer is None:
+            self._writer = loop.create_task(self._write())
+        return await asyncio.shield(future)
+
+    async def _write(self) -> None:
+        batch: list[tuple[Pending, asyncio.Future[Message]]] = []
+        try:
+            while self._queue:
+                cut = self._max_batch or len(self._queue)
+                batch, self._queue = self._queue[:cut], self._queue[cut:]
+                try:
+                    messages = await self._store([item for item, _ in batch])
+                except Exception as exc:  # nothing of the batch is acknowledged
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), message in zip(batch, messages, strict=True):
+                    if not future.done():
+                        future.set_result(message)
+                batch = []
+        finally:
+            self._writer = None
+            for _, future in [*batch, *self._queue]:
+                if not future.done():  # the writer was cancelled (shutdown)
+                    future.cancel()
+            self._queue = []
+
+    def close(self) -> None:
+        """Stop writing: what still waits is not stored, and its callers are told so."""
+        if self._writer is not None:
+            self._writer.cancel()
