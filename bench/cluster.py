@@ -42,9 +42,10 @@ from bench.common import (
     recv_all,
     sleep_until,
     stop_all,
+    wait_idle,
     wait_quiet,
 )
-from bench.scenarios import CHAT, Settings, _measure_row, _us, _window
+from bench.scenarios import CHAT, Settings, _broadcast_row, _measure_row, _us, _window
 
 PG_ADMIN = os.environ.get("CHAT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
@@ -106,15 +107,7 @@ class Nodes:
         return sum(server.rss() for server in self.servers)
 
     def wait_idle(self, threshold: float = 0.05, interval: float = 0.25, timeout: float = 300.0) -> float:
-        start = time.monotonic()
-        last = self.cpu()
-        while time.monotonic() - start < timeout:
-            time.sleep(interval)
-            now = self.cpu()
-            if (now - last) / interval < threshold * len(self.servers):
-                break
-            last = now
-        return time.monotonic() - start
+        return wait_idle(self.cpu, threshold * len(self.servers), interval, timeout)
 
 
 def _pause(settings: Settings) -> float:
@@ -283,28 +276,11 @@ def _workers(settings: Settings, services: Services, size: ClusterSizes) -> dict
             base = {"target": label, "clients": clients, "window": size.fanout_window * procs}
             used, start = services.cpu(), time.perf_counter()
             closed = {"window": size.fanout_window}
-            row = _measure_row(settings, server, gens, closed, _fanout_row(clients), base)
+            row = _measure_row(settings, server, gens, closed, _broadcast_row(clients), base)
             # Redis and PostgreSQL over the whole measurement (warm-up and tail included).
             row["services_util"] = round((services.cpu() - used) / (time.perf_counter() - start), 3)
             rows.append(row)
     return {"rows": rows}
-
-
-def _fanout_row(clients: int) -> Any:
-    def build(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, Any]:
-        delivered = sum(r["delivered"] for r in replies)
-        wall = cpu["wall_s"]
-        return {
-            "delivered": delivered,
-            "delivered_per_s": round(delivered / wall, 1),
-            "broadcasts_per_s": round(delivered / wall / max(1, clients - 1), 1),
-            "server_cpu_us_per_delivery": _us(cpu["server_cpu_s"], delivered),
-            **latency_summary([x for r in replies for x in r["latencies_ms"]]),
-            "lost": sum(r["lost"] for r in replies),
-            **cpu,
-        }
-
-    return build
 
 
 # --- cross-node private messages: latency ------------------------------------------------

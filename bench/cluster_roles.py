@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import chatclient
-from bench.loadgen import PACE_S, Control, Receipts, close_all, connect_many, make_text, thin
+from bench.loadgen import PACE_S, Control, Receipts, close_all, closed_loop, connect_many, make_text, thin
 
 
 def _chat(client: Any) -> chatclient.ChatConnection:
@@ -42,7 +42,6 @@ async def _fanout_phase(
     clients: list[chatclient.ChatConnection], senders: int, me: int, a: dict[str, Any]
 ) -> dict[str, Any]:
     t0, t1 = a["t0_ns"], a["t1_ns"]
-    window = a["window"]
     tracker = clients[senders]
     receipts = Receipts(t0, t1)
     state = {"outstanding": 0, "lost": 0}
@@ -71,20 +70,11 @@ async def _fanout_phase(
         frames[name] = sum(c.ws.frames_in for c in clients)
 
     counters = [asyncio.create_task(count_at("t0", t0)), asyncio.create_task(count_at("t1", t1))]
-    seq = 0
-    while time.time_ns() < t1:
-        while state["outstanding"] < window:
-            sender = clients[seq % senders]
-            sender.send("broadcast", text=make_text(time.time_ns(), me, seq), rid=False)
-            seq += 1
-            state["outstanding"] += 1
-        wake.clear()
-        try:
-            async with asyncio.timeout(2.0):
-                await wake.wait()
-        except TimeoutError:
-            state["lost"] += state["outstanding"]
-            state["outstanding"] = 0
+
+    def send(n: int) -> None:
+        clients[n % senders].send("broadcast", text=make_text(time.time_ns(), me, n), rid=False)
+
+    seq = await closed_loop(t1, a["window"], send, state, wake)
     await asyncio.gather(*counters)
     await asyncio.sleep(a.get("tail_s", 0.5))
     return {

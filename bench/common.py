@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from multiprocessing.connection import Connection
@@ -217,15 +217,21 @@ class ServerProcess:
     def wait_idle(self, threshold: float = 0.05, interval: float = 0.25, timeout: float = 300.0) -> float:
         """Wait until the server uses less than ``threshold`` of a core over ``interval``;
         returns the seconds waited."""
-        start = time.monotonic()
-        last = self.cpu()
-        while time.monotonic() - start < timeout:
-            time.sleep(interval)
-            now = self.cpu()
-            if (now - last) / interval < threshold:
-                break
-            last = now
-        return time.monotonic() - start
+        return wait_idle(self.cpu, threshold, interval, timeout)
+
+
+def wait_idle(cpu: Callable[[], float], threshold: float, interval: float, timeout: float) -> float:
+    """Wait until ``cpu()`` (CPU seconds so far) grows by less than ``threshold`` of a core
+    over ``interval``; returns the seconds waited."""
+    start = time.monotonic()
+    last = cpu()
+    while time.monotonic() - start < timeout:
+        time.sleep(interval)
+        now = cpu()
+        if (now - last) / interval < threshold:
+            break
+        last = now
+    return time.monotonic() - start
 
 
 # --- load-generator workers ---------------------------------------------------------------

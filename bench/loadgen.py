@@ -112,6 +112,28 @@ class Receipts:
             self.latencies_ms.append((now - sent_ns) / 1e6)
 
 
+async def closed_loop(
+    t1: int, window: int, send: Callable[[int], None], state: dict[str, int], wake: asyncio.Event
+) -> int:
+    """Keep ``window`` messages in flight until ``t1`` (ns): ``send(n)`` sends the n-th;
+    whoever sees one come back lowers ``state["outstanding"]`` and sets ``wake``. Those
+    not back within 2 s count as lost. Returns how many were sent."""
+    seq = 0
+    while time.time_ns() < t1:
+        while state["outstanding"] < window:
+            send(seq)
+            seq += 1
+            state["outstanding"] += 1
+        wake.clear()
+        try:
+            async with asyncio.timeout(2.0):
+                await wake.wait()
+        except TimeoutError:
+            state["lost"] += state["outstanding"]
+            state["outstanding"] = 0
+    return seq
+
+
 async def broadcast_role(ctl: Control, p: dict[str, Any]) -> None:
     """Clients that broadcast 100-character texts and time every delivery."""
     me = p["proc"]
@@ -168,19 +190,7 @@ async def _broadcast_phase(
 
     seq = sent = 0
     if a["mode"] == "closed":
-        window = a["window"]
-        while time.time_ns() < t1:
-            while state["outstanding"] < window:
-                send(seq, seq)
-                seq += 1
-                state["outstanding"] += 1
-            wake.clear()
-            try:
-                async with asyncio.timeout(2.0):
-                    await wake.wait()
-            except TimeoutError:
-                state["lost"] += state["outstanding"]
-                state["outstanding"] = 0
+        seq = await closed_loop(t1, a["window"], lambda n: send(n, n), state, wake)
     else:
         interval = 1e9 / a["rate"]
         due = float(time.time_ns())
