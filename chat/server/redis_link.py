@@ -144,7 +144,7 @@ class RedisLink:
                 self._lost(exc)
             finally:
                 with contextlib.suppress(RedisError, OSError, RuntimeError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX)
 
