@@ -1,0 +1,165 @@
+"""The browser client's JavaScript (chat/web) under Node: the PROTOCOL.md section 9 test
+vectors and the command parser (tests/js, ``node --test``), and one session between a
+Node client built from the page's modules and a terminal client, through a real server.
+
+Without ``node`` these tests are skipped, except under ``CI=true`` where they fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from local_chat import LocalChat
+
+from chat.client.commands import Action, FileAnswer, OpenReceived, Send, SendFile, Show, parse
+
+ROOT = Path(__file__).resolve().parent.parent
+JS_TESTS = ROOT / "tests" / "js"
+PARSE_CASES = JS_TESTS / "parse_cases.json"
+NODE = shutil.which("node")
+
+
+def need_node() -> str:
+    if NODE is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("node is not installed (CI must run the JavaScript tests)")
+        pytest.skip("node is not installed: the browser client's JavaScript tests need Node 20+")
+    return NODE
+
+
+def test_node_tests_pass() -> None:
+    """``node --test tests/js/``: vectors, records, envelopes, the parser, the renderer."""
+    node = need_node()
+    result = subprocess.run(
+        [node, "--test", str(JS_TESTS)], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    assert "# fail 0" in result.stdout
+    assert "# pass 0" not in result.stdout
+
+
+# --- the parser cases: Python's parse() is the reference ---------------------------------
+
+LINES = [
+    "", "   ", "hello", " leading space", "/msg", "/msg bob", "/msg bob hi there", "/MSG bob  two  spaces",
+    "@bob yo", "@bob", "@names", "@names x", "@help", "@quit", "@group", "@group set g1",
+    "@group set g1 a,b c", "@group send g1 hi all", "@group leave g1", "@group delete g1", "@group foo",
+    "@add g1 bob", "@add g1", "@kick g1 bob", "/list", "/list x", "/create", "/create g1",
+    "/create g1 bob,carol dave", "/create " + "g" * 33, "/join g1", "/join", "/join a b", "/showgroups",
+    "/showgroupmembers", "/showgroupmembers g1", "/showgroupmembers a b", "/group g1 hello", "/group g1",
+    "/leave g1", "/delete g1", "/add g1 bob", "/kick g1 bob", "/kick g1", "/history", "/history 5",
+    "/history @bob 3", "/history g1 0", "/history g1 1001", "/history @", "/history a b c", "/search",
+    "/search two words", "/search " + "w" * 201, "/inviteonly g1 on", "/inviteonly g1 OFF",
+    "/inviteonly g1 maybe", "/register", "/register x", "/passwd", "/file bob a.txt",
+    "/file bob \"my file.txt\"", "/file bob", "/groupfile g1 b.bin", "/accept", "/accept 2",
+    "/accept x", "/decline", "/decline 1234567890", "/open", "/open 3", "/help", "/help me", "/quit",
+    "/nope", "/msg " + "u" * 33 + " hi", "/group " + "g" * 33 + " hi", "x" * 4097, "/msg bob " + "y" * 4097,
+    "/add " + "g" * 33 + " bob", "/add g1 " + "u" * 33, "Grüße 👋",
+]
+
+
+def as_json(parsed: Any) -> Any:
+    if parsed is None:
+        return None
+    if isinstance(parsed, Send):
+        return {"kind": "send", "type": parsed.kind, "fields": parsed.fields}
+    if isinstance(parsed, Show):
+        return {"kind": "show", "lines": list(parsed.lines)}
+    if isinstance(parsed, Action):
+        return {"kind": "action", "action": parsed.value}
+    if isinstance(parsed, SendFile):
+        return {"kind": "file", "target": parsed.target, "path": parsed.path, "group": parsed.group}
+    if isinstance(parsed, FileAnswer):
+        return {"kind": "answer", "accept": parsed.accept, "number": parsed.number}
+    assert isinstance(parsed, OpenReceived)
+    return {"kind": "open", "number": parsed.number}
+
+
+def parse_cases() -> list[dict[str, Any]]:
+    return [{"line": line, "expect": as_json(parse(line))} for line in LINES]
+
+
+def test_parse_cases_are_what_the_terminal_client_parses() -> None:
+    """tests/js/parse_cases.json (which the Node tests check commands.js against) is
+    exactly what chat/client/commands.py makes of each line. Run this file as a script
+    to write it again after a deliberate change."""
+    assert json.loads(PARSE_CASES.read_text(encoding="utf-8")) == parse_cases()
+
+
+# --- a web client and a terminal client through a real server -----------------------------
+
+
+class NodeClient:
+    """tests/js/interop_client.mjs as a child process; its lines are JSON strings."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+
+    async def expect(self, line: str, timeout: float = 10) -> None:
+        assert self.process.stdout is not None
+        while line not in self.lines:
+            raw = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            if not raw:
+                err = b""
+                if self.process.stderr is not None:
+                    err = await self.process.stderr.read()
+                raise AssertionError(f"node ended before {line!r}: {self.lines} {err.decode()[-2000:]}")
+            self.lines.append(json.loads(raw))
+        self.lines.remove(line)
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+
+
+async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tuple[Path, Path]) -> None:
+    node = need_node()
+    alice = await chat.login_one("alice")
+    process = await asyncio.create_subprocess_exec(
+        node, "--experimental-websocket", str(JS_TESTS / "interop_client.mjs"),
+        f"ws://127.0.0.1:{chat.server.port}/", str(key_pair[1]), "webby",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    web = NodeClient(process)
+    try:
+        await web.expect("READY")
+        await web.expect("[Welcome webby]")
+        await alice.expect("[webby joined]")
+        web.type("Hello from the browser, ünïcode 👋")
+        await alice.expect("[Broadcast from webby]: Hello from the browser, ünïcode 👋")
+        alice.send("hi web")
+        await web.expect("[Broadcast from alice]: hi web")
+        web.type("/msg alice just for you")
+        await web.expect("Private message to alice: just for you")
+        await alice.expect("Private message from webby: just for you")
+        alice.send("/msg webby and back")
+        await web.expect("Private message from alice: and back")
+        web.type("/create room alice")
+        await web.expect("Group room created and joined.")
+        await alice.expect("[You have been added to the room group]")
+        web.type("/group room <b>not bold</b>")
+        await alice.expect("[Receive group room message from webby]: <b>not bold</b>")
+        web.type("/msg")
+        await web.expect("Usage: /msg <username> <message>")
+        web.type("/quit")
+        await web.expect("CLOSED 1000")
+        await alice.expect("[webby exited]")
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+if __name__ == "__main__":
+    PARSE_CASES.write_text(json.dumps(parse_cases(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {PARSE_CASES}")
