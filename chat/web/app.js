@@ -119,6 +119,13 @@ async function start() {
     },
     loggedIn: (name) => {
       page.me = name;
+      $("login-view").hidden = true;
+      $("chat-view").hidden = false;
+      page.line(OWN.connected(url, trusted.fingerprint));
+    },
+    sent: (type, fields, me) => {
+      if (type === "broadcast") page.line(OWN.ownBroadcast(me, fields.text), { conversation: "*", kind: "message own" });
+      else page.own("#" + fields.group, OWN.ownGroupMessage(me, fields.group, fields.text));
     },
     quit: () => {
       page.line(OWN.quit);
@@ -187,9 +194,6 @@ function login(session, page, fingerprint, url) {
       return;
     }
     password.value = "";
-    $("login-view").hidden = true;
-    $("chat-view").hidden = false;
-    page.line(OWN.connected(url, fingerprint));
     page.select("*");
     wireChat(session, page);
     $("message").focus();
@@ -275,9 +279,14 @@ function wireChat(session, page) {
   click("help", () => run("/help"));
   click("quit", () => run("/quit"));
   click("menu", () => {
-    const side = $("side");
-    const open = side.classList.toggle("open");
+    const open = $("side").classList.toggle("open");
     $("menu").setAttribute("aria-expanded", String(open));
+    if (open) $("close-side").focus();
+  });
+  click("close-side", () => {
+    $("side").classList.remove("open");
+    $("menu").setAttribute("aria-expanded", "false");
+    $("menu").focus();
   });
   $("notify").addEventListener("click", () => page.toggleNotifications());
 

@@ -267,6 +267,9 @@ export const OWN = {
   oldSessionRemains: (name, retry) => `The server still has the old session of ${name}; trying again every ${retry} s...`,
   cannotLogBackIn: (name, why) => `Cannot log back in as ${name}: ${why}.`,
   held: "(not connected: will send when reconnected)",
+  /** The page's echo of the user's own message (the server answers the sender only `ok`). */
+  ownBroadcast: (me, text) => printable(`[Broadcast from ${me}]: ${text}`),
+  ownGroupMessage: (me, group, text) => printable(`[Receive group ${group} message from ${me}]: ${text}`),
   notConnected: "Not connected: try again once reconnected.",
   passwordsDiffer: "Passwords do not match; nothing was changed.",
   cannotSend: (problem) => `Cannot send that: ${problem}.`,

@@ -69,8 +69,8 @@ export class ChatSession {
     this.password = password;
     this.loggedIn = true;
     this.resume.welcome(event);
-    this.ui.event(event);
     this.ui.loggedIn(event.name);
+    this.ui.event(event);
     this._afterLogin();
     return { welcome: event };
   }
@@ -97,6 +97,10 @@ export class ChatSession {
     const numbered = this.resume.numbered(type, fields);
     const { rid, reply } = this.connection.request({ type, ...numbered });
     this.resume.sent(rid, type, numbered);
+    if (type === "broadcast" || type === "group_message") {
+      // The sender's own message: the server answers only `ok`; show what others see.
+      reply.then((event) => event.type === "ok" && this.ui.sent(type, fields, this.name)).catch(() => {});
+    }
     return reply;
   }
 

@@ -83,6 +83,11 @@ export class Page {
     return row;
   }
 
+  /** A line of the user's own in a conversation (found case-insensitively). */
+  own(key, text) {
+    this.line(text, { conversation: this._addConversation(key), kind: "message own" });
+  }
+
   lines(texts, options) {
     for (const text of texts) this.line(text, options);
   }
@@ -161,6 +166,8 @@ export class Page {
     const isGroup = key.startsWith("#");
     for (const button of document.querySelectorAll("[data-for=group]")) button.hidden = !isGroup;
     this.log.scrollTop = this.log.scrollHeight;
+    document.getElementById("side").classList.remove("open");
+    document.getElementById("menu").setAttribute("aria-expanded", "false");
     this.onSelect(key);
   }
 
