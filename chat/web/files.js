@@ -64,6 +64,8 @@ export class Transfers {
     out.cancelled = true;
     this.session.request({ type: "file_cancel", id: out.id, detail: FILES.cancelledBySender }).catch(() => {});
     out.bar.done();
+    this.outgoing.delete(out.id);
+    this.ui.line(FILES.notSent(out.name, FILES.cancelledBySender));
     this._wake(out);
   }
 
