@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import services
+from browser_helpers import browser, web  # noqa: F401 (fixtures)
 from cluster_world import (  # noqa: F401 (fixtures)
     cluster,
     pg_server,
@@ -39,6 +40,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if item.get_closest_marker("cluster") is not None:
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Measurements tests recorded as ``measured: <what>`` properties (browser_helpers.
+    record_measure) as lines of the summary, with or without -s or xdist; they are in
+    the JUnit XML too."""
+    lines = []
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if getattr(report, "when", None) != "call":
+                continue
+            for name, value in getattr(report, "user_properties", ()):
+                if isinstance(name, str) and name.startswith("measured: "):
+                    lines.append(f"{report.nodeid}: {name.removeprefix('measured: ')} = {value}")
+    if lines:
+        terminalreporter.write_sep("-", "measurements")
+        for line in sorted(lines):
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
