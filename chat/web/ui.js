@@ -15,6 +15,9 @@ function el(tag, text, className) {
 }
 
 const fold = (s) => String(s).toLowerCase();
+/** Events without a conversation that are shown under Everyone only (the others, such as
+ * replies and errors, show in whichever conversation is selected). */
+const EVERYONE_ONLY = new Set(["user_joined", "user_exited", "missed", "unread", "welcome"]);
 const MESSAGE_TYPES = new Set(["broadcast", "private", "private_sent", "private_queued", "group_message"]);
 
 /** The conversation an event belongs to: "*", "@user" or "#group" (null: none). */
@@ -60,7 +63,10 @@ export class Page {
 
   // --- the log -------------------------------------------------------------------------
 
-  /** Append one line; `conversation` tags it for filtering, `at` (ms) gives its time. */
+  /**
+   * Append one line; `conversation` tags it for filtering ("*", "@user", "#group"; "" shows
+   * it under Everyone only; null, the default, in every view), `at` (ms) gives its time.
+   */
   line(text, { conversation = null, at = Date.now(), kind = "" } = {}) {
     const date = new Date(at);
     const day = date.toDateString();
@@ -74,7 +80,7 @@ export class Page {
     const time = el("time", `${String(date.getHours()).padStart(2, "0")}:${String(date.getMinutes()).padStart(2, "0")}`);
     time.dateTime = date.toISOString();
     row.append(time, " ", el("span", text, "text"));
-    row.dataset.conv = conversation || "";
+    row.dataset.conv = conversation === null ? "!" : conversation;
     row.hidden = !this._visible(row.dataset.conv);
     const stick = this.log.scrollTop + this.log.clientHeight >= this.log.scrollHeight - 40;
     this.log.append(row);
@@ -93,7 +99,7 @@ export class Page {
   }
 
   _visible(conv) {
-    return this.selected === "*" || conv === this.selected;
+    return this.selected === "*" || conv === "!" || conv === this.selected;
   }
 
   /** Show an event from the server. */
@@ -101,6 +107,7 @@ export class Page {
     const lines = renderEvent(event);
     let conversation = conversationOf(event);
     if (conversation && conversation !== "*") conversation = this._addConversation(conversation);
+    if (conversation === null && EVERYONE_ONLY.has(event.type)) conversation = "";
     const at = event.sent_at !== undefined ? event.sent_at * 1000 : Date.now();
     this.lines(lines, { conversation, at, kind: event.type === "error" ? "error" : MESSAGE_TYPES.has(event.type) ? "message" : "" });
     this._membership(event);
