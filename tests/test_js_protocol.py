@@ -19,10 +19,14 @@ import pytest
 from local_chat import LocalChat
 
 from chat.client.commands import Action, FileAnswer, OpenReceived, Send, SendFile, Show, parse
+from chat.client.render import render
+from chat.protocol.envelope import Envelope
+from chat.safe_text import printable
 
 ROOT = Path(__file__).resolve().parent.parent
 JS_TESTS = ROOT / "tests" / "js"
 PARSE_CASES = JS_TESTS / "parse_cases.json"
+RENDER_CASES = JS_TESTS / "render_cases.json"
 NODE = shutil.which("node")
 
 
@@ -48,20 +52,88 @@ def test_node_tests_pass() -> None:
 # --- the parser cases: Python's parse() is the reference ---------------------------------
 
 LINES = [
-    "", "   ", "hello", " leading space", "/msg", "/msg bob", "/msg bob hi there", "/MSG bob  two  spaces",
-    "@bob yo", "@bob", "@names", "@names x", "@help", "@quit", "@group", "@group set g1",
-    "@group set g1 a,b c", "@group send g1 hi all", "@group leave g1", "@group delete g1", "@group foo",
-    "@add g1 bob", "@add g1", "@kick g1 bob", "/list", "/list x", "/create", "/create g1",
-    "/create g1 bob,carol dave", "/create " + "g" * 33, "/join g1", "/join", "/join a b", "/showgroups",
-    "/showgroupmembers", "/showgroupmembers g1", "/showgroupmembers a b", "/group g1 hello", "/group g1",
-    "/leave g1", "/delete g1", "/add g1 bob", "/kick g1 bob", "/kick g1", "/history", "/history 5",
-    "/history @bob 3", "/history g1 0", "/history g1 1001", "/history @", "/history a b c", "/search",
-    "/search two words", "/search " + "w" * 201, "/inviteonly g1 on", "/inviteonly g1 OFF",
-    "/inviteonly g1 maybe", "/register", "/register x", "/passwd", "/file bob a.txt",
-    "/file bob \"my file.txt\"", "/file bob", "/groupfile g1 b.bin", "/accept", "/accept 2",
-    "/accept x", "/decline", "/decline 1234567890", "/open", "/open 3", "/help", "/help me", "/quit",
-    "/nope", "/msg " + "u" * 33 + " hi", "/group " + "g" * 33 + " hi", "x" * 4097, "/msg bob " + "y" * 4097,
-    "/add " + "g" * 33 + " bob", "/add g1 " + "u" * 33, "Grüße 👋",
+    "",
+    "   ",
+    "hello",
+    " leading space",
+    "/msg",
+    "/msg bob",
+    "/msg bob hi there",
+    "/MSG bob  two  spaces",
+    "@bob yo",
+    "@bob",
+    "@names",
+    "@names x",
+    "@help",
+    "@quit",
+    "@group",
+    "@group set g1",
+    "@group set g1 a,b c",
+    "@group send g1 hi all",
+    "@group leave g1",
+    "@group delete g1",
+    "@group foo",
+    "@add g1 bob",
+    "@add g1",
+    "@kick g1 bob",
+    "/list",
+    "/list x",
+    "/create",
+    "/create g1",
+    "/create g1 bob,carol dave",
+    "/create " + "g" * 33,
+    "/join g1",
+    "/join",
+    "/join a b",
+    "/showgroups",
+    "/showgroupmembers",
+    "/showgroupmembers g1",
+    "/showgroupmembers a b",
+    "/group g1 hello",
+    "/group g1",
+    "/leave g1",
+    "/delete g1",
+    "/add g1 bob",
+    "/kick g1 bob",
+    "/kick g1",
+    "/history",
+    "/history 5",
+    "/history @bob 3",
+    "/history g1 0",
+    "/history g1 1001",
+    "/history @",
+    "/history a b c",
+    "/search",
+    "/search two words",
+    "/search " + "w" * 201,
+    "/inviteonly g1 on",
+    "/inviteonly g1 OFF",
+    "/inviteonly g1 maybe",
+    "/register",
+    "/register x",
+    "/passwd",
+    "/file bob a.txt",
+    '/file bob "my file.txt"',
+    "/file bob",
+    "/groupfile g1 b.bin",
+    "/accept",
+    "/accept 2",
+    "/accept x",
+    "/decline",
+    "/decline 1234567890",
+    "/open",
+    "/open 3",
+    "/help",
+    "/help me",
+    "/quit",
+    "/nope",
+    "/msg " + "u" * 33 + " hi",
+    "/group " + "g" * 33 + " hi",
+    "x" * 4097,
+    "/msg bob " + "y" * 4097,
+    "/add " + "g" * 33 + " bob",
+    "/add g1 " + "u" * 33,
+    "Grüße 👋",
 ]
 
 
@@ -91,6 +163,144 @@ def test_parse_cases_are_what_the_terminal_client_parses() -> None:
     exactly what chat/client/commands.py makes of each line. Run this file as a script
     to write it again after a deliberate change."""
     assert json.loads(PARSE_CASES.read_text(encoding="utf-8")) == parse_cases()
+
+
+# --- the renderer's cases: Python's render() and printable() are the reference -------------
+
+EVENTS: list[dict[str, Any]] = [
+    {"type": "ok"},
+    {"type": "welcome", "name": "alice"},
+    {"type": "user_joined", "names": ["a", "b"]},
+    {"type": "user_exited", "names": ["a"]},
+    {"type": "user_list", "users": ["a", "b", "c"], "registered": ["b"]},
+    {"type": "user_list", "users": ["a"], "more": 1234},
+    {"type": "broadcast", "sender": "bob", "text": "hi"},
+    {"type": "private", "sender": "bob", "text": "yo"},
+    {"type": "private_sent", "to": "bob", "text": "yo"},
+    {"type": "private_queued", "to": "bob", "text": "later"},
+    {"type": "group_created", "group": "g1"},
+    {"type": "group_added", "group": "g1"},
+    {"type": "group_joined", "group": "g1"},
+    {"type": "member_joined", "group": "g1", "name": "bob"},
+    {"type": "group_list", "groups": ["g1", "g2"]},
+    {"type": "group_list", "groups": []},
+    {"type": "group_list", "groups": ["g"], "more": 5},
+    {"type": "group_invite_only", "group": "g1", "on": True},
+    {"type": "group_invite_only", "group": "g1", "on": False},
+    {"type": "group_members", "groups": [{"group": "g1", "members": ["a", "b"], "registered": ["a"]}]},
+    {
+        "type": "group_members",
+        "groups": [{"group": "g1", "members": ["a"]}, {"group": "g2", "members": ["b", "c"]}],
+        "more": 2,
+    },
+    {"type": "group_members", "groups": []},
+    {"type": "group_message", "group": "g1", "sender": "bob", "text": "hello"},
+    {"type": "group_left", "group": "g1"},
+    {"type": "member_left", "group": "g1", "name": "bob"},
+    {"type": "group_delete_done", "group": "g1"},
+    {"type": "group_deleted", "group": "g1"},
+    {"type": "missed", "count": 3},
+    {"type": "group_removed", "group": "g1"},
+    {"type": "member_added", "group": "g1", "name": "bob"},
+    {"type": "member_removed", "group": "g1", "name": "bob"},
+    {"type": "notice", "code": "too_fast"},
+    {"type": "notice", "code": "shutdown"},
+    {"type": "notice", "code": "cluster_lost"},
+    {"type": "notice", "code": "cluster_back"},
+    {"type": "notice", "code": "brand_new"},
+    {"type": "notice", "code": "brand_new", "detail": "why"},
+    {"type": "registered", "name": "alice"},
+    {"type": "password_changed"},
+    {"type": "history", "target": "*", "messages": []},
+    {"type": "history", "target": "@bob", "messages": []},
+    {"type": "group_history", "group": "g1", "messages": []},
+    {"type": "search_results", "words": "x y", "results": []},
+    {"type": "unread", "groups": [{"group": "g1", "count": 1234}]},
+    {"type": "replayed", "count": 3},
+    {"type": "replayed", "count": 3, "lost": 2000},
+    {"type": "offline_page", "upto": 5, "more": 0},
+    {"type": "brand_new_event"},
+    {"type": "error", "code": "user_not_online", "users": ["bob"]},
+    {"type": "error", "code": "user_not_online", "users": ["bob", "carol"]},
+    {"type": "error", "code": "user_not_online"},
+    {"type": "error", "code": "not_member", "group": "g1"},
+    {"type": "error", "code": "not_member", "group": "g1", "user": "bob"},
+    {"type": "error", "code": "already_member", "group": "g1", "user": "bob"},
+    {"type": "error", "code": "username_invalid", "name": "x y", "detail": "it has a space."},
+    {"type": "error", "code": "username_invalid", "name": "x"},
+    {"type": "error", "code": "too_many_groups", "limit": 100},
+    {"type": "error", "code": "too_many_groups", "limit": 100, "user": "bob"},
+    {"type": "error", "code": "bad_request", "detail": "nope"},
+    {"type": "error", "code": "bad_request"},
+    {"type": "error", "code": "bad_transfer", "detail": "late"},
+    {"type": "error", "code": "password_required", "name": "a"},
+    {"type": "error", "code": "who_knows"},
+    {"type": "error", "code": "who_knows", "detail": "d"},
+    *(
+        {"type": "error", "code": code, "name": "nm", "group": "gr", "user": "us", "limit": 7}
+        for code in (
+            "not_logged_in",
+            "already_logged_in",
+            "username_taken",
+            "username_reserved",
+            "registration_required",
+            "no_such_group",
+            "group_exists",
+            "invalid_group_name",
+            "not_owner",
+            "kicked",
+            "cannot_kick_self",
+            "too_many_invitations",
+            "too_many_owned_groups",
+            "creating_groups_too_fast",
+            "invite_only",
+            "wrong_password",
+            "too_many_attempts",
+            "already_registered",
+            "not_registered",
+            "weak_password",
+            "mailbox_full",
+            "mailbox_share_full",
+            "file_too_large",
+            "no_recipients",
+            "too_many_transfers",
+            "internal_error",
+            "network_too_fast",
+            "server_busy",
+            "too_many_registrations",
+        )
+    ),
+]
+
+HOSTILE = [
+    "plain",
+    "tab\there",
+    "new\nline",
+    "\x1b[31mred",
+    "bell\x07",
+    "rtl\u202eevil",
+    "zwj\u200dok",
+    "soft\u00adhyphen",
+    "del\x7f",
+    "private\ue000use",
+    "emoji 👋 ünï",
+    "c1\x85x",
+    "tag\U000e0041",
+]
+
+
+def render_cases() -> dict[str, Any]:
+    events = []
+    for event in EVENTS:
+        fields = {k: v for k, v in event.items() if k != "type"}
+        events.append({"event": event, "lines": render(Envelope(event["type"], fields))})
+    return {"events": events, "printable": [[text, printable(text)] for text in HOSTILE]}
+
+
+def test_render_cases_are_what_the_terminal_client_shows() -> None:
+    """tests/js/render_cases.json (which the Node tests check render.js against) is what
+    chat/client/render.py and chat/safe_text.py make of each event and string."""
+    assert json.loads(RENDER_CASES.read_text(encoding="utf-8")) == render_cases()
 
 
 # --- a web client and a terminal client through a real server -----------------------------
@@ -124,9 +334,15 @@ async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tu
     node = need_node()
     alice = await chat.login_one("alice")
     process = await asyncio.create_subprocess_exec(
-        node, "--experimental-websocket", str(JS_TESTS / "interop_client.mjs"),
-        f"ws://127.0.0.1:{chat.server.port}/", str(key_pair[1]), "webby",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        node,
+        "--experimental-websocket",
+        str(JS_TESTS / "interop_client.mjs"),
+        f"ws://127.0.0.1:{chat.server.port}/",
+        str(key_pair[1]),
+        "webby",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
     )
     web = NodeClient(process)
@@ -162,4 +378,5 @@ async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tu
 
 if __name__ == "__main__":
     PARSE_CASES.write_text(json.dumps(parse_cases(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {PARSE_CASES}")
+    RENDER_CASES.write_text(json.dumps(render_cases(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {PARSE_CASES} and {RENDER_CASES}")
