@@ -199,7 +199,10 @@ class BrowserUser:
         return [text.strip() for text in texts]
 
     async def log_text(self) -> str:
-        return str(await self.log.text_content() or "")
+        """The Messages log's text; empty while it is not shown."""
+        if not await self.log.count():
+            return ""
+        return str(await self.log.text_content(timeout=1000) or "")
 
     # --- actions ---
 
