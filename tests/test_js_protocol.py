@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from local_chat import LocalChat
+from tcp_proxy import TcpProxy
 
 from chat.client.commands import Action, FileAnswer, OpenReceived, Send, SendFile, Show, parse
 from chat.client.render import render
@@ -374,6 +375,53 @@ async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tu
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_web_session_resumes_after_a_lost_connection(
+    chat: LocalChat, key_pair: tuple[Path, Path]
+) -> None:
+    """chat/web/session.js: the connection is cut; the page reconnects, resumes with its
+    token and shows what was said meanwhile exactly once, and sends what was typed."""
+    node = need_node()
+    alice = await chat.login_one("alice")
+    proxy = TcpProxy(chat.server.port)
+    port = await proxy.start()
+    process = await asyncio.create_subprocess_exec(
+        node,
+        "--experimental-websocket",
+        str(JS_TESTS / "session_client.mjs"),
+        f"ws://127.0.0.1:{port}/",
+        str(key_pair[1]),
+        "webby",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    web = NodeClient(process)
+    try:
+        await web.expect("[Welcome webby]")
+        await alice.expect("[webby joined]")
+        alice.send("before")
+        await web.expect("[Broadcast from alice]: before")
+        proxy.cut()
+        alice.send("while away")
+        await web.expect("Reconnected as webby.", timeout=15)
+        await web.expect("[Broadcast from alice]: while away")
+        web.type("back again")
+        await alice.expect("[Broadcast from webby]: back again")
+        alice.send("after")
+        await web.expect("[Broadcast from alice]: after")
+        shown = [line for line in web.lines if "Broadcast" in line]
+        assert shown == [], shown  # nothing shown twice
+        web.type("/quit")
+        await web.expect("QUIT")
+        await alice.expect("[webby exited]")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await proxy.close()
 
 
 if __name__ == "__main__":

@@ -134,6 +134,7 @@ export class Connection {
     const rid = this.nextRid;
     this.nextRid = this.nextRid >= MAX_REQUEST_ID ? 1 : this.nextRid + 1;
     const reply = new Promise((resolve, reject) => this.pending.set(rid, { resolve, reject }));
+    reply.catch(() => {}); // a reply nobody waits for may fail quietly when the connection drops
     this.send({ ...envelope, rid }, body).catch((error) => this._rejectPending(rid, error));
     return { rid, reply };
   }
