@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -48,6 +49,39 @@ def test_node_tests_pass() -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert "# fail 0" in result.stdout
     assert "# pass 0" not in result.stdout
+
+
+# --- the page's files: small, CSP-safe, text only, nothing secret stored -----------------
+
+WEB = ROOT / "chat" / "web"
+
+
+def test_page_javascript_and_css_fit_in_200_kb() -> None:
+    total = sum(path.stat().st_size for path in WEB.iterdir() if path.suffix in (".js", ".css", ".html"))
+    assert total < 200 * 1024, total
+
+
+def test_page_has_no_inline_script_or_style_and_no_html_from_strings() -> None:
+    """The Content-Security-Policy allows only the page's own files: no inline script or
+    style, no eval; peer text reaches the DOM only as text (textContent)."""
+    html = (WEB / "index.html").read_text(encoding="utf-8")
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script type="module" src="app.js">']
+    assert "<style" not in html
+    assert not re.search(r"\sstyle=|\son[a-z]+=", html)
+    for path in WEB.glob("*.js"):
+        code = path.read_text(encoding="utf-8")
+        for forbidden in (
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ):
+            assert forbidden not in code, f"{path.name} uses {forbidden}"
+        for key in re.findall(r"(?:localStorage|sessionStorage)\.setItem\(([^,]+),", code):
+            assert key.strip() in ("PIN_KEY", '"chat.theme"', '"chat.notifications"'), (path.name, key)
+        assert "sessionStorage" not in code
 
 
 # --- the parser cases: Python's parse() is the reference ---------------------------------
