@@ -142,6 +142,48 @@ async def test_files_both_ways_byte_for_byte(web: WebWorld, tmp_path: Path) -> N
     assert saved.read_bytes() == text
     await sophia.expect_line(f"You received file '{incoming.name}' from jojo.")
     await jojo.expect(f"File {incoming.name} sent to sophia successfully.", timeout=15)
+
+    # Dropped on the page: sent to the selected conversation as well.
+    dropped = b"dropped \x00\xff bytes"
+    dropping = {"name": "dropped.bin", "bytes": list(dropped)}
+    transfer = await sophia.page.evaluate_handle(DROPPED_FILE, dropping)
+    await sophia.page.dispatch_event("body", "drop", {"dataTransfer": transfer})
+    await jojo.expect("You received file 'dropped.bin' from sophia.", timeout=15)
+    await sophia.expect_line("File dropped.bin sent to jojo successfully.")
+    assert (jojo.downloads / "dropped.bin").read_bytes() == dropped  # type: ignore[attr-defined]
+    sophia.assert_clean()
+
+
+#: A DataTransfer holding one file, as a drop of a file from the desktop carries.
+DROPPED_FILE = """
+({ name, bytes }) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([new Uint8Array(bytes)], name, { type: "application/octet-stream" }));
+  return transfer;
+}
+"""
+
+
+async def test_a_transfer_shows_progress_and_can_be_cancelled(web: WebWorld, tmp_path: Path) -> None:
+    """While the terminal user has not accepted yet (``--ask-files``), the page shows the
+    transfer with a progress bar; Cancel ends it on both sides."""
+    await web.start_server()
+    sophia = await web.browser_user("sophia")
+    jojo = await web.terminal("jojo", "--ask-files")
+    await sophia.type("/msg jojo one file")
+    await jojo.expect("Private message from sophia: one file")
+    await sophia.conversation("jojo").click()
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(2_000_000))
+    await sophia.page.get_by_label("Send file", exact=True).set_input_files(big)
+    await jojo.expect_match(lambda s: s.startswith("sophia offers file 'big.bin'"), "the offer")
+    bar = sophia.page.get_by_role("progressbar", name="Sending big.bin to jojo")
+    await sophia.expect_visible(bar, "the progress bar of the transfer")
+    await sophia.page.get_by_role("button", name="Cancel", exact=True).click()
+    await sophia.expect_line("File big.bin was not sent: cancelled by the sender.")
+    await jojo.expect("Transfer of 'big.bin' from sophia was aborted: cancelled by the sender.")
+    await bar.wait_for(state="detached")
+    assert list(jojo.downloads.glob("big*")) == []  # type: ignore[attr-defined]
     sophia.assert_clean()
 
 
@@ -160,12 +202,24 @@ async def test_groups_through_the_page(web: WebWorld) -> None:
     await carol.expect("Joined group g1")
     await alice.expect_line("[carol joined group g1]")
 
+    bob.send("/group g1 first from bob")
+    bob.send("/group g1 second from bob")
+    await alice.expect_line("[Receive group g1 message from bob]: second from bob")
+    await alice.expect_visible(alice.conversation("g1").filter(has_text="2 unread"), "g1 with 2 unread")
+
     await alice.conversation("g1").click()
     await alice.type("plain text to the group")
     await bob.expect("[Receive group g1 message from alice]: plain text to the group")
     await carol.expect("[Receive group g1 message from alice]: plain text to the group")
     bob.send("/group g1 answer from bob")
     await alice.expect_line("[Receive group g1 message from bob]: answer from bob")
+    await alice.page.get_by_label("Send file", exact=True).set_input_files(
+        {"name": "plan.txt", "mimeType": "text/plain", "buffer": b"the plan\n"}
+    )
+    await bob.expect("[Receive plan.txt from Group g1 alice]", timeout=15)
+    await carol.expect("[Receive plan.txt from Group g1 alice]", timeout=15)
+    await alice.expect_line("File plan.txt sent to group g1 successfully.", timeout=15)
+    assert (bob.downloads / "plan.txt").read_bytes() == b"the plan\n"  # type: ignore[attr-defined]
 
     await alice.type("/msg carol psst")
     await carol.expect("Private message from alice: psst")
@@ -185,6 +239,40 @@ async def test_groups_through_the_page(web: WebWorld) -> None:
     await alice.expect_items("Groups", [])
     await bob.expect("[alice has left the g1 group.]")
     alice.assert_clean()
+
+
+async def tab_to(user: BrowserUser, target: Any, what: str, presses: int = 25) -> None:
+    """Press Tab until ``target`` has the focus (it may have it already)."""
+    for _ in range(presses):
+        if await target.evaluate("(node) => node === document.activeElement"):
+            return
+        await user.page.keyboard.press("Tab")
+    await user.fail(f"Tab never reached {what}")
+
+
+async def test_keyboard_alone(web: WebWorld) -> None:
+    """Trust, log in, complete a name with Tab and send, without the mouse."""
+    server = await web.start_server()
+    jojo = await web.terminal("jojo")
+    user = await web.new_user("sophia")
+    await user.open(server.url)
+    dialog = user.page.get_by_role("dialog", name="Trust this server?", exact=True)
+    await user.expect_visible(dialog, "the trust dialog")
+    await tab_to(user, dialog.get_by_role("button", name="Trust", exact=True), "the Trust button")
+    await user.page.keyboard.press("Enter")
+    await user.expect_visible(user.username_field, "the Username field")
+    await tab_to(user, user.username_field, "the Username field")
+    await user.page.keyboard.type("sophia")
+    await user.page.keyboard.press("Enter")
+    await user.expect_line("[Welcome sophia]")
+    await tab_to(user, user.message_field, "the Message field")
+    await user.page.keyboard.type("/msg jo")
+    await user.page.keyboard.press("Tab")
+    assert await user.message_field.input_value() == "/msg jojo "
+    await user.page.keyboard.type("typed with the keyboard only")
+    await user.page.keyboard.press("Enter")
+    await jojo.expect("Private message from sophia: typed with the keyboard only")
+    user.assert_clean()
 
 
 HOSTILE = [
