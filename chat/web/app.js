@@ -28,9 +28,10 @@ $("theme").addEventListener("click", () => {
   applyTheme(next);
 });
 
-function problem(text, { forget = false } = {}) {
+function problem(text, { forget = false, retry = false } = {}) {
   $("problem-text").textContent = text;
   $("forget-key").hidden = !forget;
+  $("try-again").hidden = !retry;
   $("problem").hidden = false;
 }
 
@@ -62,13 +63,14 @@ async function trustServer() {
     $("trust-ok").focus();
   });
   if (!trusted) {
-    problem(UI.trustCancelled);
+    problem(UI.trustCancelled, { retry: true });
     return null;
   }
   localStorage.setItem(PIN_KEY, fingerprint);
   return { spki, fingerprint };
 }
 
+$("try-again").addEventListener("click", () => location.reload());
 $("forget-key").addEventListener("click", () => {
   localStorage.removeItem(PIN_KEY);
   location.reload();
@@ -89,7 +91,7 @@ async function start() {
   try {
     trusted = await trustServer();
   } catch (error) {
-    problem(UI.keyFetchFailed(error.message || String(error)));
+    problem(UI.keyFetchFailed(error.message || String(error)), { retry: true });
     return;
   }
   if (!trusted) return;
@@ -207,7 +209,17 @@ function wireChat(session, page) {
   const history = [];
   let back = 0;
 
-  const run = (line) => runLine(line, session, page);
+  const run = (line) => runLine(line, session, page, pickFileFor);
+  // `/file <user> <path>` and `/groupfile`: a page cannot read paths, so the picker opens
+  // for that user or group (the Enter that sent the line lets the page open it).
+  let pickTarget = null;
+  const pickFileFor = (target, group) => {
+    pickTarget = { target, group };
+    $("file-input").click();
+  };
+  $("file-input").addEventListener("cancel", () => {
+    pickTarget = null;
+  });
   page.onOpenPrivate = (name) => {
     page.select("@" + name);
     input.focus();
@@ -292,6 +304,10 @@ function wireChat(session, page) {
 
   // Files: the picker and drag and drop send to the selected conversation.
   const sendFile = (file) => {
+    if (pickTarget) {
+      session.ui.files.send(file, pickTarget.target, pickTarget.group);
+      return;
+    }
     const key = page.selected;
     if (key === "*") {
       page.line(FILES.toEveryone);
@@ -301,6 +317,7 @@ function wireChat(session, page) {
   };
   $("file-input").addEventListener("change", () => {
     for (const file of $("file-input").files) sendFile(file);
+    pickTarget = null;
     $("file-input").value = "";
   });
   let dragDepth = 0;
@@ -332,7 +349,7 @@ function wireChat(session, page) {
 }
 
 /** Do what one typed line says, exactly as the terminal client would. */
-async function runLine(line, session, page) {
+async function runLine(line, session, page, pickFileFor) {
   const parsed = parse(line);
   if (parsed === null) return;
   switch (parsed.kind) {
@@ -343,7 +360,7 @@ async function runLine(line, session, page) {
       session.send(parsed.type, parsed.fields);
       return;
     case "file":
-      page.line(OWN.notInBrowser(`/${parsed.group ? "groupfile" : "file"}`));
+      pickFileFor(parsed.target, parsed.group);
       return;
     case "answer":
       page.line("No file offer is waiting for an answer.");

@@ -274,7 +274,6 @@ export const OWN = {
   passwordsDiffer: "Passwords do not match; nothing was changed.",
   cannotSend: (problem) => `Cannot send that: ${problem}.`,
   internalError: (error) => `Internal error: ${error && error.name ? error.name : "Error"}: ${error && error.message ? error.message : error}`,
-  notInBrowser: (command) => `${command} is for the terminal client; in the page use the buttons and the Send file picker.`,
   quit: "You left the chat. Reload the page to log in again.",
   closed: (why) => `Disconnected: ${why}.`,
   handshakeFailed: (code, meaning, why) => `Cannot connect: ${code} (${meaning})${why ? `: ${why}` : ""}.`,
