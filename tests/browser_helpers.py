@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_harness import HOST, TIMEOUT, ServerProcess
 from local_chat import LocalChat, LocalClient
 
@@ -92,12 +94,19 @@ async def browser() -> AsyncIterator[Any]:
 # --- the server ------------------------------------------------------------------------------
 
 
+@functools.cache
+def another_key() -> rsa.RSAPrivateKey:
+    """A second server key for this test worker (not the session's ``key_pair``)."""
+    return generate_private_key(2048)
+
+
 def make_key_dir(directory: Path, source: tuple[Path, Path] | None = None) -> Path:
     """A key directory of its own for one server (a TLS certificate is written beside
-    the key): a copy of ``source`` (private, public) or a new key. Returns private.pem."""
+    the key): a copy of ``source`` (private, public), or without it ``another_key()``.
+    Returns private.pem."""
     directory.mkdir(parents=True, exist_ok=True)
     if source is None:
-        private, _ = write_key_pair(directory, generate_private_key(2048))
+        private, _ = write_key_pair(directory, another_key())
         return private
     for path in source:
         shutil.copyfile(path, directory / path.name)
@@ -316,6 +325,7 @@ class WebWorld:
         self.contexts: list[Any] = []
         self.users: list[BrowserUser] = []
         self._servers: list[WebServer] = []
+        self._spare: asyncio.Task[Any] | None = None
         self._count = 0
 
     async def start_server(self, *extra: str, new_key: bool = False, port: int = 0) -> WebServer:
@@ -352,14 +362,27 @@ class WebWorld:
         await client.expect(f"[Welcome {name}]")
         return client
 
-    async def new_user(self, label: str, **context_options: Any) -> BrowserUser:
-        """A page in a fresh context (empty storage, downloads accepted)."""
+    async def _page(self, **context_options: Any) -> Any:
         context_options.setdefault("accept_downloads", True)
         context = await self.browser.new_context(**context_options)
+        self.contexts.append(context)
         context.set_default_timeout(PAGE_TIMEOUT * 1000)
         await context.add_init_script(WELCOME_PROBE)
-        self.contexts.append(context)
-        user = BrowserUser(await context.new_page(), label)
+        return await context.new_page()
+
+    def prepare(self) -> None:
+        """Make a page with the default options while the server starts (a context
+        takes Chromium a few hundred ms); the first ``new_user`` without options takes it."""
+        self._spare = asyncio.get_running_loop().create_task(self._page())
+
+    async def new_user(self, label: str, **context_options: Any) -> BrowserUser:
+        """A page in a fresh context (empty storage, downloads accepted)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and not context_options:
+            page = await spare
+        else:
+            page = await self._page(**context_options)
+        user = BrowserUser(page, label)
         self.users.append(user)
         return user
 
@@ -371,22 +394,31 @@ class WebWorld:
         return user
 
     async def close(self) -> list[str]:
-        for context in self.contexts:
+        """Close the contexts, the terminal users and the servers, all at once."""
+        if self._spare is not None:
+            with contextlib.suppress(Exception):
+                await self._spare
+
+        async def close_context(context: Any) -> None:
             with contextlib.suppress(Exception):
                 await context.close()
+
+        async def stop(server: WebServer) -> list[str]:
+            return [f"{problem}\n{server.report()}" for problem in await server.stop()]
+
+        closing = [close_context(context) for context in self.contexts]
         if self.terminals is not None:
-            await self.terminals.shutdown()
-        problems: list[str] = []
-        for server in self._servers:
-            for problem in await server.stop():
-                problems.append(f"{problem}\n{server.report()}")
-        return problems
+            closing.append(self.terminals.shutdown())
+        await asyncio.gather(*closing)
+        stopped = await asyncio.gather(*(stop(server) for server in self._servers))
+        return [problem for problems in stopped for problem in problems]
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def web(browser: Any, tmp_path: Path, key_pair: tuple[Path, Path]) -> AsyncIterator[WebWorld]:
     """The test's world; its servers are stopped at the end and must not have failed."""
     world = WebWorld(browser, tmp_path, key_pair)
+    world.prepare()
     try:
         yield world
     finally:
