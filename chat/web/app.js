@@ -137,6 +137,10 @@ async function start() {
   };
   const session = new ChatSession({ url, serverKey, ui });
   files.session = session;
+  // Reload or close: quit now, or the server would keep the name for a resume that the
+  // next page cannot make (its resume token was in memory only).
+  window.addEventListener("pagehide", () => session.leave());
+  window.addEventListener("pageshow", (event) => event.persisted && location.reload());
   $("login-fingerprint").textContent = trusted.fingerprint;
   page.showNotificationState();
   login(session, page, trusted.fingerprint, url);

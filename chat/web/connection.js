@@ -112,6 +112,9 @@ export class Connection {
     this._inbound = Promise.resolve();
     this._outbound = Promise.resolve();
     this._failure = null;
+    this._sealing = 0;
+    this._quit = null;
+    this._armQuit();
     ws.onmessage = (event) => this._receive(event.data);
     ws.onclose = (event) => this._closed(event.code, event.reason || "");
     for (const event of early) this._receive(event.data);
@@ -121,12 +124,46 @@ export class Connection {
   send(envelope, body) {
     if (this.closed) return Promise.reject(new Error("not connected"));
     const sealed = this.sendLayer.seal(encodeEnvelope(envelope, body));
+    this._sealing += 1;
     const sending = this._outbound.then(async () => {
-      const record = await sealed;
-      if (!this.closed) this.ws.send(buffer(record));
+      try {
+        const record = await sealed;
+        if (!this.closed) this.ws.send(buffer(record));
+      } finally {
+        this._sealing -= 1;
+      }
     });
     this._outbound = sending.catch(() => {});
+    this._outbound.then(() => this._armQuit());
     return sending;
+  }
+
+  /** Keep a `quit` sealed with the next sequence number, for quitNow. */
+  async _armQuit() {
+    const sequence = this.sendLayer.sequence;
+    if (this.closed || (this._quit && this._quit.sequence === sequence)) return;
+    try {
+      const record = await this.sendLayer.sealAhead(encodeEnvelope({ type: "quit" }), sequence);
+      if (this.sendLayer.sequence === sequence) this._quit = { sequence, record };
+    } catch {
+      /* no quit in reserve: the session lingers on the server until it times out */
+    }
+  }
+
+  /**
+   * The page is going away (reload, tab closed): send a `quit` synchronously, so the
+   * server ends the session now instead of keeping it for a resume. It uses the record
+   * sealed in advance only when no other record took or awaits that number; afterwards
+   * nothing more is sealed or sent on this connection. Returns whether it was sent.
+   */
+  quitNow() {
+    const quit = this._quit;
+    if (this.closed || this._sealing > 0 || !quit || quit.sequence !== this.sendLayer.sequence) return false;
+    this.sendLayer.sequence += 1n;
+    this.sendLayer.broken = true;
+    this.ws.send(buffer(quit.record));
+    this.closed = true;
+    return true;
   }
 
   /** Send with a fresh `rid`; resolves to `{rid, reply}` (the event whose `re` is rid). */

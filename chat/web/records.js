@@ -65,6 +65,20 @@ export class RecordLayer {
     return concat(AAD, new Uint8Array(sealed));
   }
 
+  /**
+   * Seal `plaintext` as record `sequence` without using the number up. Only for a record
+   * kept in memory in case it is needed (connection.js: the quit sent when the page
+   * goes away): at most one record with a given number may ever be sent.
+   */
+  async sealAhead(plaintext, sequence) {
+    const sealed = await globalThis.crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: buffer(nonceFor(this.iv, sequence)), additionalData: buffer(AAD), tagLength: 128 },
+      this.key,
+      buffer(plaintext),
+    );
+    return concat(AAD, new Uint8Array(sealed));
+  }
+
   /** Open the next record; call one at a time, in arrival order. */
   async open(record) {
     if (this.broken) throw new RecordFailure("the channel already failed");

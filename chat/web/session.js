@@ -8,6 +8,8 @@ import { RESUMING, ResumeState } from "./resume.js";
 import { describeClose, worthRetrying } from "./closecodes.js";
 import { OWN } from "./render.js";
 
+/** Handshake failures that mean the server does not hold the trusted key. */
+const KEY_PROBLEMS = new Set(["UNKNOWN_SERVER_KEY", "DECRYPT_FAILED", "CONFIRMATION_FAILED"]);
 const FILE_EVENTS = new Set(["file_incoming", "file_go", "file_chunk", "file_ack", "file_end", "file_result", "file_aborted"]);
 
 /** Why a connection attempt failed, in words for the user. */
@@ -126,6 +128,12 @@ export class ChatSession {
     else this.ui.quit();
   }
 
+  /** The page is going away: end the session at once (best effort, synchronous). */
+  leave() {
+    this.quitting = true;
+    if (this.connection) this.connection.quitNow();
+  }
+
   _event(event) {
     if (event.re !== undefined && event.re === this.loginRid) return; // login() handles it
     if (FILE_EVENTS.has(event.type)) {
@@ -183,6 +191,12 @@ export class ChatSession {
     try {
       connection = await this._open();
     } catch (error) {
+      if (error instanceof HandshakeFailure && KEY_PROBLEMS.has(error.code)) {
+        // Another key answers at this address: never retry with it, say why and stop.
+        this.loggedIn = false;
+        this.ui.line(OWN.cannotLogBackIn(this.name, failureText(error).replace(/\.$/, "")));
+        return;
+      }
       this._reconnect(failureText(error).replace(/\.$/, "") + ".", false);
       return;
     }

@@ -286,10 +286,8 @@ export class Page {
     link.hidden = true;
     document.body.append(link);
     link.click();
-    setTimeout(() => {
-      link.remove();
-      URL.revokeObjectURL(url);
-    }, 60000);
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
   }
 
   // --- notifications -------------------------------------------------------------------

@@ -38,6 +38,12 @@ if (!result.welcome) {
   process.exit(2);
 }
 for await (const line of createInterface({ input: process.stdin })) {
+  if (line === "!leave") {
+    // What the page does on pagehide: the quit sealed in advance, sent at once.
+    say(session.connection.quitNow() ? "LEFT" : "NOT LEFT");
+    setTimeout(() => process.exit(0), 200);
+    continue;
+  }
   const parsed = parse(line);
   if (parsed?.kind === "send") session.send(parsed.type, parsed.fields);
   else if (parsed?.kind === "action" && parsed.action === "quit") session.quit();

@@ -174,6 +174,14 @@ test("the client's session opens the server's records as events", async () => {
   ]);
 });
 
+test("a record sealed ahead is the record sealed later with that number", async () => {
+  const ahead = await P.RecordLayer.create(bytes(H.c2s_key), bytes(H.c2s_iv));
+  const plain = V.records.filter((r) => r.direction === "c2s").map((r) => bytes(r.plaintext));
+  assert.equal(P.hex(await ahead.sealAhead(plain[1], 1n)), V.records[1].record);
+  assert.equal(ahead.sequence, 0n); // the number is not used up
+  assert.equal(P.hex(await ahead.seal(plain[0])), V.records[0].record);
+});
+
 test("a record that was altered, replayed or reordered ends the channel", async () => {
   const s2c = V.records.filter((r) => r.direction === "s2c").map((r) => bytes(r.record));
   const fresh = () => P.RecordLayer.create(bytes(H.s2c_key), bytes(H.s2c_iv));
