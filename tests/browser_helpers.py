@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import rsa
-from e2e_harness import HOST, TIMEOUT, ServerProcess
+from e2e_harness import HOST, TIMEOUT, Process, ServerProcess
 from local_chat import LocalChat, LocalClient
 
 from chat.keys import fingerprint, generate_private_key, load_private_key, write_key_pair
@@ -112,6 +112,17 @@ def make_key_dir(directory: Path, source: tuple[Path, Path] | None = None) -> Pa
         shutil.copyfile(path, directory / path.name)
         (directory / path.name).chmod(0o600)
     return directory / source[0].name
+
+
+async def add_account(cwd: Path, name: str, password: str) -> None:
+    """``chat-server --add-account NAME`` on ``cwd/chat.db``, the password on stdin."""
+    args = ["-m", "chat.server", "--add-account", name, "--db", str(cwd / "chat.db")]
+    process = await Process.spawn(f"add-account {name}", args, cwd, split_prompts=False)
+    assert process.proc.stdin is not None
+    process.proc.stdin.write(f"{password}\n".encode())
+    process.proc.stdin.close()
+    code = await process.wait_exit(30)
+    assert code == 0, process.report()
 
 
 class WebServer(ServerProcess):
@@ -328,12 +339,17 @@ class WebWorld:
         self._spare: asyncio.Task[Any] | None = None
         self._count = 0
 
-    async def start_server(self, *extra: str, new_key: bool = False, port: int = 0) -> WebServer:
+    async def start_server(
+        self, *extra: str, new_key: bool = False, port: int = 0, accounts: dict[str, str] | None = None
+    ) -> WebServer:
         """A server with ``extra`` options, in a directory of its own (a copy of the
-        session's key, or with ``new_key`` a key of its own)."""
+        session's key, or with ``new_key`` another key), with registered ``accounts``
+        (name: password) made by ``chat-server --add-account`` first."""
         self._count += 1
         cwd = self.tmp_path / f"server{self._count}"
         private = make_key_dir(cwd / "keys", None if new_key else self.key_pair)
+        for name, password in (accounts or {}).items():
+            await add_account(cwd, name, password)
         server = await WebServer.launch(cwd, private, *extra, port=port)
         self._servers.append(server)
         self.server = server

@@ -110,6 +110,31 @@ async def test_a_taken_name_is_refused_and_another_works(web: WebWorld) -> None:
     user.assert_clean()
 
 
+async def test_a_registered_user_logs_in_with_a_password(web: WebWorld) -> None:
+    """The Password field appears when the name is registered; a wrong password is said
+    in an alert and the right one logs in."""
+    password = "correct horse battery staple"
+    server = await web.start_server("--wrong-password-delay", "0", accounts={"alice": password})
+    alice = await web.new_user("alice")
+    await alice.open(server.url)
+    await alice.trust(server.fingerprint)
+    await alice.expect_visible(alice.username_field, "the Username field")
+    await alice.username_field.fill("alice")
+    await alice.username_field.press("Enter")
+    field = alice.page.get_by_label("Password", exact=True)
+    await alice.expect_visible(field, "the Password field")
+    await field.fill("not the password")
+    await field.press("Enter")
+    wrong = alice.page.get_by_role("alert").filter(has_text="Wrong password")
+    await alice.expect_visible(wrong, "an alert saying the password is wrong")
+    await field.fill(password)
+    await field.press("Enter")
+    await alice.expect_line("[Welcome alice]")
+    alice.name = "alice"
+    assert password not in str(await alice.page.evaluate("JSON.stringify(localStorage)"))
+    alice.assert_clean()
+
+
 async def test_files_both_ways_byte_for_byte(web: WebWorld, tmp_path: Path) -> None:
     """The page sends with its ``Send file`` input to the selected private chat; a file
     from the terminal arrives as a browser download with the same name and bytes."""
