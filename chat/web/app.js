@@ -143,10 +143,10 @@ async function start() {
   window.addEventListener("pageshow", (event) => event.persisted && location.reload());
   $("login-fingerprint").textContent = trusted.fingerprint;
   page.showNotificationState();
-  login(session, page, trusted.fingerprint, url);
+  login(session, page);
 }
 
-function login(session, page, fingerprint, url) {
+function login(session, page) {
   $("login-view").hidden = false;
   const form = $("login-form");
   const username = $("username");

@@ -370,6 +370,8 @@ export const PARSE = {
 // --- labels and explanations of the page ---------------------------------------------
 
 export const UI = {
+  title: "Chat",
+  titleUnread: (n) => `(${n}) Chat`,
   everyone: "Everyone",
   unread: (n) => `${n} unread`,
   trustTitle: "Trust this server?",

@@ -59,6 +59,13 @@ export class Page {
     this._addConversation("*", UI.everyone);
     this._renderConversations();
     this._completion = null;
+    this.unseen = 0;
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) {
+        this.unseen = 0;
+        document.title = UI.title;
+      }
+    });
   }
 
   // --- the log -------------------------------------------------------------------------
@@ -115,6 +122,7 @@ export class Page {
     if (incoming && lines.length) {
       if (conversation && conversation !== this.selected) this._bump(conversation);
       this._notify(event, lines[0]);
+      if (document.hidden) document.title = UI.titleUnread(++this.unseen);
     }
   }
 
