@@ -476,6 +476,65 @@ async def test_web_session_resumes_after_a_lost_connection(
         await proxy.close()
 
 
+async def test_web_files_with_a_terminal_client(
+    chat: LocalChat, key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """chat/web/files.js through a real server: a file of several chunks sent within the
+    window to a terminal user, one received from it after the size and SHA-256 check, and
+    one to a group; bytes compared on both sides."""
+    node = need_node()
+    alice = await chat.login_one("alice")
+    downloads = tmp_path / "web downloads"
+    downloads.mkdir()
+    process = await asyncio.create_subprocess_exec(
+        *websocket_node(node),
+        str(JS_TESTS / "session_client.mjs"),
+        f"ws://127.0.0.1:{chat.server.port}/",
+        str(key_pair[1]),
+        "webby",
+        str(downloads),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    web = NodeClient(process)
+    try:
+        await web.expect("[Welcome webby]")
+        await alice.expect("[webby joined]")
+        outgoing = tmp_path / "from-web.bin"
+        data = os.urandom(700_000)  # three chunks of at most 256 KiB
+        outgoing.write_bytes(data)
+        web.type(f"!sendfile alice {outgoing}")
+        await web.expect("PROGRESS Sending from-web.bin to alice")
+        await alice.expect("You received file 'from-web.bin' from webby.", timeout=15)
+        await web.expect("File from-web.bin sent to alice successfully.", timeout=15)
+        assert (alice.cwd / "downloads" / "from-web.bin").read_bytes() == data  # type: ignore[attr-defined]
+
+        incoming = tmp_path / "to wéb ✓.txt"
+        text = ("naïve café ✓\n" * 30_000).encode()
+        incoming.write_bytes(text)
+        alice.send(f"/file webby {incoming}")
+        await web.expect("PROGRESS Receiving to wéb ✓.txt from alice")
+        await web.expect("You received file 'to wéb ✓.txt' from alice.", timeout=15)
+        await alice.expect(f"File {incoming.name} sent to webby successfully.", timeout=15)
+        await web.expect(f"SAVED {incoming.name}")
+        assert (downloads / incoming.name).read_bytes() == text
+
+        web.type("/create team alice")
+        await web.expect("Group team created and joined.")
+        await alice.expect("[You have been added to the team group]")
+        small = tmp_path / "plan.txt"
+        small.write_bytes(b"the plan\n")
+        web.type(f"!sendfile #team {small}")
+        await alice.expect("[Receive plan.txt from Group team webby]", timeout=15)
+        await web.expect("File plan.txt sent to group team successfully.", timeout=15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 if __name__ == "__main__":
     PARSE_CASES.write_text(json.dumps(parse_cases(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     RENDER_CASES.write_text(json.dumps(render_cases(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
