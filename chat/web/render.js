@@ -376,7 +376,7 @@ export const UI = {
   unread: (n) => `${n} unread`,
   trustTitle: "Trust this server?",
   trustText: (origin) =>
-    `This is the first connection from this browser to ${origin}. Compare the server key's fingerprint with the one its operator gave you (chat-server prints it at start):`,
+    `This is the first connection from this browser to ${origin}. Compare the server key's fingerprint below with the one its operator gave you (chat-server prints it at start as "Server key fingerprint"):`,
   keyChanged: (origin, pinned, now) =>
     `The server key has changed for ${origin}: this browser trusted ${pinned}, the server now shows ${now}. Not connected. If the operator really changed the key, they can confirm the new fingerprint; then use "Forget the old key".`,
   keyChangedShort: "server key has changed",
