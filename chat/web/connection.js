@@ -28,7 +28,7 @@ export function connect({ url, serverKey, WebSocketImpl = globalThis.WebSocket, 
     try {
       ws = new WebSocketImpl(url);
     } catch (error) {
-      reject(new ConnectFailure(`cannot open ${url}: ${error.message}`));
+      reject(new ConnectFailure(`Cannot open ${url}: ${error.message}`));
       return;
     }
     ws.binaryType = "arraybuffer";
@@ -36,7 +36,7 @@ export function connect({ url, serverKey, WebSocketImpl = globalThis.WebSocket, 
     let stage = "open";
     let done = false;
     const early = [];
-    const timer = setTimeout(() => fail(new ConnectFailure("the server did not answer in time")), timeoutMs);
+    const timer = setTimeout(() => fail(new ConnectFailure("The server did not answer in time")), timeoutMs);
 
     function fail(error) {
       if (done) return;
@@ -64,7 +64,7 @@ export function connect({ url, serverKey, WebSocketImpl = globalThis.WebSocket, 
       const reason = event.reason || "";
       fail(
         new ConnectFailure(
-          stage === "open" ? `cannot connect to ${url}` : `the server closed the connection${reason ? `: ${reason}` : ""}`,
+          stage === "open" ? `Cannot connect to ${url}` : `The server closed the connection${reason ? `: ${reason}` : ""}`,
           { code: event.code, reason },
         ),
       );

@@ -170,7 +170,8 @@ export class ChatSession {
       this.ui.line(OWN.closed(describeClose(code, reason)));
       return;
     }
-    this._reconnect(OWN.connectionLost(describeClose(code, reason)), true);
+    const again = this.attempt > 0; // lost again before a reconnect settled
+    this._reconnect(OWN.connectionLost(describeClose(code, reason), again), !again);
   }
 
   _delay() {
@@ -187,6 +188,7 @@ export class ChatSession {
 
   async _relogin() {
     if (this.quitting) return;
+    this.attempt = Math.max(this.attempt, 1);
     let connection;
     try {
       connection = await this._open();
