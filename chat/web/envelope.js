@@ -28,16 +28,58 @@ export function decodeEnvelope(data) {
   const length = readU32(data, 0);
   if (length > MAX_HEADER_BYTES || length > data.length - 4) throw new EnvelopeError("bad header length");
   let header;
+  let text;
   try {
-    header = JSON.parse(decodeStrict(data.subarray(4, 4 + length)));
+    text = decodeStrict(data.subarray(4, 4 + length));
+    header = JSON.parse(text);
   } catch {
     throw new EnvelopeError("header is not UTF-8 JSON");
   }
+  const problem = jsonProblem(text);
+  if (problem) throw new EnvelopeError(problem);
   if (header === null || typeof header !== "object" || Array.isArray(header) || typeof header.type !== "string") {
     throw new EnvelopeError("header is not an object with a type");
   }
   if (!wellFormed(header)) throw new EnvelopeError("lone surrogate in a string");
   return { header, body: data.slice(4 + length) };
+}
+
+/**
+ * What JSON.parse lets through and section 6 forbids: a key twice in one object, and
+ * numbers that are not integers (`1.0`, `1e3`). `text` is already known to be valid JSON.
+ */
+export function jsonProblem(text) {
+  const objects = []; // per open object or array: a Set of its keys, or null for an array
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      if (expectKey) {
+        const keys = objects[objects.length - 1];
+        const key = JSON.parse(text.slice(i, j + 1));
+        if (keys.has(key)) return `duplicate key ${JSON.stringify(key)}`;
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === "{") {
+      objects.push(new Set());
+      expectKey = true;
+    } else if (c === "[") {
+      objects.push(null);
+    } else if (c === "}" || c === "]") {
+      objects.pop();
+    } else if (c === ",") {
+      expectKey = objects[objects.length - 1] instanceof Set;
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      const match = /^-?[0-9]+([.eE][-+0-9.eE]*)?/.exec(text.slice(i, i + 400));
+      if (match[1]) return "a number that is not an integer";
+      i += match[0].length - 1;
+    }
+  }
+  return null;
 }
 
 function wellFormed(value) {

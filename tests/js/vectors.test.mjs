@@ -229,6 +229,16 @@ test("envelopes: limits, unknown types and fields, malformed headers", () => {
   const lone = new TextEncoder().encode('{"type":"x","a":"\\ud800"}');
   assert.throws(() => P.decodeEnvelope(P.concat(P.fromHex("00000019"), lone)), P.EnvelopeError);
   assert.throws(() => P.encodeEnvelope({ type: "broadcast", text: "x".repeat(P.MAX_HEADER_BYTES) }), P.EnvelopeError);
+  const raw = (json) => {
+    const header = new TextEncoder().encode(json);
+    return P.concat(P.fromHex(header.length.toString(16).padStart(8, "0")), header);
+  };
+  assert.throws(() => P.decodeEnvelope(raw('{"type":"ok","type":"ok"}')), /duplicate key/);
+  assert.throws(() => P.decodeEnvelope(raw('{"type":"x","a":{"b":1,"b":2}}')), /duplicate key/);
+  assert.throws(() => P.decodeEnvelope(raw('{"type":"ok","seq":1.0}')), /not an integer/);
+  assert.throws(() => P.decodeEnvelope(raw('{"type":"ok","seq":1e3}')), /not an integer/);
+  const fine = P.decodeEnvelope(raw('{ "type" : "x", "a" : [ {"b":-1}, {"b":2} ], "s":"\\"{,}\\\\", "t":"b" }'));
+  assert.deepEqual(fine.header, { type: "x", a: [{ b: -1 }, { b: 2 }], s: '"{,}\\', t: "b" });
   assert.equal(P.MAX_RECORD_LEN, 1048593);
   assert.equal(P.MAX_FRAME_BYTES, 1048640);
 });
