@@ -1,106 +1,157 @@
 """Who is online anywhere in a cluster, as one node knows it (redis_hub.py keeps it
-current from the other nodes' frames): lookups and ``/list`` without a round trip."""
+current from the other nodes' frames).
+
+A node keeps its own users in full (their connections) and, for every other user of
+the service, only where they are: the key and a small number for their node (about
+110 bytes a user, where a full entry took 460). That is what routing, presence
+notices and a dead node's departures need without a round trip. ``/list``, display
+names and look-alikes of other nodes' users are read from Redis, which holds them
+anyway (redis_scripts.py), so a node's memory grows with its own users, not with the
+whole service's (BENCHMARKS.md, scenario 7)."""
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from chat.server.cluster_wire import as_text
 from chat.server.conversations import BROADCASTS, Message
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
-from chat.server.names import key, skeleton
+from chat.server.names import key
 
-#: Seconds a lookup waits at most for logins on other nodes to be known here.
-CATCH_UP = 1.0
+#: Seconds a user found in Redis before their node's join frame arrived here is routed
+#: from that finding; the frame normally follows within milliseconds.
+EXPECTED_FOR = 5.0
+#: Such users remembered at most (the oldest are forgotten first).
+EXPECTED_MAX = 1024
 
 
 @dataclass(slots=True)
 class Entry:
-    """Who holds a name. Every node keeps one for every user of the service (``/list``,
-    look-alike checks), so it is kept small: no ``__dict__``."""
+    """One of this node's users."""
 
     name: str
-    node: str
-    #: Login order, cluster-wide (``/list`` is in login order).
+    #: Login order, cluster-wide (kept for reasserting the claim after a Redis restart).
     order: int
-    #: The connection, when the user is on this node.
-    outbox: Outbox | None = None
+    outbox: Outbox
 
 
 class Directory:
     def __init__(self) -> None:
-        #: key(name) -> who holds it.
-        self.entries: dict[str, Entry] = {}
-        #: skeleton(name) -> key(name) of the users online.
-        self._looks: dict[str, str] = {}
-        #: The latest login (its order) known here.
-        self.max_order = 0
+        #: key(name) -> this node's user.
+        self.mine: dict[str, Entry] = {}
+        #: key(name) -> index of the other node holding it (in ``_nodes``).
+        self._remote: dict[str, int] = {}
+        #: key(name) -> display name, for other nodes' users whose name is not its key.
+        self._names: dict[str, str] = {}
+        #: Node ids by index, their indexes, and how many users each holds here.
+        self._nodes: list[str] = []
+        self._index: dict[str, int] = {}
+        self._counts: list[int] = []
+        #: key -> (name, node, when): found in Redis, their join frame not here yet.
+        self._expected: dict[str, tuple[str, str, float]] = {}
 
-    def get(self, k: str) -> Entry | None:
-        return self.entries.get(k)
-
-    async def caught_up(self, redis: Redis) -> bool:
-        """Wait (a second at most) until every login claimed so far, on any node, is known
-        here: a user who was just welcomed elsewhere is in ``/list`` at once. Whether
-        there were any to wait for."""
-        try:
-            wanted = int(await redis.get("chat:order") or 0)
-        except (RedisError, OSError):
-            return False  # the link is down: what is known here is all there is
-        if wanted <= self.max_order:
-            return False
-        deadline = time.monotonic() + CATCH_UP
-        while self.max_order < wanted and time.monotonic() < deadline:
-            await asyncio.sleep(0.002)
-        return True
-
-    def add(self, k: str, entry: Entry) -> None:
-        entry.node = sys.intern(entry.node)  # one copy of each node's id, not one per user
-        self.max_order = max(self.max_order, entry.order)
-        self.entries[k] = entry
-        self._looks.setdefault(skeleton(entry.name), k)
-
-    def remove(self, k: str) -> Entry | None:
-        entry = self.entries.pop(k, None)
-        if entry is not None and self._looks.get(skeleton(entry.name)) == k:
-            del self._looks[skeleton(entry.name)]
-        return entry
+    # --- this node's users --------------------------------------------------------------
 
     def local(self, k: str) -> Outbox | None:
-        entry = self.entries.get(k)
+        entry = self.mine.get(k)
         return entry.outbox if entry is not None else None
 
-    def look_alike(self, k: str, name: str) -> Entry | None:
-        """The online user whose name looks like ``name`` without being it."""
-        other = self._looks.get(skeleton(name))
-        return self.entries.get(other) if other is not None and other != k else None
-
-    def in_order(self) -> list[str]:
-        return [e.name for e in sorted(self.entries.values(), key=lambda e: e.order)]
+    def add_local(self, k: str, entry: Entry) -> None:
+        self._drop_remote(k)
+        self.mine[k] = entry
 
     def outboxes(self) -> list[Outbox]:
-        return [e.outbox for e in self.entries.values() if e.outbox is not None]
-
-    def mine(self) -> list[tuple[str, Entry]]:
-        """This node's users."""
-        return [(k, e) for k, e in self.entries.items() if e.outbox is not None]
+        return [e.outbox for e in self.mine.values()]
 
     def local_outboxes(self) -> list[tuple[str, Outbox]]:
-        return [(k, e.outbox) for k, e in self.entries.items() if e.outbox is not None]
+        return [(k, e.outbox) for k, e in self.mine.items()]
 
-    def of_node(self, node: str) -> list[tuple[str, Entry]]:
-        return [(k, e) for k, e in self.entries.items() if e.node == node and e.outbox is None]
+    # --- other nodes' users -------------------------------------------------------------
+
+    def node_of(self, k: str) -> str | None:
+        """The other node holding ``k``, as its frames said."""
+        index = self._remote.get(k)
+        return self._nodes[index] if index is not None else None
+
+    def route(self, k: str) -> str | None:
+        """Where to send events for ``k``, another node's user: as its frames said, or
+        as Redis said a moment ago (``expect``)."""
+        index = self._remote.get(k)
+        if index is not None:
+            return self._nodes[index]
+        expected = self._expected.get(k)
+        if expected is not None and time.monotonic() - expected[2] < EXPECTED_FOR:
+            return expected[1]
+        return None
+
+    def name_of(self, k: str) -> str:
+        """The display name of another node's user."""
+        return self._names.get(k, k)
+
+    def is_remote(self, k: str) -> bool:
+        return k in self._remote
+
+    def add_remote(self, k: str, name: str, node: str) -> None:
+        """``k`` is held by ``node`` (a join, a takeover, a roster)."""
+        self.mine.pop(k, None)
+        self._expected.pop(k, None)
+        self._drop_remote(k)
+        index = self._index.get(node)
+        if index is None:
+            index = self._new_index(node)
+        self._counts[index] += 1
+        self._remote[k] = index
+        if name != k:
+            self._names[k] = name
+
+    def expect(self, k: str, name: str, node: str) -> None:
+        """``k`` was found in Redis on ``node``: route to it until its join frame comes."""
+        if len(self._expected) >= EXPECTED_MAX:
+            del self._expected[next(iter(self._expected))]
+        self._expected[k] = (name, node, time.monotonic())
+
+    def remove(self, k: str) -> None:
+        self.mine.pop(k, None)
+        self._expected.pop(k, None)
+        self._drop_remote(k)
+
+    def of_node(self, node: str) -> list[tuple[str, str]]:
+        """``node``'s users known here: (key, display name)."""
+        index = self._index.get(node)
+        if index is None:
+            return []
+        return [(k, self.name_of(k)) for k, i in self._remote.items() if i == index]
 
     def remote_nodes(self) -> set[str]:
-        return {e.node for e in self.entries.values() if e.outbox is None}
+        """The other nodes holding users known here."""
+        return {node for node, index in self._index.items() if self._counts[index] > 0}
+
+    def _drop_remote(self, k: str) -> None:
+        index = self._remote.pop(k, None)
+        if index is None:
+            return
+        self._names.pop(k, None)
+        self._counts[index] -= 1
+        if self._counts[index] == 0:  # the node's number is free again
+            del self._index[self._nodes[index]]
+            self._nodes[index] = ""
+
+    def _new_index(self, node: str) -> int:
+        for index, held in enumerate(self._nodes):
+            if not held:
+                self._nodes[index] = node
+                break
+        else:
+            index = len(self._nodes)
+            self._nodes.append(node)
+            self._counts.append(0)
+        self._index[node] = index
+        return index
 
     def readers(self, message: Message, groups: GroupRegistry) -> list[Outbox]:
         """This node's users who may read ``message`` (its sender aside): everyone a

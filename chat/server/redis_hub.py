@@ -4,10 +4,10 @@ and delivery to users wherever they are, through Redis.
 - Names are claimed in Redis by a script that refuses a name (or a look-alike of one)
   held by a live node; a node's names are free once its heartbeat key expires
   (redis_link.NODE_TTL), so within 15 s of its death.
-- Every node keeps a copy of the directory (key -> name, node, login order), updated by
-  the ``j``/``x``/``t``/``r`` frames, so ``/list`` and lookups cost no round trip.
-  Each node announces the joins and exits of other nodes' users to its own users only:
-  every user is told once.
+- Every node knows where every user is (cluster_directory.py), from the
+  ``j``/``x``/``t``/``r`` frames, so routing costs no round trip; ``/list``, look-alikes
+  and users whose join frame is still on its way are read from Redis. Each node announces
+  the joins and exits of other nodes' users to its own users only: every user is told once.
 - Events for other nodes go as one frame per node (or one broadcast frame), in order;
   stored messages reach this node's users once each, in their conversation's order
   (cluster_order.py: gaps are filled from the database, the truth).
@@ -23,7 +23,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisError
 
@@ -39,7 +39,7 @@ from chat.server.hub import Claim, Outbox, _variant
 from chat.server.names import key, skeleton
 from chat.server.redis_groups import ClusterGroups
 from chat.server.redis_link import ALL, NODE_KEY, SWEEP, RedisLink, node_channel
-from chat.server.redis_scripts import CLAIM, REAP, REASSERT, RELEASE
+from chat.server.redis_scripts import CLAIM, LOOK_ALIKE, ONLINE, REAP, REASSERT, RELEASE
 from chat.server.stored_events import live_events
 
 if TYPE_CHECKING:
@@ -80,7 +80,8 @@ class RedisHub:
         self.user_gone: Callable[[str], Awaitable[None]] | None = None
         self._ledger = DeliveryLedger(lambda *span: self.storage.messages.in_range(*span), self._fill)
         self._scripts = {name: self.link.redis.register_script(s) for name, s in
-                         (("claim", CLAIM), ("release", RELEASE), ("reassert", REASSERT), ("reap", REAP))}
+                         (("claim", CLAIM), ("release", RELEASE), ("reassert", REASSERT), ("reap", REAP),
+                          ("look_alike", LOOK_ALIKE))}
 
     async def start(self, presence: PresenceFeed, groups: GroupRegistry, storage: Store) -> None:
         """Join the cluster: this node's presence feed, groups and database."""
@@ -111,11 +112,11 @@ class RedisHub:
         status, prev, order, written = int(result[0]), as_text(result[1]), int(result[2]), as_text(result[3])
         if status == 0:
             return Claim.REFUSED
-        old = self._dir.get(k)
-        self._dir.add(k, Entry(written, self.node, order, outbox))
+        old = self._dir.local(k)
+        self._dir.add_local(k, Entry(written, order, outbox))
         if status == 2:
-            if old is not None and old.outbox is not None and old.outbox is not outbox:
-                old.outbox.supersede()
+            if old is not None and old is not outbox:
+                old.supersede()
             self.link.publish(ALL, encode_frame("t", self.node, k=k, prev=prev))
             return Claim.TAKEN_OVER
         self.link.publish(ALL, encode_frame("j", self.node, k=k, n=written, o=order))
@@ -123,8 +124,7 @@ class RedisHub:
 
     async def release(self, name: str, outbox: Outbox) -> None:
         k = key(name)
-        entry = self._dir.get(k)
-        if entry is None or entry.outbox is not outbox:
+        if self._dir.local(k) is not outbox:
             return
         self._dir.remove(k)
         # If Redis cannot answer, the claim lapses with this node's heartbeat, or is not
@@ -135,18 +135,62 @@ class RedisHub:
         self.link.publish(ALL, encode_frame("x", self.node, k=k))
 
     async def online(self) -> list[str]:
-        await self._dir.caught_up(self.link.redis)
-        return self._dir.in_order()
+        """Everyone online, in login order, as Redis holds it (a user welcomed elsewhere a
+        moment ago included). While Redis is unreachable: the users known here, this
+        node's in login order first."""
+        directory = self._dir
+        try:
+            held = cast("list[bytes]", await self.link.redis.zrange(ONLINE, 0, -1))
+            keys = [as_text(k) for k in held]
+            unknown = [k for k in keys if k not in directory.mine and not directory.is_remote(k)]
+            names = await self._held(unknown)
+        except (RedisError, OSError):
+            mine = sorted(directory.mine.values(), key=lambda e: e.order)
+            return [e.name for e in mine] + [name for node in directory.remote_nodes()
+                                             for _, name in directory.of_node(node)]
+        found = []
+        for k in keys:
+            entry = directory.mine.get(k)
+            if entry is not None:
+                found.append(entry.name)
+            elif directory.is_remote(k):
+                found.append(directory.name_of(k))
+            elif k in names:
+                found.append(names[k][0])
+        return found
 
     async def lookup(self, name: str) -> str | None:
-        entry = self._dir.get(key(name))
-        if entry is None and await self._dir.caught_up(self.link.redis):
-            entry = self._dir.get(key(name))
-        return entry.name if entry else None
+        k = key(name)
+        entry = self._dir.mine.get(k)
+        if entry is not None:
+            return entry.name
+        if self._dir.is_remote(k):
+            return self._dir.name_of(k)
+        try:  # welcomed elsewhere a moment ago (its join frame not here yet), or nobody
+            held = (await self._held([k])).get(k)
+        except (RedisError, OSError):
+            return None
+        if held is None or held[1] == self.node:
+            return None
+        self._dir.expect(k, *held)
+        return held[0]
 
     async def lookup_similar(self, name: str) -> str | None:
-        entry = self._dir.look_alike(key(name), name)
-        return entry.name if entry else None
+        try:
+            found = await self._scripts["look_alike"](keys=[f"chat:look:{skeleton(name)}"], args=[key(name)])
+        except (RedisError, OSError):
+            return None
+        return as_text(found) or None
+
+    async def _held(self, keys: list[str]) -> dict[str, tuple[str, str]]:
+        """Who holds each of ``keys`` in Redis: key -> (name, node)."""
+        if not keys:
+            return {}
+        async with self.link.redis.pipeline(transaction=False) as pipe:
+            for k in keys:
+                pipe.hmget(f"chat:name:{k}", "name", "node")
+            rows = await pipe.execute()
+        return {k: (as_text(n), as_text(node)) for k, (n, node) in zip(keys, rows, strict=True) if n and node}
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
@@ -154,12 +198,14 @@ class RedisHub:
     ) -> None:
         local: list[Outbox] = []
         remote: dict[str, list[str]] = {}
+        directory = self._dir
         for name in names:
-            entry = self._dir.get(key(name))
-            if entry is not None and entry.outbox is not None:
-                local.append(entry.outbox)
-            elif entry is not None:
-                remote.setdefault(entry.node, []).append(key(name))
+            k = key(name)
+            outbox = directory.local(k)
+            if outbox is not None:
+                local.append(outbox)
+            elif (node := directory.route(k)) is not None:
+                remote.setdefault(node, []).append(k)
 
         def deliver() -> None:
             for outbox in local:
@@ -201,12 +247,13 @@ class RedisHub:
 
     def deliver_to(self, name: str, payload: bytes, *, bulk: bool = False) -> None:
         """Deliver to ``name`` wherever they are (the answers to a forwarded request)."""
-        entry = self._dir.get(key(name))
-        if entry is not None and entry.outbox is not None:
-            entry.outbox.deliver(payload, bulk=bulk)
-        elif entry is not None:
-            frame = encode_frame("d", self.node, u=[key(name)], b=bulk, payload=payload)
-            self.link.publish(node_channel(entry.node), frame)
+        k = key(name)
+        outbox = self._dir.local(k)
+        if outbox is not None:
+            outbox.deliver(payload, bulk=bulk)
+        elif (node := self._dir.route(k)) is not None:
+            frame = encode_frame("d", self.node, u=[k], b=bulk, payload=payload)
+            self.link.publish(node_channel(node), frame)
 
     def outboxes(self) -> list[Outbox]:
         return self._dir.outboxes()
@@ -266,24 +313,22 @@ class RedisHub:
 
             self._in_order(h, deliver)
         elif frame.kind == "j":
-            known = self._dir.get(h["k"])
-            if known is None:
-                self._dir.add(h["k"], Entry(h["n"], frame.node, int(h["o"])))
-                presence.joined(h["n"])
-            elif known.outbox is None:  # already learnt from a roster
-                known.node, known.order = frame.node, int(h["o"])
+            self._joined(h["k"], h["n"], frame.node)
         elif frame.kind == "x":
-            entry = self._dir.get(h["k"])
-            if entry is not None and entry.node == frame.node:
-                self._dir.remove(h["k"])
-                presence.exited(entry.name)
-                await self._gone(entry.name)
+            k = h["k"]
+            if self._dir.node_of(k) == frame.node:
+                name = self._dir.name_of(k)
+                self._dir.remove(k)
+                presence.exited(name)
+                await self._gone(name)
         elif frame.kind == "t":
-            entry = self._dir.get(h["k"])
-            if entry is not None:
-                if entry.outbox is not None:
-                    entry.outbox.supersede()  # its user resumed on another node
-                entry.node, entry.outbox = frame.node, None
+            k = h["k"]
+            mine = self._dir.mine.get(k)
+            if mine is not None:
+                mine.outbox.supersede()  # its user resumed on another node
+                self._dir.add_remote(k, mine.name, frame.node)
+            elif self._dir.is_remote(k):
+                self._dir.add_remote(k, self._dir.name_of(k), frame.node)
         elif frame.kind == "r":
             for name in self._roster(frame.node, h["u"]):
                 await self._gone(name)
@@ -302,23 +347,25 @@ class RedisHub:
         if self.user_gone is not None:
             await self.user_gone(name)
 
+    def _joined(self, k: str, name: str, node: str) -> None:
+        """``node`` holds ``k``: announced here if it is news (not learnt from a roster)."""
+        if self._dir.is_remote(k):
+            self._dir.add_remote(k, name, node)
+        elif k not in self._dir.mine:
+            self._dir.add_remote(k, name, node)
+            self.presence.joined(name)
+
     def _roster(self, node: str, users: list[list[Any]]) -> list[str]:
         """``node``'s whole roster: its users not known here joined, the others left."""
-        presence = self.presence
-        listed = {str(k): (str(n), int(o)) for k, n, o in users}
+        listed = {str(k): str(n) for k, n, _order in users}
         gone = []
-        for k, entry in self._dir.of_node(node):
+        for k, name in self._dir.of_node(node):
             if k not in listed:
                 self._dir.remove(k)
-                presence.exited(entry.name)
-                gone.append(entry.name)
-        for k, (name, order) in listed.items():
-            known = self._dir.get(k)
-            if known is None:
-                self._dir.add(k, Entry(name, node, order))
-                presence.joined(name)
-            elif known.outbox is None:
-                known.node = node
+                self.presence.exited(name)
+                gone.append(name)
+        for k, name in listed.items():
+            self._joined(k, name, node)
         return gone
 
     # --- the link going down and coming back ------------------------------------------
@@ -331,7 +378,7 @@ class RedisHub:
         """Reassert this node's names, learn everyone's, send this node's roster, then
         deliver what was stored while the link was down."""
         redis = self.link.redis
-        mine = self._dir.mine()
+        mine = list(self._dir.mine.items())
         for k, entry in mine:
             ok = await self._scripts["reassert"](
                 keys=[f"chat:name:{k}", f"chat:look:{skeleton(entry.name)}"],
