@@ -68,9 +68,11 @@ def missing() -> list[str]:
 class RedisServer:
     """``redis-server`` on a free port of 127.0.0.1, keeping nothing on disk."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *options: str) -> None:
         self.directory = directory
         self.port = free_port()
+        #: More ``redis-server`` options (a password, a Unix socket).
+        self.options = list(options)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -90,7 +92,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", HOST, "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
+             "--dir", str(self.directory), *self.options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
