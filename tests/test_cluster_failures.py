@@ -139,6 +139,12 @@ async def test_redis_restarts_during_traffic_and_nothing_is_lost(
         redis_server.kill()
         for client in clients:
             await client.expect_prefix(LOST_LINK, timeout=10)
+        for client in clients:  # /list without Redis: everyone known, this node's users first
+            client.send("/list")
+            others = ", ".join(sorted(set(NAMES) - {client.label}))
+            first = f"{client.label}, "
+            listed = await client.expect_match(lambda s, first=first: s.startswith(first), "a /list reply")
+            assert ", ".join(sorted(listed.split(", ")[1:])) == others, listed
         await asyncio.sleep(1.0)
         await redis_server.restart()
         for client in clients:
