@@ -84,7 +84,7 @@ def make_certificate(server_key: rsa.RSAPrivateKey, host: str) -> tuple[bytes, b
     tls_key = ec.generate_private_key(ec.SECP256R1())
     issuer = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chat"),
-        x509.NameAttribute(NameOID.COMMON_NAME, f"chat server key {fingerprint(server_key.public_key())}"),
+        x509.NameAttribute(NameOID.COMMON_NAME, f"key {fingerprint(server_key.public_key())[7:]}"),
     ])  # fmt: skip
     dns, ips = names_for(host)
     subject = x509.Name([

@@ -23,8 +23,7 @@ async def test_public_key_is_served_exactly(server: ServerProcess, key_pair: tup
     assert body == key_pair[1].read_bytes()
 
 
-async def test_other_plain_http_requests_are_refused(server: ServerProcess) -> None:
-    status, _ = await http_get(server.port, "/")
-    assert status == "HTTP/1.1 426 Upgrade Required"
-    status, _ = await http_get(server.port, "/private.pem")
-    assert status == "HTTP/1.1 426 Upgrade Required"
+async def test_other_plain_http_requests_are_not_found(server: ServerProcess) -> None:
+    for path in ("/private.pem", "/keys/private.pem", "/../keys/private.pem", "/chat.db", "/index.html/x"):
+        status, body = await http_get(server.port, path)
+        assert (status, body) == ("HTTP/1.1 404 Not Found", b"Not found.\n"), path

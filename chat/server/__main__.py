@@ -26,6 +26,7 @@ from chat.server import logs, process_limits, workers
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
 from chat.server.config import ServerConfig, is_postgres_url
+from chat.tls import TlsFileError, made_certificate, server_context
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
 DEFAULT_PORT = 8767
@@ -133,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(workers.WORKER_OPTION, type=int, metavar="PID", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--tls", action="store_true",
+        help="serve https:// and wss:// on the port, with a certificate made for this machine "
+        "beside the server key (tls-cert.pem, issued by the server key; its fingerprint is "
+        "printed): needed for the web client on other machines",
+    )
+    parser.add_argument("--tls-cert", type=Path, metavar="PEM",
+                        help="serve TLS with this certificate (chain) instead; needs --tls-key")
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
         "--event-loop", choices=["auto", "asyncio", "uvloop"], default="auto",
         help="event loop: uvloop if installed (auto, the default), or force one",
     )
@@ -195,14 +205,45 @@ def connect_hint(host: str, port: int, public_pem: Path) -> str:
     return f"python -m chat.client {lan_address(host)} {public_pem.as_posix()}{port_option}"
 
 
-async def serve(server: ChatServer, public_pem: Path) -> None:
+def web_client_lines(host: str, port: int, tls: bool) -> list[str]:
+    """Where a browser finds the web client: over https the LAN address; over http only
+    this machine (browsers give WebCrypto to http pages of localhost only)."""
+    if tls:
+        return [f"Web client: https://{_url_host(lan_address(host))}:{port}/"]
+    local = "localhost" if host in WILDCARD_HOSTS else _url_host(host)
+    return [f"Web client: http://{local}:{port}/",
+            "(browsers on other machines need TLS: start the server with --tls)"]
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def serve(server: ChatServer, public_pem: Path, tls_fingerprint: str | None = None) -> None:
     process_limits.quiet_accept_errors(asyncio.get_running_loop())
     port = await server.start()
     config = server.config
-    print(f"WebSocket server started and listening on ws://{config.host}:{port}", flush=True)
+    scheme = "wss" if config.tls is not None else "ws"
+    print(f"WebSocket server started and listening on {scheme}://{config.host}:{port}", flush=True)
     print(f"Server key fingerprint: {fingerprint(server.private_key.public_key())}", flush=True)
-    print(f"Clients on the LAN connect with: {connect_hint(config.host, port, public_pem)}", flush=True)
+    if tls_fingerprint is not None:
+        print(f"TLS certificate SHA-256: {tls_fingerprint}", flush=True)
+    for line in web_client_lines(config.host, port, config.tls is not None):
+        print(line, flush=True)
+    hint = connect_hint(config.host, port, public_pem) + (" --tls" if config.tls is not None else "")
+    print(f"Clients on the LAN connect with: {hint}", flush=True)  # the last (workers.LAST_START_LINE)
     await server.run_until_stopped()
+
+
+def tls_files(args: argparse.Namespace, key: rsa.RSAPrivateKey) -> tuple[Path, Path] | None:
+    """The certificate and key TLS is served with (made for --tls), or None for none."""
+    if args.tls_cert is not None or args.tls_key is not None:
+        if args.tls_cert is None or args.tls_key is None:
+            raise TlsFileError("--tls-cert and --tls-key go together")
+        return args.tls_cert, args.tls_key
+    if not args.tls:
+        return None
+    return made_certificate((args.private_pem or DEFAULT_PRIVATE_PEM).parent, key, args.host)
 
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -282,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyFileError, OSError) as exc:
         print(f"chat-server: error: {exc}", file=sys.stderr)
         return 2
+    try:
+        files = tls_files(args, key)
+        config.tls, tls_fingerprint = server_context(*files) if files else (None, None)
+    except (TlsFileError, OSError) as exc:
+        print(f"chat-server: error: {exc}", file=sys.stderr)
+        return 2
     if config.workers > 1:
         given = None if args.private_pem is not None else str(DEFAULT_PRIVATE_PEM)
         return workers.supervise(argv, given, config)
@@ -289,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     config.max_connections = process_limits.fit_descriptors(config.max_connections)
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.event_loop)) as runner:
-            runner.run(serve(ChatServer(key, config), public_pem))
+            runner.run(serve(ChatServer(key, config), public_pem, tls_fingerprint))
     except KeyboardInterrupt:
         pass
     except OSError as exc:

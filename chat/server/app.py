@@ -39,6 +39,7 @@ from chat.server.redis_hub import RedisHub
 from chat.server.remote_requests import RemoteRequests
 from chat.server.services import build_services
 from chat.server.shared_limits import SharedLimits
+from chat.server.web import WebFiles
 
 log = logging.getLogger("chat.server")
 
@@ -77,6 +78,7 @@ class ChatServer:
         #: asyncio.to_thread and keeps password hashing from queueing behind handshakes.
         self.crypto_pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="handshake")
         self.write_batch = WriteBatch()
+        self.web = WebFiles(tls=config.tls is not None)
         self.connections: set[ClientConnection] = set()
         #: Lost sessions waiting for their clients to resume them.
         self.lingering: set[Lingering] = set()
@@ -173,9 +175,13 @@ class ChatServer:
         }
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Serve the public key on GET SERVER_KEY_PATH, /healthz and /metrics; everything
-        else goes on to the WebSocket handshake (which refuses requests that are not
-        upgrades)."""
+        """A WebSocket upgrade goes on to the handshake unless a page of another site asks
+        for it (403). Plain requests: the public key on GET SERVER_KEY_PATH, /healthz,
+        /metrics and the web client's files (web.py); anything else 404."""
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            if self.web.foreign_origin(request) is not None:
+                return _plain(403, "Forbidden", "WebSocket connections from other sites are refused.\n")
+            return None
         if request.path == HEALTH_PATH:
             hub = self.services.hub
             redis_up = hub.link.up if isinstance(hub, RedisHub) else None
@@ -183,7 +189,7 @@ class ChatServer:
         if request.path == METRICS_PATH:
             return self.metrics.response()
         if request.path != SERVER_KEY_PATH:
-            return None
+            return self.web.response(request) or _plain(404, "Not Found", "Not found.\n")
         body = public_pem(self.private_key.public_key())
         headers = Headers({"Content-Type": "application/x-pem-file", "Content-Length": str(len(body))})
         return Response(200, "OK", headers, body)
@@ -222,6 +228,7 @@ class ChatServer:
             backlog=self.config.listen_backlog,
             # Each process of --workers binds the same address; the kernel spreads connections.
             reuse_port=self.config.reuse_port or None,
+            ssl=self.config.tls,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         return port
@@ -275,3 +282,10 @@ class ChatServer:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _plain(status: int, reason: str, text: str) -> Response:
+    """A short plain-text answer to a request that is not served."""
+    body = text.encode()
+    headers = Headers({"Content-Type": "text/plain; charset=utf-8", "Content-Length": str(len(body))})
+    return Response(status, reason, headers, body)

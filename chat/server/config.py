@@ -5,6 +5,7 @@ values from here (README, "Server options and limits")."""
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 
@@ -22,6 +23,8 @@ class ServerConfig:
     workers: int = 1
     #: Bind with SO_REUSEPORT (set for each process of --workers).
     reuse_port: bool = False
+    #: TLS on the port (--tls, --tls-cert/--tls-key): https:// and wss://; None: plain.
+    tls: ssl.SSLContext | None = None
     #: Messages kept per conversation (everyone, each pair of users, each group), and
     #: days a message is kept (0: as long as the count allows).
     history_limit: int = 1000
