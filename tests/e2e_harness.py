@@ -26,7 +26,7 @@ TIMEOUT = 5.0
 #: Prompts are printed without a newline; the next output may follow on the same line.
 PROMPTS = ("Enter your username: ", "Repeat password: ", "New password: ", "Password: ")
 USERNAME_PROMPT = PROMPTS[0]
-STARTED = re.compile(r"WebSocket server started and listening on ws://([^\s:]+):(\d+)\s*$")
+STARTED = re.compile(r"WebSocket server started and listening on wss?://([^\s:]+):(\d+)\s*$")
 
 
 def child_env() -> dict[str, str]:
