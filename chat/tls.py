@@ -156,10 +156,10 @@ def server_context(cert_path: Path, key_path: Path) -> tuple[ssl.SSLContext, str
         raise TlsFileError(f"{cert_path} is not a PEM certificate") from None
     try:
         context.load_cert_chain(cert_path, key_path)
+    except ssl.SSLError:  # before OSError, of which it is one
+        raise TlsFileError(f"{key_path} is not the private key of {cert_path}") from None
     except OSError as exc:
         raise TlsFileError(f"cannot read the key {key_path}: {exc.strerror or exc}") from None
-    except ssl.SSLError:
-        raise TlsFileError(f"{key_path} is not the private key of {cert_path}") from None
     return context, cert_fingerprint(der)
 
 

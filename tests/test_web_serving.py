@@ -119,6 +119,7 @@ async def test_a_websocket_from_another_sites_page_is_refused(server_process: Se
 
 async def test_the_start_lines_say_where_the_web_client_is(server_process: ServerProcess) -> None:
     port = server_process.port
+    assert await server_process.out.wait_for(lambda s: s.startswith("Clients on the LAN"), 15) is not None
     assert f"Web client: http://{HOST}:{port}/" in server_process.out.lines
     assert "(browsers on other machines need TLS: start the server with --tls)" in server_process.out.lines
 
@@ -140,6 +141,6 @@ async def test_over_tls_the_page_connects_with_wss(key_pair: tuple[Path, Path], 
         assert status == "HTTP/1.1 403 Forbidden"
         status, _, _ = await request(port, upgrade(f"https://{HOST}:{port}"), tls=tls)
         assert status == "HTTP/1.1 101 Switching Protocols"
-        assert f"Web client: https://{HOST}:{port}/" in server.out.lines
+        assert await server.out.wait_for(lambda s: s == f"Web client: https://{HOST}:{port}/", 15) is not None
     finally:
         assert await server.stop() == []
