@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from chat.server.cluster_wire import as_text
 from chat.server.conversations import BROADCASTS, Message
 from chat.server.groups import GroupRegistry
 from chat.server.hub import Outbox
 from chat.server.names import key
+from chat.server.redis_scripts import ONLINE
 
 #: Seconds a user found in Redis before their node's join frame arrived here is routed
 #: from that finding; the frame normally follows within milliseconds.
@@ -169,6 +171,59 @@ class Directory:
             return []
         return [o for k in group.members if k != sender and (o := self.local(k)) is not None
                 and group.joined.get(k, 0) < message.id]  # fmt: skip
+
+
+async def online(redis: Redis, directory: Directory) -> list[str]:
+    """Everyone online, in login order, as Redis holds it (a user welcomed elsewhere a
+    moment ago included). While Redis is unreachable: the users known here, this node's
+    in login order first."""
+    try:
+        keys = [as_text(k) for k in cast("list[bytes]", await redis.zrange(ONLINE, 0, -1))]
+        unknown = [k for k in keys if k not in directory.mine and not directory.is_remote(k)]
+        names = await held(redis, unknown)
+    except (RedisError, OSError):
+        mine = sorted(directory.mine.values(), key=lambda e: e.order)
+        return [e.name for e in mine] + [name for node in directory.remote_nodes()
+                                         for _, name in directory.of_node(node)]  # fmt: skip
+    found = []
+    for k in keys:
+        entry = directory.mine.get(k)
+        if entry is not None:
+            found.append(entry.name)
+        elif directory.is_remote(k):
+            found.append(directory.name_of(k))
+        elif k in names:
+            found.append(names[k][0])
+    return found
+
+
+async def lookup(redis: Redis, directory: Directory, k: str, me: str) -> str | None:
+    """The display name of ``k`` if online anywhere: as known here, or as Redis says for a
+    user welcomed elsewhere a moment ago (routed to from then on: ``expect``)."""
+    entry = directory.mine.get(k)
+    if entry is not None:
+        return entry.name
+    if directory.is_remote(k):
+        return directory.name_of(k)
+    try:
+        found = (await held(redis, [k])).get(k)
+    except (RedisError, OSError):
+        return None
+    if found is None or found[1] == me:
+        return None
+    directory.expect(k, *found)
+    return found[0]
+
+
+async def held(redis: Redis, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """Who holds each of ``keys`` in Redis: key -> (name, node)."""
+    if not keys:
+        return {}
+    async with redis.pipeline(transaction=False) as pipe:
+        for k in keys:
+            pipe.hmget(f"chat:name:{k}", "name", "node")
+        rows = await pipe.execute()
+    return {k: (as_text(n), as_text(node)) for k, (n, node) in zip(keys, rows, strict=True) if n and node}
 
 
 async def rosters(redis: Redis, me: str) -> dict[str, list[list[Any]]]:

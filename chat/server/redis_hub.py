@@ -23,13 +23,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
 from chat.protocol.codes import ErrorCode, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
-from chat.server.cluster_directory import Directory, Entry, rosters
+from chat.server.cluster_directory import Directory, Entry, lookup, online, rosters
 from chat.server.cluster_order import DeliveryLedger
 from chat.server.cluster_wire import Frame, as_text, decode_frame, encode_frame, stored_numbers
 from chat.server.conversations import Message
@@ -39,7 +39,7 @@ from chat.server.hub import Claim, Outbox, _variant
 from chat.server.names import key, skeleton
 from chat.server.redis_groups import ClusterGroups
 from chat.server.redis_link import ALL, NODE_KEY, SWEEP, RedisLink, node_channel
-from chat.server.redis_scripts import CLAIM, LOOK_ALIKE, ONLINE, REAP, REASSERT, RELEASE
+from chat.server.redis_scripts import CLAIM, LOOK_ALIKE, REAP, REASSERT, RELEASE
 from chat.server.stored_events import live_events
 
 if TYPE_CHECKING:
@@ -135,45 +135,10 @@ class RedisHub:
         self.link.publish(ALL, encode_frame("x", self.node, k=k))
 
     async def online(self) -> list[str]:
-        """Everyone online, in login order, as Redis holds it (a user welcomed elsewhere a
-        moment ago included). While Redis is unreachable: the users known here, this
-        node's in login order first."""
-        directory = self._dir
-        try:
-            held = cast("list[bytes]", await self.link.redis.zrange(ONLINE, 0, -1))
-            keys = [as_text(k) for k in held]
-            unknown = [k for k in keys if k not in directory.mine and not directory.is_remote(k)]
-            names = await self._held(unknown)
-        except (RedisError, OSError):
-            mine = sorted(directory.mine.values(), key=lambda e: e.order)
-            return [e.name for e in mine] + [name for node in directory.remote_nodes()
-                                             for _, name in directory.of_node(node)]
-        found = []
-        for k in keys:
-            entry = directory.mine.get(k)
-            if entry is not None:
-                found.append(entry.name)
-            elif directory.is_remote(k):
-                found.append(directory.name_of(k))
-            elif k in names:
-                found.append(names[k][0])
-        return found
+        return await online(self.link.redis, self._dir)
 
     async def lookup(self, name: str) -> str | None:
-        k = key(name)
-        entry = self._dir.mine.get(k)
-        if entry is not None:
-            return entry.name
-        if self._dir.is_remote(k):
-            return self._dir.name_of(k)
-        try:  # welcomed elsewhere a moment ago (its join frame not here yet), or nobody
-            held = (await self._held([k])).get(k)
-        except (RedisError, OSError):
-            return None
-        if held is None or held[1] == self.node:
-            return None
-        self._dir.expect(k, *held)
-        return held[0]
+        return await lookup(self.link.redis, self._dir, key(name), self.node)
 
     async def lookup_similar(self, name: str) -> str | None:
         try:
@@ -181,16 +146,6 @@ class RedisHub:
         except (RedisError, OSError):
             return None
         return as_text(found) or None
-
-    async def _held(self, keys: list[str]) -> dict[str, tuple[str, str]]:
-        """Who holds each of ``keys`` in Redis: key -> (name, node)."""
-        if not keys:
-            return {}
-        async with self.link.redis.pipeline(transaction=False) as pipe:
-            for k in keys:
-                pipe.hmget(f"chat:name:{k}", "name", "node")
-            rows = await pipe.execute()
-        return {k: (as_text(n), as_text(node)) for k, (n, node) in zip(keys, rows, strict=True) if n and node}
 
     async def send(
         self, names: Iterable[str], payload: bytes, *, bulk: bool = False, numbered: bytes | None = None,
