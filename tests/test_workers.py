@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,11 +16,14 @@ from typing import Any
 import psutil
 import pytest
 import pytest_asyncio
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from services import free_port
 from session_helpers import login, reply
 
 from chat.client.transport import ClientSession
 from chat.server.__main__ import main as server_main
+from chat.tls import CERT_NAME, cert_fingerprint
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
@@ -44,12 +48,14 @@ class Workers:
         return sum(1 for c in found if c.laddr and c.laddr.port == self.port and c.status == "ESTABLISHED")
 
 
-async def start_workers(key: Path, cwd: Path, redis_url: str, pg_url: str, count: int = 2) -> Workers:
+async def start_workers(
+    key: Path, cwd: Path, redis_url: str, pg_url: str, *extra: str, count: int = 2
+) -> Workers:
     port = free_port()
     cwd.mkdir(parents=True, exist_ok=True)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chat.server", str(key), "--host", HOST, "--port", str(port),
-        "--workers", str(count), "--redis", redis_url, "--db", pg_url, "--log-level", "WARNING",
+        "--workers", str(count), "--redis", redis_url, "--db", pg_url, "--log-level", "WARNING", *extra,
         cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
@@ -104,13 +110,14 @@ async def test_workers_share_one_port_and_act_as_one_service(
     # The start lines are printed once, for the service, then the workers.
     assert workers.lines[0] == f"WebSocket server started and listening on ws://{HOST}:{workers.port}"
     assert workers.lines[1].startswith("Server key fingerprint: SHA256:")
-    assert workers.lines[2].startswith("Clients on the LAN connect with: python -m chat.client ")
+    assert workers.lines[2] == f"Web client: http://{HOST}:{workers.port}/"
+    assert workers.lines[4].startswith("Clients on the LAN connect with: python -m chat.client ")
     pids = workers.worker_pids()
     assert len(pids) == 2
-    head, _, listed_pids = workers.lines[3].partition(" (pids ")
+    head, _, listed_pids = workers.lines[5].partition(" (pids ")
     assert head == "Workers: 2 server processes share the port"
     assert {int(pid) for pid in listed_pids.rstrip(")").split(", ")} == pids
-    assert len(workers.lines) == 4
+    assert len(workers.lines) == 6
 
     sessions = await login_until_both_workers_serve(workers, key_pair[1])
     names = [f"user{n}" for n in range(len(sessions))]
@@ -182,3 +189,31 @@ def test_options_that_cannot_work_together_are_refused(
 ) -> None:
     assert server_main([str(key_pair[0]), *options]) == 2
     assert capsys.readouterr().err == f"chat-server: error: {error}\n"
+
+
+@pytest.mark.cluster
+async def test_workers_serve_tls_with_the_one_certificate(
+    key_pair: tuple[Path, Path], tmp_path: Path, redis_url: str, pg_url: str
+) -> None:
+    """The supervisor makes the certificate once; every worker serves that one."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
+    running = await start_workers(keys / "private.pem", tmp_path / "server", redis_url, pg_url, "--tls")
+    try:
+        assert running.lines[0] == f"WebSocket server started and listening on wss://{HOST}:{running.port}"
+        printed = running.lines[2].removeprefix("TLS certificate SHA-256: ")
+        made = x509.load_pem_x509_certificate((keys / CERT_NAME).read_bytes())
+        assert printed == cert_fingerprint(made.public_bytes(serialization.Encoding.DER))
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        seen = set()
+        for _ in range(12):  # the kernel spreads these over both workers
+            _, writer = await asyncio.open_connection(HOST, running.port, ssl=context)
+            seen.add(cert_fingerprint(writer.get_extra_info("ssl_object").getpeercert(binary_form=True)))
+            writer.close()
+        assert seen == {printed}
+    finally:
+        running.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            assert await running.process.wait() == 0
