@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import math
 import re
 import signal
@@ -39,6 +40,7 @@ from chat.client.pacing import Pacer
 from chat.client.roster import Roster
 from chat.client.servers import ServerList, parse_servers
 from chat.client.style import colour_enabled
+from chat.client.tls_layer import tls_choice
 from chat.client.transport import ClientError, open_session
 from chat.client.trust import (
     DEFAULT_PUBLIC_PEM,
@@ -49,6 +51,7 @@ from chat.client.trust import (
     trust_on_first_use,
 )
 from chat.keys import fingerprint
+from chat.tls import normal_cert_fingerprint
 
 __all__ = ["EXIT_OK", "Pacer", "build_parser", "file_size", "main"]
 
@@ -87,6 +90,9 @@ examples:
       {known}
   printf 'hello everyone\\n/quit\\n' | {PROG} chat.lan --username bot --accept-new-key
       line mode, for a script
+  {PROG} chat.lan --tls
+      the server was started with --tls: connect over wss:// (its certificate must be issued
+      by the server key you trust, or vouched for by a public authority)
   {PROG} chat.lan --ask-files --download-quota 200M
       ask before accepting each file (/accept, /decline), and accept 200 MiB in all
 
@@ -137,6 +143,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="trust and remember the key of a server not seen before without asking (needed in "
         "line mode, like SSH's accept-new); a key that changed is still refused",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with wss:// (and fetch the key for trust on first use over https://), for a "
+        "server started with --tls, --tls-cert or behind a TLS proxy. Its certificate is accepted if "
+        "the system's trust store vouches for it with the host name, or if it was issued by the "
+        "server key this client trusts (the certificate chat-server --tls makes); otherwise only "
+        "with --tls-fingerprint. The server key is checked as always",
+    )
+    parser.add_argument(
+        "--tls-fingerprint",
+        metavar="HEX",
+        type=tls_fingerprint,
+        help="accept the server's TLS certificate if its SHA-256 fingerprint is HEX (AB:CD:... as "
+        "the server or a browser shows it; colons optional), for a certificate neither a public "
+        "authority nor the server key vouches for; implies --tls",
     )
     parser.add_argument(
         "--download-dir",
@@ -218,6 +241,16 @@ def file_size(text: str) -> int:
     if match is None:
         raise argparse.ArgumentTypeError(f"not a size in bytes: {text!r}")
     return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def tls_fingerprint(text: str) -> str:
+    """A certificate's SHA-256 fingerprint in the form ``AB:CD:...`` (an argparse type)."""
+    try:
+        return normal_cert_fingerprint(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a SHA-256 fingerprint (64 hexadecimal digits, colons optional): {text!r}"
+        ) from None
 
 
 def count_of(kind: Callable[[str], N]) -> Callable[[str], N]:
@@ -306,6 +339,7 @@ async def _run(
 
         prompt = TerminalInput(roster, colour=colour)
     servers = parse_servers(args.server_host, args.port)
+    tls = tls_choice(args.tls, args.tls_fingerprint)
     if trusted is None:
         trusted = await trust_on_first_use(
             *servers[0],
@@ -315,8 +349,10 @@ async def _run(
             ask=prompt.read_line if prompt is not None else None,
             inform=_say,
             note=_say if terminal else _say_on_stderr,  # line mode: stdout is only events
+            tls=tls,
         )
-    nodes = ServerList(servers, open_session, trusted.key, trusted.label)
+    # Every node, and every reconnection, with the same TLS choice.
+    nodes = ServerList(servers, functools.partial(open_session, tls=tls), trusted.key, trusted.label)
     session = await nodes.connect()
     connect = nodes.reconnect
     config = client_config(args)

@@ -12,12 +12,25 @@ import asyncio
 import contextlib
 import inspect
 import socket
+import ssl
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from chat.client.tls_layer import (
+    TlsChoice,
+    add_tls,
+    drop_tls,
+    may_be_wrong_scheme,
+    peer_certificate,
+    refused_certificate,
+    speaks_plain_http,
+    speaks_tls,
+    unverified_context,
+    verified_context,
+)
 from chat.keys import fingerprint
 from chat.protocol.envelope import MAX_REQUEST_ID, Envelope, decode_event, encode_request
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
@@ -25,6 +38,7 @@ from chat.protocol.handshake import ClientHandshake, encode_handshake_error
 from chat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from chat.protocol.records import SecureChannel
 from chat.safe_text import printable
+from chat.tls import accepted
 
 EXIT_CANNOT_CONNECT = 3
 EXIT_BAD_SERVER_KEY = 4
@@ -59,10 +73,10 @@ class Disconnected(ClientError):
         self.reason = reason
 
 
-def server_uri(host: str, port: int) -> str:
+def server_uri(host: str, port: int, tls: bool = False) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
-    return f"ws://{host}:{port}"
+    return f"{'wss' if tls else 'ws'}://{host}:{port}"
 
 
 def _disconnected(exc: ConnectionClosed) -> Disconnected:
@@ -85,6 +99,8 @@ def _connect_reason(exc: BaseException, timeout: float) -> str:
         return f"cannot resolve the host name ({exc.strerror or exc})"
     if isinstance(exc, InvalidStatus):
         return f"not a chat server (HTTP status {exc.response.status_code})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or exc})"
     if isinstance(exc, OSError):
         return exc.strerror or str(exc) or type(exc).__name__
     return str(exc) or type(exc).__name__
@@ -283,21 +299,22 @@ async def open_session(
     *,
     connect_timeout: float = 10,
     key_label: str = "the expected key",
+    tls: TlsChoice | None = None,
 ) -> ClientSession:
-    """Connect to ``ws://host:port/`` and complete the handshake.
+    """Connect to ``ws://host:port/`` (``wss://`` with ``tls``) and complete the handshake.
 
     ``key_label`` names where ``server_public_key`` came from (a PEM path) in the
     wrong-key message. Raises ClientError with a user-facing message."""
-    uri = server_uri(host, port)
-    try:
-        websocket = await connect(
-            uri + "/", max_size=MAX_FRAME_BYTES, compression=None, open_timeout=connect_timeout, **_NO_PROXY
-        )
-    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        raise ClientError(
-            f"Cannot connect to the server at {uri}: {_connect_reason(exc, connect_timeout)}",
-            EXIT_CANNOT_CONNECT,
-        ) from None
+    uri = server_uri(host, port, tls is not None)
+    websocket = await _connect(host, port, uri, connect_timeout, tls)
+    if websocket is None:
+        assert tls is not None  # the system's store did not vouch for the certificate
+        websocket = await _connect(host, port, uri, connect_timeout, tls, verify=False)
+        assert websocket is not None
+        der = peer_certificate(websocket.transport.get_extra_info("ssl_object"))
+        if not accepted(der, server_public_key, tls.pinned):
+            await websocket.close()
+            raise ClientError(refused_certificate(host, port, der, tls), EXIT_BAD_SERVER_KEY)
     try:
         channel = await asyncio.wait_for(_handshake(websocket, server_public_key), connect_timeout)
     except HandshakeFailed as exc:
@@ -316,3 +333,29 @@ async def open_session(
             EXIT_CANNOT_CONNECT,
         ) from None
     return ClientSession(websocket, channel, uri)
+
+
+async def _connect(
+    host: str, port: int, uri: str, timeout: float, tls: TlsChoice | None, *, verify: bool = True
+) -> ClientConnection | None:
+    """The WebSocket connection, over TLS with ``tls``: verified by the system's store, or
+    not at all (``verify`` False). None if that verification failed: the caller judges the
+    certificate on an unverified connection."""
+    options: dict[str, Any] = {}
+    if tls is not None:
+        options["ssl"] = verified_context() if verify else unverified_context()
+    try:
+        options.update(max_size=MAX_FRAME_BYTES, compression=None, open_timeout=timeout, **_NO_PROXY)
+        return await connect(uri + "/", **options)
+    except ssl.SSLCertVerificationError:
+        if tls is None or not verify:
+            raise
+        return None
+    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+        message = f"Cannot connect to the server at {uri}: {_connect_reason(exc, timeout)}"
+        if may_be_wrong_scheme(exc) and not isinstance(exc, InvalidStatus):
+            if tls is None and await speaks_tls(host, port):
+                message = add_tls(uri)
+            elif tls is not None and await speaks_plain_http(host, port):
+                message = drop_tls(uri, tls)
+        raise ClientError(message, EXIT_CANNOT_CONNECT) from None

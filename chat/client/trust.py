@@ -12,6 +12,11 @@ use: the client fetches the key the server presents (unauthenticated, PROTOCOL.m
 ``--fingerprint`` names the expected key out of band: the presented key must have it,
 and is then pinned (replacing an older pin). The handshake afterwards proves that the
 server holds the private half of whichever key was chosen.
+
+With ``--tls`` the key is fetched over https. Unless the system's trust store vouches
+for that connection's certificate, the certificate must have been issued by the key
+about to be trusted (or be the one pinned with ``--tls-fingerprint``): otherwise the key
+is refused before anything is asked or pinned.
 """
 
 from __future__ import annotations
@@ -23,8 +28,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from chat.client.known_servers import KnownServers, fetch_server_key, server_id
+from chat.client.tls_layer import (
+    TlsChoice,
+    add_tls,
+    drop_tls,
+    fetch_key_over_tls,
+    refused_certificate,
+    speaks_plain_http,
+    speaks_tls,
+)
 from chat.client.transport import EXIT_BAD_SERVER_KEY, EXIT_CANNOT_CONNECT, ClientError, server_uri
-from chat.keys import KeyFileError, fingerprint, load_public_key
+from chat.keys import KeyFileError, fingerprint, load_public_key, parse_public_key
+from chat.tls import accepted
 
 DEFAULT_PUBLIC_PEM = Path("keys/public.pem")
 EXIT_USAGE = 2
@@ -100,23 +115,19 @@ async def trust_on_first_use(
     ask: Ask | None,
     inform: Callable[[str], None],
     note: Callable[[str], None],
+    tls: TlsChoice | None = None,
 ) -> TrustedKey:
     """The key to use for host:port (see the module docstring). ``ask`` is None in line
     mode; ``inform`` prints the first-use explanation on the terminal, ``note`` a remark
     that must stay off stdout in line mode. Raises ClientError when the key is refused."""
     where = server_id(host, port)
-    try:
-        presented = await fetch_server_key(host, port)
-    except OSError as exc:
-        raise ClientError(
-            f"Cannot connect to the server at {server_uri(host, port)}: {exc.strerror or exc}",
-            EXIT_CANNOT_CONNECT,
-        ) from None
-    except KeyFileError as exc:
-        raise ClientError(
-            f"The server at {where} presented an unusable key ({exc}): refusing to connect.",
-            EXIT_BAD_SERVER_KEY,
-        ) from None
+    presented, certificate = await _presented_key(host, port, tls)
+
+    def vouch(key: rsa.RSAPublicKey) -> None:
+        """The certificate of the https fetch must be acceptable with ``key`` trusted."""
+        if tls is not None and certificate is not None and not accepted(certificate, key, tls.pinned):
+            raise ClientError(refused_certificate(host, port, certificate, tls), EXIT_BAD_SERVER_KEY)
+
     seen = fingerprint(presented)
     label = f"the key pinned for {where} in {known.path}"
     if expected is not None:
@@ -127,6 +138,7 @@ async def trust_on_first_use(
                 "--fingerprint: refusing to connect.",
                 EXIT_BAD_SERVER_KEY,
             )
+        vouch(presented)
         pinned = known.lookup(host, port)
         if pinned is None or fingerprint(pinned) != seen:
             _pin(known, host, port, presented, note)
@@ -134,9 +146,11 @@ async def trust_on_first_use(
     pinned = known.lookup(host, port)
     if pinned is not None:
         if fingerprint(pinned) == seen:
+            vouch(pinned)
             return TrustedKey(pinned, label)
         raise ClientError(changed_warning(where, fingerprint(pinned), seen, known.path, ask is not None),
                           EXIT_BAD_SERVER_KEY)  # fmt: skip
+    vouch(presented)
     if accept_new:
         _pin(known, host, port, presented, note)
         return TrustedKey(presented, label)
@@ -155,6 +169,32 @@ async def trust_on_first_use(
         raise ClientError(f"Not trusted: not connecting to {where}.", EXIT_BAD_SERVER_KEY)
     _pin(known, host, port, presented, inform)
     return TrustedKey(presented, label)
+
+
+async def _presented_key(
+    host: str, port: int, tls: TlsChoice | None
+) -> tuple[rsa.RSAPublicKey, bytes | None]:
+    """The key the server presents, and over TLS the certificate of that connection when
+    the system's store did not vouch for it. Raises ClientError."""
+    uri = server_uri(host, port, tls is not None)
+    try:
+        if tls is None:
+            return await fetch_server_key(host, port), None
+        fetched = await fetch_key_over_tls(host, port)
+        return parse_public_key(fetched.pem, "the server's key"), fetched.unvouched
+    except OSError as exc:
+        message = f"Cannot connect to the server at {uri}: {exc.strerror or exc}"
+        refused = isinstance(exc, (ConnectionRefusedError, TimeoutError))
+        if not refused and tls is None and await speaks_tls(host, port):
+            message = add_tls(uri)
+        elif not refused and tls is not None and await speaks_plain_http(host, port):
+            message = drop_tls(uri, tls)
+        raise ClientError(message, EXIT_CANNOT_CONNECT) from None
+    except KeyFileError as exc:
+        raise ClientError(
+            f"The server at {server_id(host, port)} presented an unusable key ({exc}): refusing to connect.",
+            EXIT_BAD_SERVER_KEY,
+        ) from None
 
 
 def _pin(
