@@ -93,9 +93,10 @@ async def _handshake_refusal(session: RawSession) -> HandshakeErrorCode:
 
 
 HTTP_REQUESTS = {
-    "plain GET": b"GET / HTTP/1.1\r\nHost: chat\r\n\r\n",
+    # Not a file of the web client (those are served: test_web_serving.py).
+    "plain GET": b"GET /admin HTTP/1.1\r\nHost: chat\r\n\r\n",
     "browser GET": (
-        b"GET /index.html HTTP/1.1\r\nHost: chat\r\nAccept: text/html\r\nConnection: keep-alive\r\n\r\n"
+        b"GET /index.php HTTP/1.1\r\nHost: chat\r\nAccept: text/html\r\nConnection: keep-alive\r\n\r\n"
     ),
     "upgrade without key": (
         b"GET / HTTP/1.1\r\nHost: chat\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
