@@ -97,7 +97,8 @@ examples:
       ask before accepting each file (/accept, /decline), and accept 200 MiB in all
 
 exit status: 0 after /quit or at the end of input; 2 wrong usage or an unreadable file;
-3 cannot reach the server; 4 the server's key is wrong, has changed or is not trusted;
+3 cannot reach the server (or --tls is missing or wrong for it); 4 the server's key is wrong,
+has changed or is not trusted, or its TLS certificate is refused;
 5 the connection was lost (line mode without --reconnect) or the client could not log back in.
 """
 
