@@ -344,3 +344,28 @@ def test_refusal_names_host_port_fingerprint_and_the_way_out(key_pair: tuple[Pat
     line = refused_certificate("::1", 8767, der, TlsChoice())
     assert "[::1]:8767" in line and f"--tls-fingerprint {cert_fingerprint(der)};" in line
     assert "\n" not in line
+
+
+async def test_every_node_of_a_list_over_tls(
+    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """After losing the first node, the client goes on to the next one over TLS too."""
+    first = await start_server(private_pem, "--tls")
+    second = await start_server(private_pem, "--tls")
+    nodes = f"{HOST}:{first.port},{HOST}:{second.port}"
+    cwd = tmp_path / "ivy"
+    cwd.mkdir()
+    args = ["-m", "chat.client", nodes, str(key_pair[1]), "--tls", "--reconnect", "--username", "ivy"]
+    client = await LineClient.spawn("ivy", args, cwd, split_prompts=True)
+    assert isinstance(client, LineClient)
+    client.server, client.cwd = first, cwd
+    try:
+        await client.expect("[Welcome ivy]")
+        assert await first.stop() == []
+        await client.expect("[Connection lost; reconnecting...]")
+        client.server = second
+        await client.expect("[Reconnected as ivy.]", timeout=20)
+        await client.sync("ivy")  # /list answered by the second node
+        await client.close()
+    finally:
+        await client.terminate()
