@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from e2e_harness import HOST, USERNAME_PROMPT, LineClient, ServerProcess, child_env
+from test_terminal_support import Terminal
 
 from chat.client.app import build_parser, tls_fingerprint
 from chat.client.known_servers import FILE_NAME
@@ -369,3 +370,27 @@ async def test_every_node_of_a_list_over_tls(
         await client.close()
     finally:
         await client.terminate()
+
+
+async def test_terminal_trusts_on_first_use_over_https(
+    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """On a terminal the same question as without TLS; the certificate is then checked
+    against the key just trusted, and the session runs over wss://."""
+    server = await start_server(private_pem, "--tls")
+    config = tmp_path / "config"
+    key = fingerprint(load_public_key(key_pair[1]))
+    args = [HOST, "--port", str(server.port), "--tls", "--username", "jo"]
+    terminal = Terminal.spawn(args, cwd=tmp_path / "jo", config_dir=config)
+    request.addfinalizer(terminal.close)
+    await terminal.expect(f"The chat server at {HOST}:{server.port} is not known yet")
+    await terminal.expect(f"Its key fingerprint is {key}.")
+    await terminal.expect("Trust this server? (yes/no)")
+    terminal.send("yes\r")
+    await terminal.expect(f"Pinned the key {key} of {HOST}:{server.port}")
+    await terminal.expect(f"Connected to wss://{HOST}:{server.port} (server key {key}).")
+    await terminal.expect("[Welcome jo]")
+    terminal.send("/quit\r")
+    assert await terminal.wait_exit() == 0
+    assert pins(config) == [[f"{HOST}:{server.port}", key]]
