@@ -24,8 +24,8 @@ from cryptography.x509.oid import NameOID
 from e2e_harness import HOST, USERNAME_PROMPT, LineClient, ServerProcess, child_env
 from test_terminal_support import Terminal
 
-from chat.client.app import build_parser, tls_fingerprint
 from chat.client.known_servers import FILE_NAME
+from chat.client.options import build_parser, tls_fingerprint
 from chat.client.tls_layer import TlsChoice, refused_certificate, tls_choice
 from chat.keys import fingerprint, generate_private_key, load_private_key, load_public_key
 from chat.tls import CERT_NAME, cert_fingerprint, make_certificate
