@@ -144,3 +144,15 @@ async def test_over_tls_the_page_connects_with_wss(key_pair: tuple[Path, Path], 
         assert await server.out.wait_for(lambda s: s == f"Web client: https://{HOST}:{port}/", 15) is not None
     finally:
         assert await server.stop() == []
+
+
+def test_pip_install_ships_every_file_of_the_page() -> None:
+    """pyproject's package data names every kind of file in chat/web (a non-editable
+    install carries only what it names)."""
+    import fnmatch
+    import tomllib
+
+    config = tomllib.loads((WEB.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["chat.web"]
+    shipped = [p.name for p in WEB.iterdir() if p.is_file() and p.suffix != ".py"]
+    assert shipped and all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in shipped)
