@@ -22,7 +22,10 @@ def test_the_list_is_parsed_with_default_ports_and_ipv6_brackets() -> None:
         ("a", 1), ("b", 9), ("::1", 3), ("fe80::1", 9), ("::1", 9)
     ]  # fmt: skip
     for bad, reason in [("a,,b", "an empty entry"), ("a:0", "from 1 to 65535"), ("a:x", "from 1 to 65535"),
-                        ("[::1", "closing ']'"), ("[::1]x", "':PORT'"), (":5", "no host")]:  # fmt: skip
+                        ("[::1", "closing ']'"), ("[::1]x", "':PORT'"), (":5", "no host"),
+                        ("wss://a:1", r"without a scheme \(for wss:// add --tls\)"),
+                        ("ws://127.0.0.1:1", "without a scheme, e.g."), ("a b", "not a host"),
+                        ("a/b", "not a host"), ("u@a", "not a host")]:  # fmt: skip
         with pytest.raises(ValueError, match=reason):
             parse_servers(bad, 8767)
 

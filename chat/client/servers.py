@@ -24,6 +24,12 @@ def parse_servers(text: str, default_port: int) -> list[tuple[str, int]]:
         if not item:
             raise ValueError("the list of servers has an empty entry")
         host, port = item, default_port
+        if "://" in item:
+            scheme = item.partition("://")[0].lower()
+            hint = " (for wss:// add --tls)" if scheme in ("wss", "https") else ""
+            raise ValueError(f"{item!r}: give the host and port without a scheme{hint}, e.g. chat.lan:8767")
+        if any(c.isspace() or c in "/@?#" for c in item):
+            raise ValueError(f"{item!r}: not a host name or address")
         if item.startswith("["):
             end = item.find("]")
             if end < 0:
