@@ -112,9 +112,20 @@ async def test_a_websocket_from_another_sites_page_is_refused(server_process: Se
                    f"http://localhost:{port}", "http://127.0.0.1"):  # fmt: skip
         status, _, body = await request(port, upgrade(origin))
         assert (status, body) == refused, origin
+    for origin in (f"http://{HOST}:{port}/", f"http://user@{HOST}:{port}", f"http://{HOST}:{port}?x",
+                   f"http://{HOST}:{port}#x"):  # more than scheme://host:port: no browser's origin
+        status, _, body = await request(port, upgrade(origin))
+        assert (status, body) == refused, origin
     for origin in (f"http://{HOST}:{port}", f"HTTP://{HOST}:{port}", None):  # its own page; no browser
         status, _, _ = await request(port, upgrade(origin))
         assert status == "HTTP/1.1 101 Switching Protocols", origin
+    status, _, _ = await request(port, upgrade(f"http://localhost:{port}"), host=f"localhost:{port}")
+    assert status == "HTTP/1.1 101 Switching Protocols"
+    # Over plain http the page runs on loopback names only: another name whose page sends
+    # its own origin and Host is a site pointed at this address (DNS rebinding).
+    for name in ("evil.example", "192.168.1.20"):
+        status, _, body = await request(port, upgrade(f"http://{name}:{port}"), host=f"{name}:{port}")
+        assert (status, body) == refused, name
 
 
 async def test_the_start_lines_say_where_the_web_client_is(server_process: ServerProcess) -> None:

@@ -87,11 +87,20 @@ class WebFiles:
 
     def foreign_origin(self, request: Request) -> str | None:
         """The ``Origin`` of a WebSocket upgrade that does not come from this server's
-        own page (None when it does, or when there is none: not a browser)."""
+        own page (None when it does, or when there is none: not a browser).
+
+        Over plain http the page runs only on a loopback name (elsewhere ``/`` is
+        needs-tls.html), so an origin of another name is refused even when the Host
+        header says the same name: that is a page of another site whose name was pointed
+        at this address (DNS rebinding), e.g. to reach a server that listens on
+        127.0.0.1 only. With TLS such a page fails the certificate's name check."""
         origin = request.headers.get("Origin")
         if origin is None:
             return None
-        own = f"{'https' if self.tls else 'http'}://{request.headers.get('Host', '')}"
+        host = request.headers.get("Host", "")
+        if not self.tls and _host_name(host) not in LOOPBACK:
+            return origin
+        own = f"{'https' if self.tls else 'http'}://{host}"
         return None if _same_origin(origin, own, self.tls) else origin
 
 
@@ -109,9 +118,13 @@ def _safe_host(host: str) -> bool:
 
 
 def _same_origin(origin: str, own: str, tls: bool) -> bool:
+    """Whether ``origin`` is exactly ``own`` (case and default ports aside): a browser
+    sends scheme://host[:port] and nothing more, so anything more is not this server."""
     default = 443 if tls else 80
     try:
         a, b = urlsplit(origin.strip().lower()), urlsplit(own.lower())
+        if a.username is not None or a.password is not None or a.path or a.query or a.fragment:
+            return False
         return (a.scheme, a.hostname, a.port or default) == (b.scheme, b.hostname, b.port or default)
     except ValueError:
         return False
