@@ -12,6 +12,8 @@ from pathlib import Path
 from e2e_harness import HOST, ServerProcess
 
 import chat.web
+from chat.server.__main__ import web_client_lines
+from chat.server.web import is_loopback
 
 WEB = Path(chat.web.__file__).parent
 FILES = sorted(p.name for p in WEB.iterdir() if p.suffix in {".html", ".js", ".css", ".svg"})
@@ -98,7 +100,8 @@ async def test_over_plain_http_another_name_gets_the_page_explaining_tls(
     for host in (f"chat.example:{port}", f"192.0.2.7:{port}", "chat.example"):
         _, headers, body = await request(port, "GET / HTTP/1.1", host=host)
         assert body == needs_tls, host
-    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", f"LOCALHOST:{port}"):
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", f"LOCALHOST:{port}",
+                 f"127.0.0.2:{port}", f"chat.localhost:{port}"):
         _, _, body = await request(port, "GET / HTTP/1.1", host=host)
         assert body == (WEB / "index.html").read_bytes(), host
     _, headers, _ = await request(port, "GET / HTTP/1.1", host='evil.example"; script-src *')
@@ -167,3 +170,21 @@ def test_pip_install_ships_every_file_of_the_page() -> None:
     patterns = config["tool"]["setuptools"]["package-data"]["chat.web"]
     shipped = [p.name for p in WEB.iterdir() if p.is_file() and p.suffix != ".py"]
     assert shipped and all(any(fnmatch.fnmatch(name, pattern) for pattern in patterns) for name in shipped)
+
+
+def test_loopback_names_and_the_web_client_lines_for_one_address() -> None:
+    """The names browsers count as this machine (a secure context over http), and what
+    the start lines say when the server listens on one LAN address only."""
+    for name in ("localhost", "chat.localhost", "127.0.0.1", "127.8.9.10", "[::1]", "::1"):
+        assert is_loopback(name), name
+    for name in ("", "evil.example", "localhost.evil.example", "192.168.1.5", "[fe80::1]", "0.0.0.0"):
+        assert not is_loopback(name), name
+    assert web_client_lines("192.168.1.5", 8767, False) == [
+        "Web client: http://192.168.1.5:8767/",
+        "(browsers need TLS for this address: start the server with --tls)",
+    ]
+    assert web_client_lines("0.0.0.0", 8767, False) == [
+        "Web client: http://localhost:8767/",
+        "(browsers on other machines need TLS: start the server with --tls)",
+    ]
+    assert web_client_lines("192.168.1.5", 8767, True) == ["Web client: https://192.168.1.5:8767/"]

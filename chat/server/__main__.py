@@ -26,6 +26,7 @@ from chat.server import logs, process_limits, workers
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
 from chat.server.config import ServerConfig, is_postgres_url
+from chat.server.web import is_loopback
 from chat.tls import TlsFileError, made_certificate, server_context
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
@@ -211,6 +212,9 @@ def web_client_lines(host: str, port: int, tls: bool) -> list[str]:
     if tls:
         return [f"Web client: https://{_url_host(lan_address(host))}:{port}/"]
     local = "localhost" if host in WILDCARD_HOSTS else _url_host(host)
+    if not is_loopback(local.lower()):  # listening on one LAN address only
+        return [f"Web client: http://{local}:{port}/",
+                "(browsers need TLS for this address: start the server with --tls)"]
     return [f"Web client: http://{local}:{port}/",
             "(browsers on other machines need TLS: start the server with --tls)"]
 

@@ -14,6 +14,7 @@ serves ``needs-tls.html`` instead, which says how to turn TLS on.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from importlib import resources
 from urllib.parse import urlsplit
 
@@ -32,7 +33,8 @@ TYPES = {
     ".ico": "image/x-icon",
     ".json": "application/json",
 }
-#: Host names that are this machine, where browsers allow WebCrypto over http.
+#: Host names that are this machine, where browsers allow WebCrypto over http (with the
+#: addresses 127.0.0.0/8 and ::1, see is_loopback).
 LOOPBACK = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
@@ -54,7 +56,7 @@ class WebFiles:
         path = request.path.partition("?")[0]
         if path == "/":
             host = _host_name(request.headers.get("Host", ""))
-            path = "/" + (INDEX if self.tls or host in LOOPBACK else NEEDS_TLS)
+            path = "/" + (INDEX if self.tls or is_loopback(host) else NEEDS_TLS)
         found = self.files.get(path)
         if found is None or (path == "/" + NEEDS_TLS and self.tls):
             return None
@@ -98,10 +100,21 @@ class WebFiles:
         if origin is None:
             return None
         host = request.headers.get("Host", "")
-        if not self.tls and _host_name(host) not in LOOPBACK:
+        if not self.tls and not is_loopback(_host_name(host)):
             return origin
         own = f"{'https' if self.tls else 'http'}://{host}"
         return None if _same_origin(origin, own, self.tls) else origin
+
+
+def is_loopback(name: str) -> bool:
+    """Whether a host name (lower case, IPv6 in brackets or not) is this machine as
+    browsers count it for a secure context: localhost, *.localhost, 127.0.0.0/8, ::1."""
+    if name in LOOPBACK or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_name(host: str) -> str:
