@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from browser_helpers import HOST, OTHER_NAME, BrowserUser, WebWorld, record_measure
+from tcp_proxy import TcpProxy
 
 from chat.safe_text import printable
 
@@ -359,6 +360,42 @@ async def test_reload_with_the_pinned_key_measures_load_to_login(
     record_measure(request, "of which the test typing the name after the field was ready, ms",
                    f"{max(0.0, welcome - ready):.0f}")  # fmt: skip
     sophia.assert_clean()
+
+
+async def test_a_lost_connection_reconnects_and_misses_nothing(web: WebWorld) -> None:
+    """The page reaches the server through a proxy that cuts every connection: it
+    reconnects by itself, shows what was sent meanwhile once, and sends what was typed
+    while it was away (PROTOCOL.md 6.8)."""
+    server = await web.start_server()
+    proxy = TcpProxy(server.port)
+    await proxy.start()
+    try:
+        jojo = await web.terminal("jojo")
+        sophia = await web.new_user("sophia")
+        await sophia.enter(f"http://{HOST}:{proxy.port}/", "sophia", server.fingerprint)
+        await jojo.expect("[sophia joined]")
+        await sophia.type("before the cut")
+        await jojo.expect("[Broadcast from sophia]: before the cut")
+        proxy.cut()
+        jojo.send("/msg sophia sent while you were away")
+        jojo.send("broadcast while you were away")
+        await sophia.expect_line("Connection lost")
+        await sophia.type("typed while away")
+        await sophia.expect_line("Reconnected as sophia.", timeout=15)
+        # Delivered late, so with the time it was sent, as the terminal shows it.
+        await sophia.expect_line("): sent while you were away")
+        await sophia.expect_line("Private message from jojo (sent ")
+        await sophia.expect_line("[Broadcast from jojo]: broadcast while you were away")
+        await jojo.expect("[Broadcast from sophia]: typed while away")
+        await jojo.sync("jojo, sophia")
+        await jojo.assert_no_match(lambda s: "typed while away" in s or "before the cut" in s, "a repeat")
+        await jojo.assert_no_line("[sophia exited]")
+        text = await sophia.log_text()
+        assert text.count("sent while you were away") == 1, text
+        assert text.count("broadcast while you were away") == 1, text
+        sophia.assert_clean()
+    finally:
+        await proxy.close()
 
 
 async def test_a_changed_server_key_is_refused(web: WebWorld) -> None:
