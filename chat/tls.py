@@ -12,6 +12,7 @@ system's trust store instead, and any certificate may be pinned by its fingerpri
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import ipaddress
@@ -54,6 +55,36 @@ def normal_cert_fingerprint(text: str) -> str:
     return ":".join(f"{b:02X}" for b in raw)
 
 
+#: Addresses outside any LAN (documentation ranges): a UDP socket "connected" to one
+#: sends nothing but learns the address of the interface its route leaves by.
+ROUTE_PROBES = ((socket.AF_INET, "203.0.113.1"), (socket.AF_INET6, "2001:db8::1"))
+
+
+def lan_addresses() -> list[str]:
+    """This machine's addresses as other machines on its networks reach it, IPv4 first:
+    those its host name resolves to, and those of its routes out (a host name often
+    resolves to 127.0.0.1 only). Loopback and link-local addresses are left out."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        found += socket.gethostbyname_ex(socket.gethostname())[2]
+    for family, target in ROUTE_PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                probe.connect((target, 9))
+                found.append(str(probe.getsockname()[0]))
+        except OSError:
+            continue
+    usable: list[str] = []
+    for address in found:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified) and address not in usable:
+            usable.append(address)
+    return sorted(usable, key=lambda a: ":" in a)
+
+
 def names_for(host: str) -> tuple[list[str], list[str]]:
     """The DNS names and IP addresses a certificate for this machine should name."""
     dns = ["localhost"]
@@ -61,12 +92,7 @@ def names_for(host: str) -> tuple[list[str], list[str]]:
     hostname = socket.gethostname()
     if hostname and hostname not in dns:
         dns.append(hostname)
-    try:
-        for address in socket.gethostbyname_ex(hostname)[2]:
-            if address not in ips:
-                ips.append(address)
-    except OSError:
-        pass
+    ips += [a for a in lan_addresses() if a not in ips]
     if host not in ("", "0.0.0.0", "::"):
         try:
             ipaddress.ip_address(host)
@@ -78,15 +104,20 @@ def names_for(host: str) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
-def make_certificate(server_key: rsa.RSAPrivateKey, host: str) -> tuple[bytes, bytes]:
+def make_certificate(
+    server_key: rsa.RSAPrivateKey, host: str, keep: tuple[list[str], list[str]] = ([], [])
+) -> tuple[bytes, bytes]:
     """A new TLS key and certificate for this machine, issued by ``server_key``:
-    (certificate PEM, key PEM)."""
+    (certificate PEM, key PEM). It also names ``keep`` (DNS names, IP addresses): those
+    of the certificate it replaces."""
     tls_key = ec.generate_private_key(ec.SECP256R1())
     issuer = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chat"),
         x509.NameAttribute(NameOID.COMMON_NAME, f"key {fingerprint(server_key.public_key())[7:]}"),
     ])  # fmt: skip
     dns, ips = names_for(host)
+    dns += [n for n in keep[0] if n not in dns]
+    ips += [a for a in keep[1] if a not in ips]
     subject = x509.Name([
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, "chat"),
         x509.NameAttribute(NameOID.COMMON_NAME, dns[1] if len(dns) > 1 else dns[0]),
@@ -114,20 +145,33 @@ def make_certificate(server_key: rsa.RSAPrivateKey, host: str) -> tuple[bytes, b
 
 def made_certificate(directory: Path, server_key: rsa.RSAPrivateKey, host: str) -> tuple[Path, Path]:
     """The certificate ``--tls`` uses, beside the server key: made if missing, issued by
-    another key, or near its end; otherwise the one made before (its fingerprint stays)."""
+    another key, near its end, or missing one of this machine's names or addresses (a new
+    LAN address: browsers check the name), keeping the names it had; otherwise the one
+    made before (its fingerprint stays)."""
     cert_path, key_path = directory / CERT_NAME, directory / KEY_NAME
+    keep: tuple[list[str], list[str]] = ([], [])
     if cert_path.exists() and key_path.exists():
         try:
             certificate = x509.load_pem_x509_certificate(cert_path.read_bytes())
             remaining = certificate.not_valid_after_utc - dt.datetime.now(dt.UTC)
             if issued_by(certificate, server_key.public_key()) and remaining > dt.timedelta(days=RENEW_DAYS):
-                return cert_path, key_path
-        except (OSError, ValueError):
+                keep = certificate_names(certificate)
+                dns, ips = names_for(host)
+                if set(dns) <= set(keep[0]) and set(ips) <= set(keep[1]):
+                    return cert_path, key_path
+        except (OSError, ValueError, x509.ExtensionNotFound):
             pass
-    cert_pem, key_pem = make_certificate(server_key, host)
+    cert_pem, key_pem = make_certificate(server_key, host, keep)
     _write_private(key_path, key_pem)
     _write_private(cert_path, cert_pem, mode=0o644)
     return cert_path, key_path
+
+
+def certificate_names(certificate: x509.Certificate) -> tuple[list[str], list[str]]:
+    """The DNS names and IP addresses (as text) a certificate names."""
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    ips = [str(a) for a in names.get_values_for_type(x509.IPAddress)]
+    return list(names.get_values_for_type(x509.DNSName)), ips
 
 
 def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:

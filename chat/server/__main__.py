@@ -27,7 +27,7 @@ from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
 from chat.server.config import ServerConfig, is_postgres_url
 from chat.server.web import is_loopback
-from chat.tls import TlsFileError, made_certificate, server_context
+from chat.tls import TlsFileError, lan_addresses, made_certificate, server_context
 
 DEFAULT_PRIVATE_PEM = Path("keys") / "private.pem"
 DEFAULT_PORT = 8767
@@ -192,13 +192,8 @@ def lan_address(host: str) -> str:
     """This machine's address as another machine on the LAN would use it."""
     if host not in WILDCARD_HOSTS:
         return host
-    hostname = socket.gethostname()
-    try:
-        _, _, addresses = socket.gethostbyname_ex(hostname)
-    except OSError:
-        return hostname
-    usable = [a for a in addresses if not a.startswith("127.")]
-    return usable[0] if usable else hostname
+    addresses = lan_addresses()
+    return addresses[0] if addresses else socket.gethostname()
 
 
 def connect_hint(host: str, port: int, public_pem: Path) -> str:
