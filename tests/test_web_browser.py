@@ -439,7 +439,25 @@ async def test_narrow_viewport(web: WebWorld) -> None:
     await small.message_field.fill("from a phone")
     await send.click()
     await jojo.expect("[Broadcast from sophia]: from a phone")
+
+    # The Theme button switches between light and dark, and the choice is kept.
+    before = await page.evaluate(COLOURS)
+    await page.get_by_role("button", name="Theme", exact=True).click()
+    after = await page.evaluate(COLOURS)
+    assert after != before, (before, after)
+    await page.reload()
+    await small.expect_visible(small.username_field, "the Username field after the reload")
+    assert await page.evaluate(COLOURS) == after
     small.assert_clean()
+
+
+#: The page's colours: background and text of the document and its body.
+COLOURS = """
+[document.documentElement, document.body].map((node) => {
+  const style = getComputedStyle(node);
+  return style.backgroundColor + " " + style.color;
+}).join("; ")
+"""
 
 
 class _Quiet(SimpleHTTPRequestHandler):
