@@ -4,12 +4,16 @@ a certificate made again, keeping its names, when this machine has a name it lac
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import ssl
 import stat
+import time
 from pathlib import Path
 
 from cryptography import x509
+from e2e_harness import HOST, ServerProcess
 
 from chat.keys import generate_private_key
 from chat.server.__main__ import lan_address, web_client_lines
@@ -59,3 +63,31 @@ def test_a_certificate_lacking_a_name_is_made_again_with_its_old_names(tmp_path:
     made_certificate(tmp_path, key, "10.9.8.7")  # no flip-flop between the two
     made_certificate(tmp_path, key, "chat.example")
     assert (tmp_path / CERT_NAME).read_bytes() == second
+
+
+async def test_a_connection_that_never_starts_tls_is_closed_in_the_upgrade_time(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The TLS handshake counts as part of the upgrade: a peer that connects and says
+    nothing (or sends plain HTTP) does not hold the connection beyond --upgrade-timeout,
+    and the port keeps serving TLS meanwhile."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
+    options = ("--tls", "--upgrade-timeout", "1")
+    server = await ServerProcess.start(keys / "private.pem", tmp_path / "run", *options)
+    try:
+        silent = [await asyncio.open_connection(HOST, server.port) for _ in range(20)]
+        started = time.monotonic()
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        reader, writer = await asyncio.open_connection(HOST, server.port, ssl=context)
+        writer.write(f"GET /server-key.pem HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200 OK")
+        writer.close()
+        for silent_reader, silent_writer in silent:
+            assert await asyncio.wait_for(silent_reader.read(), 5) == b""  # closed by the server
+            silent_writer.close()
+        assert time.monotonic() - started < 4
+    finally:
+        assert await server.stop() == []
