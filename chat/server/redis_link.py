@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import hiredis
@@ -199,26 +199,15 @@ class RedisLink:
     async def _receive(self, reader: asyncio.StreamReader, parser: hiredis.Reader) -> None:
         """Hand on every frame of the channels, in order."""
         on_frame = self._on_frame
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return
-            parser.feed(data)
-            while (item := parser.gets()) is not False:
-                if isinstance(item, list) and item[0] == b"message":
-                    await on_frame(item[2])
+        async for item in _replies(reader, parser):
+            if isinstance(item, list) and item[0] == b"message":
+                await on_frame(item[2])
 
     async def _count_replies(self, reader: asyncio.StreamReader) -> None:
         """Read the publisher's replies (numbers of receivers); an error ends the link."""
-        parser = hiredis.Reader()
-        while True:
-            data = await reader.read(READ_SIZE)
-            if not data:
-                return
-            parser.feed(data)
-            while (item := parser.gets()) is not False:
-                if isinstance(item, hiredis.ReplyError):
-                    raise item
+        async for item in _replies(reader, hiredis.Reader()):
+            if isinstance(item, hiredis.ReplyError):
+                raise item
 
     async def _beat(self) -> None:
         while True:
@@ -244,16 +233,24 @@ class RedisLink:
         return reader, writer
 
 
-async def _reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
-    """The next reply on a connection (an error reply raised)."""
-    while (item := parser.gets()) is False:
+async def _replies(reader: asyncio.StreamReader, parser: hiredis.Reader) -> AsyncIterator[Any]:
+    """Every reply on a connection as it is parsed, until Redis closes it."""
+    while True:
+        while (item := parser.gets()) is not False:
+            yield item
         data = await reader.read(READ_SIZE)
         if not data:
-            raise EOFError("Redis closed the connection")
+            return
         parser.feed(data)
-    if isinstance(item, hiredis.ReplyError):
-        raise item
-    return item
+
+
+async def _reply(reader: asyncio.StreamReader, parser: hiredis.Reader) -> Any:
+    """The next reply on a connection (an error reply raised)."""
+    async for item in _replies(reader, parser):
+        if isinstance(item, hiredis.ReplyError):
+            raise item
+        return item
+    raise EOFError("Redis closed the connection")
 
 
 def _safe_url(url: str) -> str:
