@@ -5,7 +5,7 @@ line-mode clients, in this process (``chat``: local_chat.py) or as processes
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -65,6 +65,34 @@ def key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(private.pem, public.pem): one 2048-bit server key for the whole session."""
     directory = tmp_path_factory.mktemp("keys")
     return write_key_pair(directory, generate_private_key(2048))
+
+
+@pytest.fixture
+def own_private_pem(key_pair: tuple[Path, Path], tmp_path: Path) -> Path:
+    """The session's server key in a key directory of this test's own (``--tls`` writes
+    its certificate beside the key)."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
+    (keys / "private.pem").chmod(0o600)
+    return keys / "private.pem"
+
+
+@pytest_asyncio.fixture
+async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
+    """Start server processes this test may stop itself (the ``server`` fixture must
+    outlive the test); those still running at the end are stopped and checked."""
+    started: list[ServerProcess] = []
+
+    async def start(private_pem: Path, *extra: str) -> ServerProcess:
+        process = await ServerProcess.start(private_pem, tmp_path / f"server{len(started)}", *extra)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:  # those a test stopped itself were checked then
+        if process.returncode is None:
+            assert await process.stop() == [], process.report()
 
 
 @pytest_asyncio.fixture

@@ -66,16 +66,13 @@ def test_a_certificate_lacking_a_name_is_made_again_with_its_old_names(tmp_path:
 
 
 async def test_a_connection_that_never_starts_tls_is_closed_in_the_upgrade_time(
-    key_pair: tuple[Path, Path], tmp_path: Path
+    own_private_pem: Path, tmp_path: Path
 ) -> None:
     """The TLS handshake counts as part of the upgrade: a peer that connects and says
     nothing (or sends plain HTTP) does not hold the connection beyond --upgrade-timeout,
     and the port keeps serving TLS meanwhile."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
     options = ("--tls", "--upgrade-timeout", "1")
-    server = await ServerProcess.start(keys / "private.pem", tmp_path / "run", *options)
+    server = await ServerProcess.start(own_private_pem, tmp_path / "run", *options)
     try:
         silent = [await asyncio.open_connection(HOST, server.port) for _ in range(20)]
         started = time.monotonic()

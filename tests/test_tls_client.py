@@ -12,11 +12,10 @@ import asyncio
 import datetime as dt
 import ipaddress
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,31 +31,6 @@ from chat.tls import CERT_NAME, cert_fingerprint, make_certificate
 
 EXIT_CANNOT_CONNECT, EXIT_BAD_SERVER_KEY = 3, 4
 Start = Callable[..., Awaitable[ServerProcess]]
-
-
-@pytest.fixture
-def private_pem(key_pair: tuple[Path, Path], tmp_path: Path) -> Path:
-    """The session's server key in a directory of this test (``--tls`` writes beside it)."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
-    (keys / "private.pem").chmod(0o600)
-    return keys / "private.pem"
-
-
-@pytest_asyncio.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[Start]:
-    started: list[ServerProcess] = []
-
-    async def start(private_pem: Path, *extra: str) -> ServerProcess:
-        process = await ServerProcess.start(private_pem, tmp_path / f"server{len(started)}", *extra)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:  # those a test stopped itself were checked then
-        if process.returncode is None:
-            assert await process.stop() == [], process.report()
 
 
 async def run_client(
@@ -130,9 +104,9 @@ async def tls_client(server: ServerProcess, public_pem: Path, cwd: Path, *option
 
 
 async def test_login_and_private_messages_both_ways_over_wss(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    server = await start_server(private_pem, "--tls")
+    server = await start_server(own_private_pem, "--tls")
     assert f"WebSocket server started and listening on wss://{HOST}:{server.port}" in server.out.lines
     alice = await tls_client(server, key_pair[1], tmp_path / "alice", "--tls")
     bob = await tls_client(server, key_pair[1], tmp_path / "bob", "--tls")
@@ -153,9 +127,9 @@ async def test_login_and_private_messages_both_ways_over_wss(
 
 
 async def test_trust_on_first_use_over_https(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    server = await start_server(private_pem, "--tls")
+    server = await start_server(own_private_pem, "--tls")
     base = [HOST, "--port", str(server.port), "--tls"]
     key = fingerprint(load_public_key(key_pair[1]))
     where = f"{HOST}:{server.port}"
@@ -185,16 +159,16 @@ async def test_trust_on_first_use_over_https(
     assert "[Welcome ben]" in events(out)
     assert pins(config) == [[where, key]]
     # The certificate was the one --tls made, issued by that key.
-    assert (private_pem.parent / CERT_NAME).exists()
+    assert (own_private_pem.parent / CERT_NAME).exists()
 
 
 async def test_a_certificate_issued_by_another_key_is_refused(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # Someone between client and server with a certificate made by chat-server --tls for
     # another key: the real server key cannot vouch for it.
     cert_pem, key_pem = make_certificate(generate_private_key(2048), HOST)
-    server = await start_server(private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
+    server = await start_server(own_private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
     seen = cert_fingerprint(der_of(cert_pem))
     where = f"{HOST}:{server.port}"
     expected = (
@@ -225,10 +199,10 @@ async def test_a_certificate_issued_by_another_key_is_refused(
 
 
 async def test_tls_fingerprint_accepts_a_certificate_of_another_issuer(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     cert_pem, key_pem = self_signed()
-    server = await start_server(private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
+    server = await start_server(own_private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
     seen = cert_fingerprint(der_of(cert_pem))
     # In the form a browser shows, or plain lower-case hex: --tls-fingerprint implies --tls.
     for pin in (seen, seen.replace(":", "").lower()):
@@ -259,12 +233,12 @@ async def test_tls_fingerprint_accepts_a_certificate_of_another_issuer(
 
 
 async def test_a_certificate_the_system_store_vouches_for_is_accepted(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """A public authority's certificate, with the authority in the trust store OpenSSL
     reads (``SSL_CERT_FILE``): accepted with no pin, though the server key did not issue it."""
     cert_pem, key_pem = self_signed("127.0.0.1")
-    server = await start_server(private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
+    server = await start_server(own_private_pem, *tls_files(tmp_path / "tls", cert_pem, key_pem))
     store = tmp_path / "store.pem"
     store.write_bytes(cert_pem)
     for args in ([HOST, str(key_pair[1])], [HOST, "--accept-new-key"]):
@@ -277,10 +251,10 @@ async def test_a_certificate_the_system_store_vouches_for_is_accepted(
 
 
 async def test_the_wrong_tls_choice_is_named(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    tls = await start_server(private_pem, "--tls")
-    plain = await start_server(private_pem)
+    tls = await start_server(own_private_pem, "--tls")
+    plain = await start_server(own_private_pem)
     config = tmp_path / "config"
     add = (f"Cannot connect to the server at ws://{HOST}:{tls.port}: the server speaks TLS "
            "(https://, wss://); add --tls.")  # fmt: skip
@@ -304,9 +278,9 @@ async def test_the_wrong_tls_choice_is_named(
 
 
 async def test_reconnect_keeps_tls(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    server = await start_server(private_pem, "--tls")
+    server = await start_server(own_private_pem, "--tls")
     options = ("--tls", "--reconnect", "--username", "hal")
     client = await tls_client(server, key_pair[1], tmp_path / "hal", *options)
     try:
@@ -314,7 +288,7 @@ async def test_reconnect_keeps_tls(
         assert await server.stop() == []
         await client.expect("[Connection lost; reconnecting...]")
         # The same certificate (kept beside the key) on the same port.
-        again = await start_server(private_pem, "--tls", "--port", str(server.port))
+        again = await start_server(own_private_pem, "--tls", "--port", str(server.port))
         client.server = again
         await client.expect("[Reconnected as hal.]", timeout=20)
         await client.close()
@@ -348,11 +322,11 @@ def test_refusal_names_host_port_fingerprint_and_the_way_out(key_pair: tuple[Pat
 
 
 async def test_every_node_of_a_list_over_tls(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """After losing the first node, the client goes on to the next one over TLS too."""
-    first = await start_server(private_pem, "--tls")
-    second = await start_server(private_pem, "--tls")
+    first = await start_server(own_private_pem, "--tls")
+    second = await start_server(own_private_pem, "--tls")
     nodes = f"{HOST}:{first.port},{HOST}:{second.port}"
     cwd = tmp_path / "ivy"
     cwd.mkdir()
@@ -373,12 +347,12 @@ async def test_every_node_of_a_list_over_tls(
 
 
 async def test_terminal_trusts_on_first_use_over_https(
-    start_server: Start, private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path,
+    start_server: Start, own_private_pem: Path, key_pair: tuple[Path, Path], tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:  # fmt: skip
     """On a terminal the same question as without TLS; the certificate is then checked
     against the key just trusted, and the session runs over wss://."""
-    server = await start_server(private_pem, "--tls")
+    server = await start_server(own_private_pem, "--tls")
     config = tmp_path / "config"
     key = fingerprint(load_public_key(key_pair[1]))
     args = [HOST, "--port", str(server.port), "--tls", "--username", "jo"]

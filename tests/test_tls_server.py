@@ -23,14 +23,6 @@ from chat.keys import generate_private_key, load_private_key, write_key_pair
 from chat.tls import CERT_NAME, KEY_NAME, accepted, cert_fingerprint, issued_by
 
 
-def own_keys(key_pair: tuple[Path, Path], tmp_path: Path) -> Path:
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
-    (keys / "private.pem").chmod(0o600)
-    return keys / "private.pem"
-
-
 async def peer_certificate(port: int) -> bytes:
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
@@ -53,9 +45,9 @@ async def printed_fingerprint(server: ServerProcess) -> str:
 
 
 async def test_tls_makes_a_certificate_issued_by_the_server_key_and_keeps_it(
-    key_pair: tuple[Path, Path], tmp_path: Path
+    own_private_pem: Path, tmp_path: Path
 ) -> None:
-    private_pem = own_keys(key_pair, tmp_path)
+    private_pem = own_private_pem
     server_key = load_private_key(private_pem).public_key()
     server = await ServerProcess.start(private_pem, tmp_path / "run", "--tls")
     try:
@@ -151,9 +143,9 @@ def test_certificate_files_that_cannot_work_are_refused_clearly(
 
 
 async def test_plain_http_to_a_tls_port_gets_nothing_and_harms_nothing(
-    key_pair: tuple[Path, Path], tmp_path: Path
+    own_private_pem: Path, tmp_path: Path
 ) -> None:
-    server = await ServerProcess.start(own_keys(key_pair, tmp_path), tmp_path / "run", "--tls")
+    server = await ServerProcess.start(own_private_pem, tmp_path / "run", "--tls")
     try:
         reader, writer = await asyncio.open_connection(HOST, server.port)
         writer.write(f"GET /server-key.pem HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from e2e_harness import HOST, ServerProcess, child_env
 from test_terminal_support import Terminal
 
@@ -30,21 +29,6 @@ def other_key_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path
 @pytest.fixture
 def config_dir(tmp_path: Path) -> Path:
     return tmp_path / "config"
-
-
-@pytest_asyncio.fixture
-async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[ServerProcess]]]:
-    """Start servers this test may stop itself (the ``server`` fixture must outlive the test)."""
-    started: list[ServerProcess] = []
-
-    async def start(private_pem: Path, *extra: str) -> ServerProcess:
-        process = await ServerProcess.start(private_pem, tmp_path / f"server{len(started)}", *extra)
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        await process.stop()
 
 
 def fp(public_pem: Path) -> str:

@@ -138,12 +138,9 @@ async def test_the_start_lines_say_where_the_web_client_is(server_process: Serve
     assert "(browsers on other machines need TLS: start the server with --tls)" in server_process.out.lines
 
 
-async def test_over_tls_the_page_connects_with_wss(key_pair: tuple[Path, Path], tmp_path: Path) -> None:
+async def test_over_tls_the_page_connects_with_wss(own_private_pem: Path, tmp_path: Path) -> None:
     tls = True
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
-    server = await ServerProcess.start(keys / "private.pem", tmp_path / "server", "--tls")
+    server = await ServerProcess.start(own_private_pem, tmp_path / "server", "--tls")
     try:
         port = server.port
         status, headers, body = await request(port, "GET / HTTP/1.1", tls=tls, host=f"chat.example:{port}")

@@ -193,13 +193,11 @@ def test_options_that_cannot_work_together_are_refused(
 
 @pytest.mark.cluster
 async def test_workers_serve_tls_with_the_one_certificate(
-    key_pair: tuple[Path, Path], tmp_path: Path, redis_url: str, pg_url: str
+    own_private_pem: Path, tmp_path: Path, redis_url: str, pg_url: str
 ) -> None:
     """The supervisor makes the certificate once; every worker serves that one."""
-    keys = tmp_path / "keys"
-    keys.mkdir()
-    (keys / "private.pem").write_bytes(key_pair[0].read_bytes())
-    running = await start_workers(keys / "private.pem", tmp_path / "server", redis_url, pg_url, "--tls")
+    keys = own_private_pem.parent
+    running = await start_workers(own_private_pem, tmp_path / "server", redis_url, pg_url, "--tls")
     try:
         assert running.lines[0] == f"WebSocket server started and listening on wss://{HOST}:{running.port}"
         printed = running.lines[2].removeprefix("TLS certificate SHA-256: ")
