@@ -358,7 +358,7 @@ def test_render_cases_are_what_the_terminal_client_shows() -> None:
 
 
 class NodeClient:
-    """tests/js/interop_client.mjs as a child process; its lines are JSON strings."""
+    """A Node client script of tests/js as a child process; its lines are JSON strings."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -380,22 +380,27 @@ class NodeClient:
         assert self.process.stdin is not None
         self.process.stdin.write(line.encode() + b"\n")
 
+    @classmethod
+    async def start(cls, node: str, script: str, url: str, public_pem: Path, *args: str) -> NodeClient:
+        """``script`` of tests/js logging in as ``webby`` at ``url``."""
+        process = await asyncio.create_subprocess_exec(
+            *websocket_node(node), str(JS_TESTS / script), url, str(public_pem), "webby", *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )  # fmt: skip
+        return cls(process)
+
+    async def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
 
 async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tuple[Path, Path]) -> None:
     node = need_node()
     alice = await chat.login_one("alice")
-    process = await asyncio.create_subprocess_exec(
-        *websocket_node(node),
-        str(JS_TESTS / "interop_client.mjs"),
-        f"ws://127.0.0.1:{chat.server.port}/",
-        str(key_pair[1]),
-        "webby",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    web = NodeClient(process)
+    url = f"ws://127.0.0.1:{chat.server.port}/"
+    web = await NodeClient.start(node, "interop_client.mjs", url, key_pair[1])
     try:
         await web.expect("READY")
         await web.expect("[Welcome webby]")
@@ -419,11 +424,9 @@ async def test_web_client_and_terminal_client_chat(chat: LocalChat, key_pair: tu
         web.type("/quit")
         await web.expect("CLOSED 1000")
         await alice.expect("[webby exited]")
-        assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert await asyncio.wait_for(web.process.wait(), 10) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await web.close()
 
 
 async def test_web_session_resumes_after_a_lost_connection(
@@ -435,18 +438,7 @@ async def test_web_session_resumes_after_a_lost_connection(
     alice = await chat.login_one("alice")
     proxy = TcpProxy(chat.server.port)
     port = await proxy.start()
-    process = await asyncio.create_subprocess_exec(
-        *websocket_node(node),
-        str(JS_TESTS / "session_client.mjs"),
-        f"ws://127.0.0.1:{port}/",
-        str(key_pair[1]),
-        "webby",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    web = NodeClient(process)
+    web = await NodeClient.start(node, "session_client.mjs", f"ws://127.0.0.1:{port}/", key_pair[1])
     try:
         await web.expect("[Welcome webby]")
         await alice.expect("[webby joined]")
@@ -470,9 +462,7 @@ async def test_web_session_resumes_after_a_lost_connection(
         alice.send("/list")
         await alice.expect("alice")
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await web.close()
         await proxy.close()
 
 
@@ -486,19 +476,8 @@ async def test_web_files_with_a_terminal_client(
     alice = await chat.login_one("alice")
     downloads = tmp_path / "web downloads"
     downloads.mkdir()
-    process = await asyncio.create_subprocess_exec(
-        *websocket_node(node),
-        str(JS_TESTS / "session_client.mjs"),
-        f"ws://127.0.0.1:{chat.server.port}/",
-        str(key_pair[1]),
-        "webby",
-        str(downloads),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    web = NodeClient(process)
+    url = f"ws://127.0.0.1:{chat.server.port}/"
+    web = await NodeClient.start(node, "session_client.mjs", url, key_pair[1], str(downloads))
     try:
         await web.expect("[Welcome webby]")
         await alice.expect("[webby joined]")
@@ -530,9 +509,7 @@ async def test_web_files_with_a_terminal_client(
         await alice.expect("[Receive plan.txt from Group team webby]", timeout=15)
         await web.expect("File plan.txt sent to group team successfully.", timeout=15)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await web.close()
 
 
 if __name__ == "__main__":
