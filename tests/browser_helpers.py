@@ -59,7 +59,6 @@ WELCOME_PROBE = """
   probe.observe(document, { childList: true, subtree: true, characterData: true });
 })();
 """
-STARTED = re.compile(r"listening on (wss?)://([^\s:/]+):(\d+)")
 WEB_CLIENT = re.compile(r"Web client: (\S+)")
 
 
@@ -142,21 +141,9 @@ class WebServer(ServerProcess):
 
     @classmethod
     async def launch(cls, cwd: Path, private_pem: Path, *extra: str, port: int = 0) -> WebServer:
-        cwd.mkdir(parents=True, exist_ok=True)
-        args = ["-m", "chat.server", str(private_pem), "--host", HOST, "--port", str(port)]
-        args += ["--db", str(cwd / "chat.db"), *extra]
-        server = await cls.spawn("server", args, cwd, split_prompts=False)
+        server = await cls.start(private_pem, cwd, "--db", str(cwd / "chat.db"), *extra, port=port)
         assert isinstance(server, WebServer)
-        line = await server.out.wait_for(lambda s: STARTED.search(s) is not None, timeout=15)
-        if line is None:
-            await server.terminate()
-            pytest.fail(f"the server did not print its listening line\n{server.report()}")
-        match = STARTED.search(line)
-        assert match is not None
-        scheme, server.host, server.port = match.group(1), match.group(2), int(match.group(3))
-        assert server.host == HOST and server.port > 0, line
-        assert port in (0, server.port), line
-        server.scheme = "https" if scheme == "wss" else "http"
+        server.scheme = "https" if server.tls else "http"
         server.url = f"{server.scheme}://{HOST}:{server.port}/"
         server.private_pem = private_pem
         server.public_pem = private_pem.with_name("public.pem")

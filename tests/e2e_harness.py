@@ -26,7 +26,7 @@ TIMEOUT = 5.0
 #: Prompts are printed without a newline; the next output may follow on the same line.
 PROMPTS = ("Enter your username: ", "Repeat password: ", "New password: ", "Password: ")
 USERNAME_PROMPT = PROMPTS[0]
-STARTED = re.compile(r"WebSocket server started and listening on wss?://([^\s:]+):(\d+)\s*$")
+STARTED = re.compile(r"WebSocket server started and listening on (wss?)://([^\s:]+):(\d+)\s*$")
 
 
 def child_env() -> dict[str, str]:
@@ -190,11 +190,13 @@ class ServerProcess(Process):
 
     host: str
     port: int
+    #: Whether it serves TLS (wss://).
+    tls: bool
 
     @classmethod
-    async def start(cls, private_pem: Path, cwd: Path, *extra: str) -> ServerProcess:
+    async def start(cls, private_pem: Path, cwd: Path, *extra: str, port: int = 0) -> ServerProcess:
         cwd.mkdir(parents=True, exist_ok=True)
-        args = ["-m", "chat.server", str(private_pem), "--host", HOST, "--port", "0", *extra]
+        args = ["-m", "chat.server", str(private_pem), "--host", HOST, "--port", str(port), *extra]
         server = await cls.spawn("server", args, cwd, split_prompts=False)
         assert isinstance(server, ServerProcess)
         line = await server.out.wait_for(lambda s: STARTED.search(s) is not None, timeout=15)
@@ -203,9 +205,9 @@ class ServerProcess(Process):
             pytest.fail(f"the server did not print its listening line\n{server.report()}")
         match = STARTED.search(line)
         assert match is not None
-        server.host, server.port = match.group(1), int(match.group(2))
+        server.tls, server.host, server.port = match.group(1) == "wss", match.group(2), int(match.group(3))
         assert server.host == HOST, line
-        assert server.port > 0, line
+        assert server.port > 0 and port in (0, server.port), line
         return server
 
     def problems(self) -> list[str]:
