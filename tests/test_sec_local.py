@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 from e2e_harness import HOST, ServerProcess
-from test_tofu import EXIT_BAD_SERVER_KEY, FILE_NAME, fp, line_client, other_key_pair, start_server
+from test_tofu import EXIT_BAD_SERVER_KEY, FILE_NAME, fp, line_client, other_key_pair
 
 from chat.client.known_servers import KnownServers
 from chat.keys import generate_private_key, load_public_key, write_key_pair
 
-__all__ = ["other_key_pair", "start_server"]  # fixtures shared with test_tofu
+__all__ = ["other_key_pair"]  # a fixture shared with test_tofu (start_server: conftest.py)
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 
