@@ -185,6 +185,9 @@ async def test_group_of_three(chat: Chat, tmp_path: Path) -> None:
     alice.send("/leave team")
     bob.send("/leave team")
     await bob.expect("[You have successfully left the team group.]")
+    # carol's server has applied both leaves once she is told of them (across nodes too)
+    await carol.expect("[alice has left the team group.]")
+    await carol.expect("[bob has left the team group.]")
     carol.send(f"/groupfile team {tmp_path / 'plan.txt'}")
     await carol.expect("No other member of group team is online.")
 
