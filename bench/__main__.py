@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="where JSON, logs and profiles go (default: bench-results/)")
     parser.add_argument("--output", type=Path,
                         help="JSON file to write (default: a dated file in --results-dir)")
+    parser.add_argument("--node-relay-dir", type=Path, metavar="DIR",
+                        help="where npm installs ws 8 for the Node relay (default: RESULTS_DIR/node-relay)")
     return parser
 
 
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["handshake_concurrency"] = args.handshake_concurrency
     settings = Settings.make(results_dir, private, public, quick=args.quick,
                              log_path=results_dir / f"servers-{stamp}.log", profile=args.profile)
+    settings.node_dir = args.node_relay_dir
     settings.uvloop = not args.no_uvloop and (args.uvloop or not args.quick) and _has_uvloop()
     for key, value in overrides.items():
         setattr(settings, key, value)

@@ -121,7 +121,7 @@ def machine_info() -> dict[str, Any]:
 class ServerProcess:
     """A chat server or baseline relay started through ``bench.serve`` in its own process."""
 
-    kind: str  # "chat" or "baseline"
+    kind: str  # "chat", "baseline" or "node"
     args: list[str] = field(default_factory=list)
     uvloop: bool = False
     log_path: Path | None = None
@@ -129,15 +129,20 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     #: Directory holding the ``chat`` package to run (default: this checkout).
     tree: Path = REPO
+    #: A program to run instead of ``python -m bench.serve KIND`` (the Node relay).
+    program: list[str] | None = None
     port: int = 0
     popen: subprocess.Popen[str] | None = None
     proc: Proc | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        command = [sys.executable, "-m", "bench.serve", *self.wrapper_args]
-        if self.uvloop:
-            command.append("--uvloop")
-        command += [self.kind, *self.args]
+        if self.program is not None:
+            command = [*self.program, *self.args]
+        else:
+            command = [sys.executable, "-m", "bench.serve", *self.wrapper_args]
+            if self.uvloop:
+                command.append("--uvloop")
+            command += [self.kind, *self.args]
         log = open(self.log_path, "a") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         path = os.pathsep.join(filter(None, [str(self.tree), os.environ.get("PYTHONPATH")]))
         env = dict(os.environ, PYTHONPATH=path, **self.env)

@@ -66,6 +66,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 ratio = r["cpu_per_delivery_ratio"]
                 add("broadcast", f"CPU/delivery vs baseline, {r['clients']} clients", ratio, "<= 1.25x",
                     ratio <= 1.25)
+        _node_targets(s["broadcast"], add)
     if "private" in s:
         for r in s["private"]["rows"]:
             if r["target"] == "chat":
@@ -110,6 +111,25 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
+def _node_targets(broadcast: dict[str, Any], add: Any) -> None:
+    """Issue 17: the chat server against the Node ``ws`` relay at the fixed rate (equal load)."""
+    node = broadcast.get("node")
+    if node is None:  # results from before the Node relay was a target
+        return
+    if "skipped" in node:
+        add("broadcast", "CPU/delivery and p99 vs Node ws relay", f"skipped: {node['skipped']}", "-", None)
+        return
+    for r in broadcast.get("versus_node", []):
+        if r["target"] != "chat" or r["phase"] != "fixed rate":
+            continue
+        limit = 1.2 if r["clients"] < 100 else 1.0
+        cpu, p99 = r["cpu_per_delivery_ratio"], r["p99_ratio"]
+        add("broadcast", f"CPU/delivery vs Node ws relay, {r['clients']} clients", cpu, f"<= {limit}x",
+            None if cpu is None else cpu <= limit)
+        add("broadcast", f"p99 latency vs Node ws relay, {r['clients']} clients", p99, "<= 1.5x",
+            None if p99 is None else p99 <= 1.5)
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole report as text."""
     m = results["machine"]
@@ -151,6 +171,15 @@ def render(results: dict[str, Any]) -> str:
         out.append("CPU per delivery relative to the baseline: " + ", ".join(
             f"{r['target']} {r['clients']} clients {r['phase']}: {r['cpu_per_delivery_ratio']}x"
             for r in s["broadcast"]["ratios"]))
+        node = s["broadcast"].get("node")
+        if node and "skipped" in node:
+            out.append(f"Node ws relay: skipped: {node['skipped']}")
+        elif node:
+            out.append(f"Node ws relay: node {node['node']}, ws {node['ws']}. Relative to it, CPU per "
+                       "delivery and p99: " + ", ".join(
+                           f"{r['target']} {r['clients']} clients {r['phase']}: "
+                           f"{_fmt(r['cpu_per_delivery_ratio'])}x and {_fmt(r['p99_ratio'])}x"
+                           for r in s["broadcast"].get("versus_node", [])))
         runs = [r for r in s["broadcast"]["rows"] if r.get("rounds", 1) > 1]
         if runs:
             out.append("Fixed rate: the median of rounds with CPU us/deliv " + "; ".join(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import noderelay
 from bench.common import (
     REPO,
     CpuWindow,
@@ -33,7 +34,8 @@ from bench.storage import storage
 
 @dataclass(frozen=True)
 class Target:
-    """A server to measure: the chat server (on asyncio or uvloop) or the baseline."""
+    """A server to measure: the chat server (on asyncio or uvloop), the baseline, or the
+    Node ``ws`` relay."""
 
     label: str
     kind: str
@@ -47,6 +49,8 @@ CHAT = Target("chat", "chat")
 CHAT_NOT_STORING = Target("chat, no store", "chat", extra=("--no-store",))
 CHAT_UVLOOP = Target("chat+uvloop", "chat", uvloop=True)
 BASELINE = Target("baseline", "baseline")
+#: The plaintext relay a Node user would write (``bench/node_relay.js``), scenario 1 only.
+NODE = Target("node ws", "node")
 
 
 @dataclass
@@ -90,6 +94,10 @@ class Settings:
     max_other: float = 0.25
     #: Interval over which "the server is idle again" is judged between measurements.
     idle_interval_s: float = 0.25
+    #: Where ``ws`` is installed for the Node relay (default: RESULTS_DIR/node-relay).
+    node_dir: Path | None = None
+    #: The Node relay once prepared, or the reason it is skipped (see ``node_relay()``).
+    node: noderelay.NodeRelay | str | None = None
 
     @classmethod
     def make(cls, results_dir: Path, private_key: Path, public_key: Path, quick: bool, **kw: Any) -> Settings:
@@ -117,16 +125,37 @@ class Settings:
             chosen.append(CHAT_UVLOOP)
         if baseline:
             chosen.append(BASELINE)
+        if scenario == "broadcast" and isinstance(self.node_relay(), noderelay.NodeRelay):
+            chosen.append(NODE)
         return chosen
+
+    def node_relay(self) -> noderelay.NodeRelay | str:
+        """The Node relay (``ws`` installed on first use), or why it is skipped."""
+        if self.node is None:
+            self.node = noderelay.prepare(self.node_dir or self.results_dir / "node-relay")
+        return self.node
 
     def server(self, target: Target, *extra: str) -> ServerProcess:
         """Start ``target`` listening on a free port of 127.0.0.1."""
+        if target.kind == "node":
+            return self._node_server(*extra)
         if target.kind == "chat":
             args = self.chat_args(target, *extra)
         else:
             args = ["--host", "127.0.0.1", "--port", "0"]
         return ServerProcess(target.kind, args, uvloop=target.uvloop, log_path=self.log_path,
                              tree=self.server_tree).start()
+
+    def _node_server(self, *extra: str) -> ServerProcess:
+        """``node bench/node_relay.js`` with the chat server's largest frame as its limit."""
+        from chat.protocol.limits import MAX_FRAME_BYTES
+
+        relay = self.node_relay()
+        assert isinstance(relay, noderelay.NodeRelay), relay
+        script = self.server_tree / "bench" / noderelay.SCRIPT
+        args = ["--host", "127.0.0.1", "--port", "0", "--max-payload", str(MAX_FRAME_BYTES), *extra]
+        return ServerProcess("node", args, log_path=self.log_path, tree=self.server_tree,
+                             program=[relay.node, str(script)], env={"NODE_PATH": str(relay.modules)}).start()
 
     def chat_args(self, target: Target, *extra: str) -> list[str]:
         """The chat server's command line: a free port of 127.0.0.1, a database file, the
@@ -246,6 +275,8 @@ def _us(seconds: float, count: int) -> float | None:
 def broadcast(settings: Settings) -> dict[str, Any]:
     """Broadcast fan-out: saturated (closed loop) and at one fixed rate for every target."""
     rows: list[dict[str, Any]] = []
+    relay = settings.node_relay()
+    node = relay.describe() if isinstance(relay, noderelay.NodeRelay) else {"skipped": relay}
     for clients in settings.fanouts:
         procs = 2 if clients >= 500 else 1
         per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
@@ -290,10 +321,11 @@ def broadcast(settings: Settings) -> dict[str, Any]:
             for server, workers in live.values():
                 stop_all(workers)
                 server.stop()
-    ratios, storing = [], []
+    ratios, storing, versus_node = [], [], []
     for clients in settings.fanouts:
         for phase in ("saturated", "fixed rate"):
             by = {r["target"]: r for r in rows if r["clients"] == clients and r["phase"] == phase}
+            versus_node += _versus(by, NODE.label, clients, phase)
             base = by.get(BASELINE.label, {}).get("server_cpu_us_per_delivery")
             for label in [t for t in by if t != BASELINE.label]:
                 mine = by[label].get("server_cpu_us_per_delivery")
@@ -304,7 +336,25 @@ def broadcast(settings: Settings) -> dict[str, Any]:
             not_stored = by.get(CHAT_NOT_STORING.label, {}).get("server_cpu_us_per_delivery")
             if stored and not_stored:
                 storing.append({"clients": clients, "phase": phase, "ratio": round(stored / not_stored, 2)})
-    return {"rows": rows, "ratios": ratios, "storing": storing}
+    return {"rows": rows, "ratios": ratios, "storing": storing, "node": node, "versus_node": versus_node}
+
+
+def _versus(by: dict[str, dict[str, Any]], other: str, clients: int, phase: str) -> list[dict[str, Any]]:
+    """The chat rows' CPU per delivery and p99 latency over those of the ``other`` target."""
+    if other not in by:
+        return []
+    theirs = by[other]
+    out = []
+    for label in (t.label for t in (CHAT, CHAT_NOT_STORING, CHAT_UVLOOP) if t.label in by):
+        mine = by[label]
+        cpu, p99 = mine.get("server_cpu_us_per_delivery"), mine.get("p99_ms")
+        their_cpu, their_p99 = theirs.get("server_cpu_us_per_delivery"), theirs.get("p99_ms")
+        out.append({
+            "clients": clients, "phase": phase, "target": label,
+            "cpu_per_delivery_ratio": round(cpu / their_cpu, 2) if cpu and their_cpu else None,
+            "p99_ratio": round(p99 / their_p99, 2) if p99 and their_p99 else None,
+        })
+    return out
 
 
 def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:

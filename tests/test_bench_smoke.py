@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +34,16 @@ SINGLE_NODE = ["storage", "broadcast", "private", "handshake", "capacity", "file
 CLUSTER = ["cluster"]
 
 
+#: Where the bench installs ``ws`` for the Node relay: the default place of full runs, kept
+#: between test runs (git-ignored), so that npm installs it once per checkout.
+NODE_RELAY_DIR = REPO / "bench-results" / "node-relay"
+
+
 def quick_run(out: Path, key: Path, scenarios: list[str]) -> dict:
     output = out / "results.json"
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--only", ",".join(scenarios), "--private-key", str(key),
-         "--results-dir", str(out), "--output", str(output)],
+         "--results-dir", str(out), "--output", str(output), "--node-relay-dir", str(NODE_RELAY_DIR)],
         cwd=REPO, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -64,6 +70,30 @@ def _check_broadcast_numbers(results: dict) -> None:
         for key in ("delivered_per_s", "server_cpu_us_per_delivery", "p50_ms", "p99_ms", "server_util"):
             assert _number(row[key]), (key, row)
     assert any(r["target"] == "chat" for r in results["scenarios"]["broadcast"]["ratios"])
+
+
+def _check_node_relay(results: dict) -> None:
+    """The Node ``ws`` relay is measured beside the baseline, or skipped with its reason."""
+    scenario = results["scenarios"]["broadcast"]
+    node = scenario["node"]
+    listed = [t for t in results["targets"] if "Node ws relay" in t["metric"]]
+    if shutil.which("node") is None:
+        assert node == {"skipped": "node is not installed (not on the PATH)"}
+        assert [t["value"] for t in listed] == ["skipped: node is not installed (not on the PATH)"]
+        assert not any(r["target"] == "node ws" for r in scenario["rows"])
+        return
+    if "skipped" in node and not os.environ.get("CI"):
+        # node without npm, or without the registry, on a developer's machine: said so.
+        assert node["skipped"].startswith(("npm is not installed", "npm install ws@8")), node
+        return
+    assert node["ws"].startswith("8.") and node["node"].startswith("v"), node
+    phases = [r["phase"] for r in scenario["rows"] if r["target"] == "node ws"]
+    assert phases == ["saturated", "fixed rate"]
+    (versus,) = [r for r in scenario["versus_node"] if r["target"] == "chat" and r["phase"] == "fixed rate"]
+    assert _number(versus["cpu_per_delivery_ratio"]) and _number(versus["p99_ratio"])
+    assert [t["metric"] for t in listed] == ["CPU/delivery vs Node ws relay, 10 clients",
+                                             "p99 latency vs Node ws relay, 10 clients"]
+    assert all(_number(t["value"]) for t in listed)
 
 
 def _check_private_numbers(results: dict) -> None:
@@ -130,6 +160,7 @@ def test_a_quick_run_measures_every_scenario(results: dict) -> None:
     """One run of the quick bench (it takes seconds), every part of its report checked."""
     _check_every_scenario_ran(results, SINGLE_NODE)
     _check_broadcast_numbers(results)
+    _check_node_relay(results)
     _check_private_numbers(results)
     _check_handshake_numbers(results)
     _check_capacity_numbers(results)
