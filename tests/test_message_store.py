@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from local_chat import LocalServer
 from session_helpers import login, reply
 
 from chat.server.conversations import BROADCASTS, Readable, group_conversation, private_conversation
+from chat.server.database import CHECKPOINT_EVERY
 from chat.server.message_store import SCAN_LIMIT
 from chat.server.schema import MIGRATIONS
 from chat.server.storage import Storage
@@ -94,6 +96,55 @@ async def test_batched_appends_number_each_conversation_in_order(tmp_path: Path)
         for conversation in set(targets):
             seqs = [m.seq for m in stored if m.conversation == conversation]
             assert seqs == list(range(1, len(seqs) + 1))
+    finally:
+        await storage.close()
+
+
+async def test_appends_keep_their_order_while_the_database_thread_is_busy(tmp_path: Path) -> None:
+    """An append commits on the event loop's thread when the database's thread is idle,
+    and is queued behind the thread's work when it is not: appends made before, during
+    and after a slow query on the thread are numbered in the order they were made."""
+    storage = Storage(str(tmp_path / "chat.db"))
+    await storage.open()
+    try:
+        first = await storage.messages.append(BROADCASTS, "s", "before")
+        started = threading.Event()
+
+        def slow_query() -> None:
+            started.set()
+            time.sleep(0.3)
+
+        busy = asyncio.ensure_future(storage._run(slow_query))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait)
+        during = asyncio.gather(*(storage.messages.append(BROADCASTS, "s", f"during {i}") for i in range(5)))
+        await asyncio.sleep(0.05)
+        assert not during.done()  # waiting for the thread
+        await busy
+        after = await storage.messages.append(BROADCASTS, "s", "after")
+        seqs = [first.seq, *(m.seq for m in await during), after.seq]
+        assert seqs == list(range(1, 8))
+        texts = [m.text for m in await storage.messages.history(BROADCASTS, 10)]
+        assert texts == ["before", *(f"during {i}" for i in range(5)), "after"]
+    finally:
+        await storage.close()
+
+
+async def test_the_wal_is_checkpointed_into_the_database_file(tmp_path: Path) -> None:
+    """SQLite's automatic checkpoint is off (it would wait for the disk in whichever commit
+    crossed its threshold, possibly on the event loop's thread); the server's own
+    checkpoints, on a thread of their own, still copy the WAL into the database file."""
+    path = tmp_path / "chat.db"
+    storage = Storage(str(path))
+    await storage.open()
+    try:
+        size = path.stat().st_size
+        for i in range(3 * CHECKPOINT_EVERY):
+            await storage.messages.append(BROADCASTS, "s", f"{i:04d} " + "x" * 1000)
+        for _ in range(100):  # the checkpoint runs on its own thread
+            if path.stat().st_size > size + CHECKPOINT_EVERY * 1000:
+                break
+            await asyncio.sleep(0.02)
+        assert path.stat().st_size > size + CHECKPOINT_EVERY * 1000
     finally:
         await storage.close()
 

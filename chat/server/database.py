@@ -1,5 +1,6 @@
-"""SQLite from asyncio: one dedicated thread runs every statement (so a slow disk never
-stalls the event loop), the file is private to its user (review L4), WAL mode with
+"""SQLite from asyncio: one dedicated thread runs the statements (so a slow query or disk
+never stalls the event loop), except the small commits :meth:`Database.run_now` makes on
+the loop's own thread while that thread is idle; the file is private to its user (review L4), WAL mode with
 ``synchronous=NORMAL`` (a committed transaction survives the process being killed), and
 the schema is brought up to date at open (schema.MIGRATIONS)."""
 
@@ -10,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -17,6 +19,9 @@ from typing import Any, TypeVar
 from chat.server.schema import MIGRATIONS
 
 T = TypeVar("T")
+
+#: Commits between checkpoints of the WAL into the database file.
+CHECKPOINT_EVERY = 256
 
 
 def _tighten(path: str) -> None:
@@ -35,11 +40,37 @@ class Database:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
         self._db: sqlite3.Connection | None = None
+        #: Held by whichever thread uses the connection: the database's own, or the event
+        #: loop's in :meth:`run_now`.
+        self._in_use = threading.Lock()
+        #: Checkpoints run on a thread and connection of their own (SQLite's automatic
+        #: checkpoint would run in whichever commit crosses its threshold, and wait for
+        #: the disk there, possibly on the event loop's thread).
+        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db-checkpoint")
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._commits = 0
+        self._checkpointing = False
 
     # --- plumbing ---------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._locked, fn, *args)
+
+    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._in_use:
+            return fn(*args)
+
+    def run_now(self, fn: Callable[..., T], *args: Any) -> T | None:
+        """Run ``fn`` here and now if the database's thread is not using the connection
+        (None if it is). For small writes: a commit in WAL mode with ``synchronous=NORMAL``
+        only writes to the WAL file (the checkpoints, which wait for the disk, run on the
+        database's thread), and costs less than handing the work to a thread and back."""
+        if self._db is None or not self._in_use.acquire(blocking=False):
+            return None
+        try:
+            return fn(*args)
+        finally:
+            self._in_use.release()
 
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None, "Storage.open() was not awaited"
@@ -67,6 +98,7 @@ class Database:
 
     def _migrate(self, db: sqlite3.Connection) -> None:
         db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -91,6 +123,32 @@ class Database:
             await self._run(self._conn().close)
             self._db = None
         self._executor.shutdown(wait=True)
+        self._checkpointer.shutdown(wait=True)
+        if self._checkpoint_db is not None:
+            self._checkpoint_db.close()
+            self._checkpoint_db = None
+
+    def _committed(self) -> None:
+        """Count a commit; every CHECKPOINT_EVERY, copy the WAL into the database file."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and not self._checkpointing and self.path != ":memory:":
+            self._commits = 0
+            self._checkpointing = True
+            self._checkpointer.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """On the checkpoint thread: a PASSIVE checkpoint, which waits for no reader or
+        writer (WAL mode lets the other connection go on committing meanwhile)."""
+        try:
+            if self._checkpoint_db is None:
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                db.execute("PRAGMA busy_timeout=5000")
+                self._checkpoint_db = db
+            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error:
+            pass  # the next one tries again; until then the WAL grows
+        finally:
+            self._checkpointing = False
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         db = self._conn()
@@ -101,4 +159,5 @@ class Database:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        self._committed()
         return result

@@ -56,7 +56,7 @@ class MessageStore:
         self.last_id = 0
         #: Messages sent since start, by kind (the server's metrics).
         self.sent: Counter[str] = Counter()
-        self._batches = BatchWriter(self._store_batch)
+        self._batches = BatchWriter(self._store_batch, store_now=self._store_now)
         self._indexing: asyncio.TimerHandle | None = None
         self._index_job: asyncio.Task[None] | None = None
         #: The newest message id in the search index, as far as this process knows.
@@ -111,7 +111,13 @@ class MessageStore:
 
     async def _store_batch(self, batch: list[Pending]) -> list[Message]:
         insert = functools.partial(self._insert, batch=batch)
-        stored: list[Message] = await self._db._run(self._db._transaction, insert)
+        return self._committed(await self._db._run(self._db._transaction, insert))
+
+    def _store_now(self, batch: list[Pending]) -> list[Message] | None:
+        stored = self._db.run_now(self._db._transaction, functools.partial(self._insert, batch=batch))
+        return None if stored is None else self._committed(stored)
+
+    def _committed(self, stored: list[Message]) -> list[Message]:
         # Committed: the numbers given are the conversations' newest now.
         self._seqs.update((m.conversation, m.seq) for m in stored if m.fresh)
         self.last_id = max([self.last_id, *(m.id for m in stored)])
