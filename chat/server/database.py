@@ -20,6 +20,12 @@ from chat.server.schema import MIGRATIONS
 
 T = TypeVar("T")
 
+class Busy:
+    """:meth:`Database.run_now` could not run now: the database's thread was using it."""
+
+
+BUSY = Busy()
+
 #: Commits between checkpoints of the WAL into the database file.
 CHECKPOINT_EVERY = 256
 
@@ -60,17 +66,23 @@ class Database:
         with self._in_use:
             return fn(*args)
 
-    def run_now(self, fn: Callable[..., T], *args: Any) -> T | None:
+    def run_now(self, fn: Callable[..., T], *args: Any) -> T | Busy:
         """Run ``fn`` here and now if the database's thread is not using the connection
-        (None if it is). For small writes: a commit in WAL mode with ``synchronous=NORMAL``
-        only writes to the WAL file (the checkpoints, which wait for the disk, run on the
-        database's thread), and costs less than handing the work to a thread and back."""
+        (BUSY if it is). For small writes and indexed lookups: a commit in WAL mode with
+        ``synchronous=NORMAL`` only writes to the WAL file (the checkpoints, which wait
+        for the disk, run on a thread of their own), and either costs less than handing
+        the work to a thread and back (BENCHMARKS.md, "Where the server's time goes")."""
         if self._db is None or not self._in_use.acquire(blocking=False):
-            return None
+            return BUSY
         try:
             return fn(*args)
         finally:
             self._in_use.release()
+
+    async def _quick(self, fn: Callable[[], T]) -> T:
+        """An indexed lookup: here and now if the database is free, else on its thread."""
+        result = self.run_now(fn)
+        return await self._run(fn) if isinstance(result, Busy) else result
 
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None, "Storage.open() was not awaited"

@@ -22,7 +22,7 @@ from collections import Counter
 
 from chat.server.batch_writer import BatchWriter, Pending
 from chat.server.conversations import Message, Readable, kind_of
-from chat.server.database import Database
+from chat.server.database import Busy, Database
 
 #: A conversation is pruned to ``history_limit`` once every this many of its appends.
 PRUNE_EVERY = 64
@@ -115,7 +115,7 @@ class MessageStore:
 
     def _store_now(self, batch: list[Pending]) -> list[Message] | None:
         stored = self._db.run_now(self._db._transaction, functools.partial(self._insert, batch=batch))
-        return None if stored is None else self._committed(stored)
+        return None if isinstance(stored, Busy) else self._committed(stored)
 
     def _committed(self, stored: list[Message]) -> list[Message]:
         # Committed: the numbers given are the conversations' newest now.

@@ -55,7 +55,7 @@ class Storage(Database):
             ).fetchone()
             return (row[0], row[1]) if row else None
 
-        return await self._run(query)
+        return await self._quick(query)
 
     async def create_account(
         self, name_key: str, name: str, password_hash: str, *, reads_from: int | None = None
@@ -88,7 +88,7 @@ class Storage(Database):
             row = self._conn().execute(sql, (name_key,)).fetchone()
             return int(row[0]) if row else self.messages.last_id
 
-        return await self._run(query)
+        return await self._quick(query)
 
     async def account_like(self, name: str) -> str | None:
         """A registered name that looks like ``name`` (same skeleton) but is not it."""
@@ -99,7 +99,7 @@ class Storage(Database):
             ).fetchone()
             return row[0] if row else None
 
-        return await self._run(query)
+        return await self._quick(query)
 
     async def set_password(self, name_key: str, password_hash: str) -> None:
         def update(db: sqlite3.Connection) -> None:
@@ -282,7 +282,7 @@ class Storage(Database):
                 "SELECT COUNT(*) FROM offline_message WHERE recipient_key = ?", (recipient_key,)
             ).fetchone()[0])
 
-        return await self._run(query)
+        return await self._quick(query)
 
     async def ack_offline(self, recipient_key: str, upto_id: int) -> None:
         """Delete the user's messages up to ``upto_id``: they were delivered."""
