@@ -6,20 +6,25 @@ upgrade, the handshake's RSA decryption or a login.
   address still in their HTTP upgrade; over a bound the socket is closed at once.
 * :func:`guarded_connection_class` makes the websockets ``ServerConnection`` subclass that
   applies :class:`Admission` at accept time and meters control frames (pings), which
-  websockets answers by itself, unseen by the chat code.
+  websockets answers by itself, unseen by the chat code. It also keeps the connection
+  alive with one timer instead of websockets' keepalive task: 10,000 idle connections
+  then hold no task, coroutine and sleeping future each (BENCHMARKS.md, scenario 4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import cast
 
 from websockets.asyncio.server import ServerConnection
+from websockets.frames import CloseCode as WsCloseCode
 from websockets.frames import Opcode
+from websockets.protocol import State
 
 from chat.protocol.codes import CloseCode
 
@@ -127,6 +132,10 @@ class GuardedConnection(ServerConnection):
         self._ping_clock = self.loop.time()
         #: Why this connection is refused, if it is (the chat handler then closes it
         #: with 1013 and this reason).
+        self._keepalive: asyncio.TimerHandle | None = None
+        #: The payload of the keepalive ping not answered yet, and when it was sent.
+        self._unanswered: bytes | None = None
+        self._ping_sent = 0.0
         self.refusal = self.admission.admit(self.peer_ip)
         self.counted = self.refusal is None
         if self.refusal is not None and not self.admission.tell(self.peer_ip):
@@ -139,7 +148,46 @@ class GuardedConnection(ServerConnection):
             self.upgrading = False
             self.admission.upgraded(self.peer_ip)
 
+    def start_keepalive(self) -> None:
+        """Ping every ``ping_interval``; fail the connection when a pong takes longer than
+        ``ping_timeout`` (as websockets' keepalive task does, with a timer)."""
+        if self.ping_interval is not None:
+            self._keepalive = self.loop.call_later(self.ping_interval, self._keepalive_due)
+
+    def _keepalive_due(self) -> None:
+        self._keepalive = None
+        if self.protocol.state is not State.OPEN:
+            return
+        if self._unanswered is not None:
+            # Closed at once: a peer that answers no ping would not finish a closing
+            # handshake either.
+            self.protocol.fail(WsCloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            self.send_data()
+            self.transport.abort()
+            return
+        self._unanswered = os.urandom(4)
+        self._ping_sent = self.loop.time()
+        self.protocol.send_ping(self._unanswered)
+        self.send_data()
+        assert self.ping_interval is not None
+        wait = self.ping_timeout if self.ping_timeout is not None else self.ping_interval
+        if self.ping_timeout is None:
+            self._unanswered = None  # no timeout: only ping
+        self._keepalive = self.loop.call_later(wait, self._keepalive_due)
+
+    def _pong(self, data: bytes) -> None:
+        """The keepalive ping was answered: the next one goes ``ping_interval`` after it."""
+        if self._unanswered is None or data != self._unanswered:
+            return
+        self._unanswered = None
+        if self._keepalive is not None and self.ping_interval is not None:
+            self._keepalive.cancel()
+            self._keepalive = self.loop.call_at(self._ping_sent + self.ping_interval, self._keepalive_due)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
         if self.refusal is not None:
             self.refusal = None
             self.admission.untell(self.peer_ip)
@@ -149,11 +197,14 @@ class GuardedConnection(ServerConnection):
         super().connection_lost(exc)
 
     def process_event(self, event: object) -> None:
-        if getattr(event, "opcode", None) is Opcode.PING and not self._ping_allowed():
+        opcode = getattr(event, "opcode", None)
+        if opcode is Opcode.PING and not self._ping_allowed():
             log.info("too many pings: closing peer=%s", self.peer_ip)
             self.protocol.fail(CloseCode.POLICY_VIOLATION, "too many pings")
             self.send_data()
             return
+        if opcode is Opcode.PONG:
+            self._pong(bytes(getattr(event, "data", b"")))
         super().process_event(event)  # type: ignore[arg-type]
 
     def _ping_allowed(self) -> bool:
