@@ -95,7 +95,7 @@ class MemoryPeer(SessionState):
         super().__init__()
         self.server = server
         self.address = address
-        self.session = ServerSession(server.private_key)
+        self.session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
         self.channel: SecureChannel | None = None
         self.events: list[Envelope] = []
         self.ended: End | None = None
@@ -110,7 +110,9 @@ class MemoryPeer(SessionState):
 
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         self.name, self.registered, self.features = name, registered, features
-        self.session.logged_in()
+        ticket = self.session.logged_in(features)
+        if ticket is not None:
+            self.deliver(ticket)
 
     def supersede(self) -> None:
         self.superseded = True

@@ -532,5 +532,5 @@ def test_endpoints_drop_handshake_secrets_once_done() -> None:
     """White box: after the handshake neither state machine keeps the ephemeral key, the
     RSA secret or the key schedule (a later memory leak reveals no past session)."""
     s = new_session()
-    assert s.client._ephemeral is None and s.client._rsa_secret == b""
-    assert s.server._schedule is None
+    assert s.client._ephemeral is None and s.client._secret == b""
+    assert s.server._schedule is None and s.server._transcript == b""

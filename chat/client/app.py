@@ -36,6 +36,7 @@ from chat.client.tls_layer import tls_choice
 from chat.client.transport import ClientError, open_session
 from chat.client.trust import TrustedKey, check_against_pin, key_file, load_key_file, trust_on_first_use
 from chat.keys import fingerprint
+from chat.protocol.tickets import TicketWallet
 
 __all__ = ["EXIT_OK", "Pacer", "build_parser", "file_size", "main"]
 
@@ -129,7 +130,9 @@ async def _run(
             tls=tls,
         )
     # Every node, and every reconnection, with the same TLS choice.
-    nodes = ServerList(servers, functools.partial(open_session, tls=tls), trusted.key, trusted.label)
+    # Session tickets (memory only) let reconnections skip the server's RSA work.
+    opener = functools.partial(open_session, tls=tls, tickets=TicketWallet())
+    nodes = ServerList(servers, opener, trusted.key, trusted.label)
     session = await nodes.connect()
     connect = nodes.reconnect
     config = client_config(args)

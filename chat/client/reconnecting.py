@@ -28,8 +28,9 @@ from chat.protocol.envelope import Envelope
 LOST = "the connection to the server was lost"
 #: Extensions this client understands (PROTOCOL.md section 6.6).
 FEATURES = [str(Feature.OFFLINE_PAGES), str(Feature.MISSED), str(Feature.UNREAD)]
-#: A client that reconnects also resumes: the server keeps a lost session for it.
-RESUMING = [*FEATURES, str(Feature.RESUME)]
+#: A client that reconnects also resumes: the server keeps a lost session for it, and
+#: gives it a session ticket, so that the reconnection skips the server's RSA work.
+RESUMING = [*FEATURES, str(Feature.RESUME), str(Feature.TICKET)]
 
 
 class _Client(Protocol):

@@ -4,14 +4,20 @@
 requests and receives events. Every failure a user can meet is raised as ``ClientError``
 with one user-facing line and the process exit code to use, so the terminal client and
 tests handle them alike.
+
+Given a :class:`TicketWallet`, a session keeps the session ticket the server sends (with
+the feature ``ticket``) together with its resumption secret, in memory only, and the next
+``open_session`` with that wallet resumes with it (a ResumeHello: no RSA on the server,
+PROTOCOL.md 2.7), falling back to a full handshake without a word when the server refuses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import inspect
-import socket
 import ssl
 from typing import Any
 
@@ -19,6 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from chat.client.failures import CLOSE_PROTOCOL_ERROR as CLOSE_PROTOCOL_ERROR
+from chat.client.failures import EXIT_BAD_SERVER_KEY as EXIT_BAD_SERVER_KEY
+from chat.client.failures import EXIT_CANNOT_CONNECT as EXIT_CANNOT_CONNECT
+from chat.client.failures import EXIT_DISCONNECTED as EXIT_DISCONNECTED
+from chat.client.failures import ClientError as ClientError
+from chat.client.failures import Disconnected as Disconnected
+from chat.client.failures import ResumeNotUnderstood, connect_reason, disconnected, handshake_error
 from chat.client.tls_layer import (
     TlsChoice,
     add_tls,
@@ -31,46 +44,17 @@ from chat.client.tls_layer import (
     unverified_context,
     verified_context,
 )
-from chat.keys import fingerprint
+from chat.keys import fingerprint_bytes
 from chat.protocol.envelope import MAX_REQUEST_ID, Envelope, decode_event, encode_request
 from chat.protocol.errors import EnvelopeError, HandshakeErrorCode, HandshakeFailed, RecordError
 from chat.protocol.handshake import ClientHandshake, encode_handshake_error
-from chat.protocol.limits import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.protocol.records import SecureChannel
-from chat.safe_text import printable
+from chat.protocol.tickets import ClientTicket, TicketWallet
 from chat.tls import accepted
-
-EXIT_CANNOT_CONNECT = 3
-EXIT_BAD_SERVER_KEY = 4
-EXIT_DISCONNECTED = 5
-#: The close code this client uses when the server sends something invalid.
-CLOSE_PROTOCOL_ERROR = 1002
 
 #: websockets >= 15 honours proxy environment variables by default; a LAN chat must not.
 _NO_PROXY: dict[str, Any] = {"proxy": None} if "proxy" in inspect.signature(connect).parameters else {}
-
-
-class ClientError(Exception):
-    """A failure to show the user as one line, then exit with ``exit_code``."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        # Messages may quote the server's words (a close reason, a handshake error):
-        # shown on a terminal, so made harmless first.
-        message = printable(message)
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-class Disconnected(ClientError):
-    """The connection ended. ``code``/``reason`` come from the server's close frame
-    (``code`` is None if the connection was lost without one), or are the ones this client
-    closed with when the server broke the protocol (``CLOSE_PROTOCOL_ERROR``)."""
-
-    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
-        super().__init__(message, EXIT_DISCONNECTED)
-        self.code = code
-        self.reason = reason
 
 
 def server_uri(host: str, port: int, tls: bool = False) -> str:
@@ -79,73 +63,30 @@ def server_uri(host: str, port: int, tls: bool = False) -> str:
     return f"{'wss' if tls else 'ws'}://{host}:{port}"
 
 
-def _disconnected(exc: ConnectionClosed) -> Disconnected:
-    close = exc.rcvd
-    if close is None:
-        return Disconnected("Disconnected by the server: connection lost")
-    return Disconnected(
-        f"Disconnected by the server: {close.reason or f'connection closed (code {close.code})'}",
-        close.code,
-        close.reason,
-    )
-
-
-def _connect_reason(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no answer within {timeout:g} seconds"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, socket.gaierror):
-        return f"cannot resolve the host name ({exc.strerror or exc})"
-    if isinstance(exc, InvalidStatus):
-        return f"not a chat server (HTTP status {exc.response.status_code})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed ({exc.reason or exc})"
-    if isinstance(exc, OSError):
-        return exc.strerror or str(exc) or type(exc).__name__
-    return str(exc) or type(exc).__name__
-
-
-def _handshake_error(exc: HandshakeFailed, uri: str, key: rsa.RSAPublicKey, key_label: str) -> ClientError:
-    """The user's line for a failed handshake. A HandshakeError from the server arrives
-    before any key is confirmed, so anyone on the network could have sent it: it is
-    reported as what the server said, never as proof that the server's key changed."""
-    code = exc.code
-    expected = f"{key_label} (fingerprint {fingerprint(key)})"
-    if code is HandshakeErrorCode.UNKNOWN_SERVER_KEY:
-        return ClientError(
-            f"The server at {uri} answered that it does not hold {expected} (an unauthenticated "
-            "answer): refusing to connect. If its key really changed, get the new public key "
-            "from the server's operator.",
-            EXIT_BAD_SERVER_KEY,
-        )
-    if code in (HandshakeErrorCode.DECRYPT_FAILED, HandshakeErrorCode.CONFIRMATION_FAILED):
-        return ClientError(
-            f"The handshake with {uri} failed: messages were altered in transit, or the server "
-            f"does not hold {expected}: refusing to connect.",
-            EXIT_BAD_SERVER_KEY,
-        )
-    if code is HandshakeErrorCode.VERSION_MISMATCH:
-        return ClientError(
-            f"Protocol version mismatch: the server speaks version {exc.peer_version}, "
-            f"this client speaks {PROTOCOL_VERSION}.",
-            EXIT_BAD_SERVER_KEY,
-        )
-    if code is HandshakeErrorCode.SERVER_BUSY:
-        return ClientError(
-            f"Cannot connect to the server at {uri}: the server is busy ({exc})", EXIT_CANNOT_CONNECT
-        )
-    return ClientError(f"Handshake with the server failed: {exc}", EXIT_BAD_SERVER_KEY)
-
-
 class ClientSession:
     """One established session. ``send`` numbers each request; ``recv`` returns events
     in order and keeps track of which requests are still unanswered."""
 
-    def __init__(self, websocket: ClientConnection, channel: SecureChannel, uri: str) -> None:
+    def __init__(
+        self,
+        websocket: ClientConnection,
+        channel: SecureChannel,
+        uri: str,
+        *,
+        tickets: TicketWallet | None = None,
+        fingerprint: bytes = b"",
+        resumption_secret: bytes = b"",
+        resumed: bool = False,
+    ) -> None:
         self.uri = uri
         self._ws = websocket
         self._channel = channel
+        #: Whether the handshake resumed with a session ticket (no RSA on the server).
+        self.resumed = resumed
+        #: Where the server's ``ticket`` for this session goes, with its secret.
+        self._tickets = tickets
+        self._fingerprint = fingerprint
+        self._resumption_secret = resumption_secret
         self._send_lock = asyncio.Lock()
         self._next_rid = 1
         self._outstanding: set[int] = set()
@@ -220,7 +161,7 @@ class ClientSession:
             try:
                 await self._ws.send(self._channel.seal(data))
             except ConnectionClosed as exc:
-                raise self._fail(_disconnected(exc)) from None
+                raise self._fail(disconnected(exc)) from None
 
     async def recv(self) -> Envelope:
         """The next event (replies claimed by ``request`` are skipped). Raises
@@ -234,18 +175,10 @@ class ClientSession:
             self._claimed.discard(rid)
 
     async def _recv_one(self) -> Envelope:
-        if self._failure is not None:
-            raise self._failure
-        try:
-            message = await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise self._fail(_disconnected(exc)) from None
-        if isinstance(message, str):
-            raise await self._abort("the server sent a text message")
-        try:
-            event = decode_event(self._channel.open(message))
-        except (RecordError, EnvelopeError) as exc:
-            raise await self._abort(f"invalid message from the server ({exc})") from None
+        event = await self._recv_record()
+        while event.type == "ticket" and "re" not in event.fields:
+            self._keep_ticket(event)  # for the transport, not the user
+            event = await self._recv_record()
         rid = event.get("re")
         if rid is not None:
             self._outstanding.discard(rid)
@@ -255,6 +188,33 @@ class ClientSession:
             if reply is not None and not reply.done():
                 reply.set_result(event)
         return event
+
+    async def _recv_record(self) -> Envelope:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            message = await self._ws.recv()
+        except ConnectionClosed as exc:
+            raise self._fail(disconnected(exc)) from None
+        if isinstance(message, str):
+            raise await self._abort("the server sent a text message")
+        try:
+            return decode_event(self._channel.open(message))
+        except (RecordError, EnvelopeError) as exc:
+            raise await self._abort(f"invalid message from the server ({exc})") from None
+
+    def _keep_ticket(self, event: Envelope) -> None:
+        """Keep the server's session ticket with this session's resumption secret (the
+        secret goes with the first ticket only: a session gets one)."""
+        secret, self._resumption_secret = self._resumption_secret, b""
+        if self._tickets is None or not secret:
+            return
+        text: str = event["ticket"]
+        try:
+            ticket = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            return  # the schema admits no such text; a ticket is an optimisation anyway
+        self._tickets.keep(ticket, secret, self._fingerprint, float(event["lifetime"]))
 
     async def wait_idle(self) -> None:
         """Return once every request sent so far has been answered (someone must be
@@ -281,8 +241,23 @@ class ClientSession:
         return self._fail(Disconnected(f"Disconnected: {reason}", CLOSE_PROTOCOL_ERROR, reason))
 
 
-async def _handshake(websocket: ClientConnection, key: rsa.RSAPublicKey) -> SecureChannel:
+async def _handshake(
+    websocket: ClientConnection, key: rsa.RSAPublicKey, ticket: ClientTicket | None
+) -> tuple[ClientHandshake, SecureChannel]:
+    """The handshake: resumed with ``ticket`` if given, unless the server answers
+    RESUME_REJECTED; then a full one on the same connection (PROTOCOL.md 2.7)."""
+    if ticket is not None:
+        handshake = ClientHandshake(key, resume=ticket)
+        try:
+            return handshake, await _exchange_hellos(websocket, handshake)
+        except HandshakeFailed as exc:
+            if exc.code is not HandshakeErrorCode.RESUME_REJECTED or not exc.remote:
+                raise
     handshake = ClientHandshake(key)
+    return handshake, await _exchange_hellos(websocket, handshake)
+
+
+async def _exchange_hellos(websocket: ClientConnection, handshake: ClientHandshake) -> SecureChannel:
     await websocket.send(handshake.client_hello())
     reply = await websocket.recv()
     if isinstance(reply, str):
@@ -300,11 +275,32 @@ async def open_session(
     connect_timeout: float = 10,
     key_label: str = "the expected key",
     tls: TlsChoice | None = None,
+    tickets: TicketWallet | None = None,
 ) -> ClientSession:
     """Connect to ``ws://host:port/`` (``wss://`` with ``tls``) and complete the handshake.
 
     ``key_label`` names where ``server_public_key`` came from (a PEM path) in the
-    wrong-key message. Raises ClientError with a user-facing message."""
+    wrong-key message. With ``tickets``, resume with the ticket kept for this key if
+    there is one, and keep the one this session gets. Raises ClientError with a
+    user-facing message."""
+    ticket = tickets.take(fingerprint_bytes(server_public_key)) if tickets is not None else None
+    try:
+        return await _open(host, port, server_public_key, connect_timeout, key_label, tls, tickets, ticket)
+    except ResumeNotUnderstood:
+        # A server without tickets answered MALFORMED and closed: once more, in full.
+        return await _open(host, port, server_public_key, connect_timeout, key_label, tls, tickets, None)
+
+
+async def _open(
+    host: str,
+    port: int,
+    server_public_key: rsa.RSAPublicKey,
+    connect_timeout: float,
+    key_label: str,
+    tls: TlsChoice | None,
+    tickets: TicketWallet | None,
+    ticket: ClientTicket | None,
+) -> ClientSession:
     uri = server_uri(host, port, tls is not None)
     websocket = await _connect(host, port, uri, connect_timeout, tls)
     if websocket is None:
@@ -316,23 +312,33 @@ async def open_session(
             await websocket.close()
             raise ClientError(refused_certificate(host, port, der, tls), EXIT_BAD_SERVER_KEY)
     try:
-        channel = await asyncio.wait_for(_handshake(websocket, server_public_key), connect_timeout)
+        handshake, channel = await asyncio.wait_for(
+            _handshake(websocket, server_public_key, ticket), connect_timeout
+        )
     except HandshakeFailed as exc:
         if not exc.remote:
             # Tell the server why, as PROTOCOL.md asks; it may be gone already.
             with contextlib.suppress(ConnectionClosed):
                 await websocket.send(encode_handshake_error(exc.code, str(exc)))
         await websocket.close()
-        raise _handshake_error(exc, uri, server_public_key, key_label) from None
+        error = handshake_error(exc, uri, server_public_key, key_label)
+        if ticket is not None and exc.remote and exc.code is HandshakeErrorCode.MALFORMED:
+            raise ResumeNotUnderstood(error.message, error.exit_code) from None
+        raise error from None
     except ConnectionClosed as exc:
-        raise _disconnected(exc) from None
+        raise disconnected(exc) from None
     except (TimeoutError, asyncio.TimeoutError):  # noqa: UP041 (distinct on Python 3.10)
         await websocket.close()
         raise ClientError(
             f"Cannot connect to the server at {uri}: no handshake answer within {connect_timeout:g} seconds",
             EXIT_CANNOT_CONNECT,
         ) from None
-    return ClientSession(websocket, channel, uri)
+    keys = handshake.keys
+    assert keys is not None
+    return ClientSession(
+        websocket, channel, uri, tickets=tickets, fingerprint=fingerprint_bytes(server_public_key),
+        resumption_secret=keys.resumption_secret, resumed=handshake.resuming,
+    )  # fmt: skip
 
 
 async def _connect(
@@ -352,7 +358,7 @@ async def _connect(
             raise
         return None
     except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        message = f"Cannot connect to the server at {uri}: {_connect_reason(exc, timeout)}"
+        message = f"Cannot connect to the server at {uri}: {connect_reason(exc, timeout)}"
         if may_be_wrong_scheme(exc) and not isinstance(exc, InvalidStatus):
             if tls is None and await speaks_tls(host, port):
                 message = add_tls(uri)

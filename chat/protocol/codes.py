@@ -73,6 +73,9 @@ class Feature(StrEnum):
     #: ``unread {groups}`` at a registered user's login: messages in their groups since
     #: they were last online (section 6.7).
     UNREAD = "unread"
+    #: ``ticket {ticket, lifetime}`` right before ``welcome``: a session ticket its client
+    #: may resume the handshake with next time, skipping RSA (section 2.7).
+    TICKET = "ticket"
 
 
 class NoticeCode(StrEnum):

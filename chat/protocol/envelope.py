@@ -82,6 +82,8 @@ CLIENT_MESSAGE_ID = Str(64, 1, r"[A-Za-z0-9_-]+")
 CURSORS = Objects({"target": TARGET, "seq": SEQUENCE}, MAX_HISTORY)
 #: The secret that lets a guest's next connection resume its session.
 RESUME_TOKEN = Str(64, 16, r"[A-Za-z0-9_-]+")
+#: A session ticket (PROTOCOL.md 2.7): at most 256 bytes, base64url without padding.
+SESSION_TICKET = Str(342, 2, r"[A-Za-z0-9_-]+")
 #: Numbered stored message (Feature.RESUME).
 NUMBERED = {"mid": MESSAGE_ID, "seq": SEQUENCE}
 #: Extensions named at login (codes.Feature); unknown ones are ignored, not refused.
@@ -156,6 +158,8 @@ EVENTS: dict[str, Schema] = {
         {"sender": NAME, "text": TEXT}, {"sent_at": TIMESTAMP, "id": MESSAGE_ID, "to": NAME, **NUMBERED}
     ),
     "unread": Schema({"groups": Objects({"group": NAME, "count": Int(1, 1 << 62)}, MAX_LIST_ITEMS)}),
+    # A session ticket for the next handshake (section 2.7), with its lifetime in seconds.
+    "ticket": Schema({"ticket": SESSION_TICKET, "lifetime": Int(1, 7 * 86400)}),
     # The end of what a resuming session missed (section 6.8).
     "replayed": Schema({"count": Int(0, 1 << 62)}, {"lost": Int(1, 1 << 62), "more": Bool()}),
     "offline_page": Schema({"upto": MESSAGE_ID, "more": Int(0, 1 << 62)}),

@@ -22,6 +22,9 @@ class HandshakeErrorCode(IntEnum):
     CONFIRMATION_FAILED = 6
     TIMEOUT = 7
     SERVER_BUSY = 8
+    #: The server will not resume from the ticket of a ResumeHello (expired, another
+    #: key, a wrong binder, not its own): the connection stays open for a ClientHello.
+    RESUME_REJECTED = 9
 
 
 class HandshakeFailed(ProtocolError):

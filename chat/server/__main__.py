@@ -22,6 +22,7 @@ from chat.keys import (
     load_private_key,
     write_key_pair,
 )
+from chat.protocol.tickets import MAX_TICKET_LIFETIME
 from chat.server import logs, process_limits, workers
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
@@ -59,6 +60,8 @@ LIMIT_OPTIONS: list[tuple[str, str, type, str, str]] = [
     ("--history-limit", "history_limit", int, "N", "messages kept per conversation (all, a pair, a group)"),
     ("--retention-days", "retention_days", float, "DAYS", "days a message is kept, 0 = no age limit"),
     ("--resume-linger", "resume_linger", float, "SECONDS", "how long a lost session waits for its client"),
+    ("--ticket-lifetime", "ticket_lifetime", int, "SECONDS",
+     "how long a session ticket lets a client reconnect without RSA, 0 = no tickets, at most 604800"),
     ("--max-file-size", "max_file_size", int, "BYTES", "largest file relayed"),
     ("--transfer-window", "transfer_window", int, "BYTES", "file bytes in flight per transfer"),
     ("--offer-timeout", "offer_timeout", float, "SECONDS", "time recipients have to answer a file offer"),
@@ -299,6 +302,8 @@ def refusal(config: ServerConfig) -> str | None:
     if config.redis_url is not None and not is_postgres_url(config.db_path):
         return ("--redis needs --db postgresql://...: the nodes of a cluster share one database "
                 "(an SQLite file is one process's own)")
+    if not 0 <= config.ticket_lifetime <= MAX_TICKET_LIFETIME:
+        return f"--ticket-lifetime must be 0 to {MAX_TICKET_LIFETIME} seconds (7 days)"
     return workers.refusal(config)
 
 

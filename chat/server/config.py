@@ -37,6 +37,9 @@ class ServerConfig:
     resume_linger: float = 60.0
     #: Seconds before a wrong password is answered.
     wrong_password_delay: float = 1.0
+    #: Seconds a session ticket is good for (PROTOCOL.md 2.7: a reconnecting client skips
+    #: the RSA decryption with it); 0: no tickets issued or accepted.
+    ticket_lifetime: int = 3600
     #: Seconds a new connection has to complete the handshake.
     handshake_timeout: float = 10.0
     #: Bytes of sealed, unsent events a connection may have queued before it is dropped.

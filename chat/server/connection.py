@@ -53,7 +53,7 @@ class ClientConnection(Resumable, SessionState):
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
-        self._session = ServerSession(server.private_key)
+        self._session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
         self._transport = websocket.transport
         #: Frames written during this event-loop iteration, sent together at its end.
         self._frames: list[bytes] | None = None
@@ -290,7 +290,9 @@ class ClientConnection(Resumable, SessionState):
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         """The login handler accepted ``name`` for this connection."""
         self.name, self.registered, self.features = name, registered, features
-        self._session.logged_in()
+        ticket = self._session.logged_in(features)
+        if ticket is not None:
+            self.deliver(ticket)  # a session ticket (PROTOCOL.md 2.7), just before the welcome
         self._server.logins += 1
         if self._login_timer is not None:
             self._login_timer.cancel()

@@ -1,6 +1,7 @@
 """The handshake over one WebSocket: the asyncio side of session.py's handshake actions,
 with the RSA unwrap on the server's crypto threads and the handshake rates and queue
-checked before it (review M1)."""
+checked before it (review M1). A resumption (a ResumeHello with a session ticket) is
+checked against the same rates and then answered at once: it has no RSA work."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed
 from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.frames import binary_frame
 from chat.server.host import Host
-from chat.server.session import Action, End, Established, SendHandshake, ServerSession, Unwrap
+from chat.server.session import Action, End, Established, Resume, SendHandshake, ServerSession, Unwrap
 
 log = logging.getLogger("chat.server")
 
@@ -52,6 +53,10 @@ async def _actions(
         if isinstance(action, Unwrap):
             outcome = await _unwrap(session, host, ip, action.hello)
             return await _actions(ws, session, host, ip, send, session.unwrapped(outcome))
+        if isinstance(action, Resume):
+            # No RSA and no thread, but the same handshake rates (PROTOCOL.md 2.7).
+            resumed = session.resume(action.hello, admitted=host.handshake_allowed(ip))
+            return await _actions(ws, session, host, ip, send, resumed)
         if isinstance(action, SendHandshake):
             # Straight out: nothing else can be waiting for this connection yet.
             send(binary_frame(action.data))

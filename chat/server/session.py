@@ -4,7 +4,8 @@ Bytes in, actions out: :meth:`ServerSession.receive` takes each WebSocket messag
 sent and returns what to do about it, and :meth:`ServerSession.seal` turns an event into
 the record to send. The asyncio shell (connection.py) only moves bytes, runs timers and
 the RSA unwrap in a thread, and carries the actions out; tests drive the same object
-directly (``tests/harness.py``).
+directly (``tests/harness.py``). A ResumeHello (a session ticket, PROTOCOL.md 2.7) needs
+no thread: the shell only charges it to the handshake limits (:class:`Resume`).
 
 Every way a peer can break the protocol ends in :data:`PEER_ERRORS`, the one table from
 a peer's error to the close code and reason the session ends with (``websockets``'
@@ -14,13 +15,17 @@ are answered (``bad_request``, ``not_logged_in``) and the session goes on.
 
 from __future__ import annotations
 
+import base64
+import os
+import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum, auto
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chat.protocol.codes import CloseCode, ErrorCode
-from chat.protocol.envelope import Envelope, decode_request
+from chat.protocol.codes import CloseCode, ErrorCode, Feature
+from chat.protocol.envelope import Envelope, decode_request, encode_event
 from chat.protocol.errors import (
     EnvelopeError,
     HandshakeErrorCode,
@@ -28,9 +33,10 @@ from chat.protocol.errors import (
     ProtocolError,
     RecordError,
 )
-from chat.protocol.handshake import ServerHandshake, encode_handshake_error
+from chat.protocol.handshake import MSG_RESUME_HELLO, ServerHandshake, encode_handshake_error
 from chat.protocol.limits import MAX_DETAIL_CHARS
 from chat.protocol.records import SecureChannel
+from chat.protocol.tickets import DEFAULT_TICKET_LIFETIME, TICKET_NONCE_LEN, sealer_for
 
 #: The reason given for a text frame, which ends the session at any step.
 TEXT_FRAME = "text frames are not allowed"
@@ -50,8 +56,8 @@ PEER_ERRORS: dict[type[ProtocolError], tuple[CloseCode, str | None]] = {
 
 
 class Phase(Enum):
-    HELLO = auto()  # waiting for the ClientHello
-    UNWRAPPING = auto()  # its RSA unwrap is running (in the shell's thread)
+    HELLO = auto()  # waiting for the ClientHello (or a ResumeHello)
+    UNWRAPPING = auto()  # its RSA unwrap is running (in the shell's thread), or a resumption is admitted
     FINISHED = auto()  # waiting for the ClientFinished
     LOGIN = auto()  # records flow; only ``login`` is served
     CHAT = auto()  # logged in
@@ -62,6 +68,14 @@ class Phase(Enum):
 class Unwrap:
     """Run :meth:`ServerSession.unwrap` on this ClientHello (slow: RSA), then hand the
     result to :meth:`ServerSession.unwrapped`."""
+
+    hello: bytes
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A ResumeHello: if the handshake limits admit it (as they would a ClientHello),
+    hand it to :meth:`ServerSession.resume` at once (cheap: no RSA, no thread)."""
 
     hello: bytes
 
@@ -106,16 +120,30 @@ class End:
     handshake_error: bytes | None = None
 
 
-Action = Unwrap | SendHandshake | Established | Serve | Refuse | End
+Action = Unwrap | Resume | SendHandshake | Established | Serve | Refuse | End
 
 
 class ServerSession:
-    """One peer's protocol state: handshake, secure channel, login."""
+    """One peer's protocol state: handshake, secure channel, login. ``ticket_lifetime``
+    (seconds, 0: none) is how long the session tickets it issues and accepts are good."""
 
-    def __init__(self, private_key: rsa.RSAPrivateKey) -> None:
+    def __init__(
+        self,
+        private_key: rsa.RSAPrivateKey,
+        *,
+        ticket_lifetime: int = DEFAULT_TICKET_LIFETIME,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.phase = Phase.HELLO
-        self._machine = ServerHandshake(private_key)
+        self._tickets = sealer_for(private_key)
+        self._ticket_lifetime = ticket_lifetime
+        self._clock = clock
+        self._machine = ServerHandshake(
+            private_key, tickets=self._tickets, ticket_lifetime=ticket_lifetime, clock=clock
+        )
         self._channel: SecureChannel | None = None
+        #: Until login: what a ticket for this session would seal (PROTOCOL.md 2.7).
+        self._resumption_secret = b""
 
     # --- bytes in ---------------------------------------------------------------------
 
@@ -132,9 +160,14 @@ class ServerSession:
         phase = self.phase
         if phase is Phase.HELLO:
             self.phase = Phase.UNWRAPPING
+            if message[:1] == bytes([MSG_RESUME_HELLO]):
+                return [Resume(message)]
             return [Unwrap(message)]
         if phase is Phase.FINISHED:
-            self._channel = SecureChannel(self._machine.receive_client_finished(message))
+            keys = self._machine.receive_client_finished(message)
+            self._channel = SecureChannel(keys)
+            if self._ticket_lifetime > 0:
+                self._resumption_secret = keys.resumption_secret
             self.phase = Phase.LOGIN
             return [Established()]
         if phase in (Phase.LOGIN, Phase.CHAT):
@@ -157,6 +190,24 @@ class ServerSession:
         self.phase = Phase.FINISHED
         return [SendHandshake(server_hello)]
 
+    def resume(self, hello: bytes, *, admitted: bool = True) -> list[Action]:
+        """A ResumeHello's outcome: the ServerHello; ``SERVER_BUSY`` if the handshake
+        limits did not admit it; or, for a ticket this server will not resume from, a
+        HandshakeError ``RESUME_REJECTED`` after which the connection stays open for a
+        full ClientHello (PROTOCOL.md 2.7)."""
+        if not admitted:
+            busy = HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
+            return [self.fail(busy)]
+        try:
+            server_hello = self._machine.receive_resume_hello(hello)
+        except HandshakeFailed as exc:
+            if exc.code is not HandshakeErrorCode.RESUME_REJECTED:
+                return [self.fail(exc)]
+            self.phase = Phase.HELLO
+            return [SendHandshake(encode_handshake_error(exc.code, str(exc)))]
+        self.phase = Phase.FINISHED
+        return [SendHandshake(server_hello)]
+
     def _request(self, plaintext: bytes) -> Action:
         try:
             envelope = decode_request(plaintext)
@@ -171,8 +222,19 @@ class ServerSession:
 
     # --- state the shell reports --------------------------------------------------------
 
-    def logged_in(self) -> None:
+    def logged_in(self, features: Collection[str] = ()) -> bytes | None:
+        """The login succeeded. Returns the encoded ``ticket`` event to deliver, when the
+        client asked for Feature.TICKET and this server issues tickets; the resumption
+        secret is forgotten either way."""
         self.phase = Phase.CHAT
+        secret, self._resumption_secret = self._resumption_secret, b""
+        if Feature.TICKET not in features or not secret:
+            return None
+        issued = int(self._clock())
+        expires = issued + self._ticket_lifetime
+        ticket = self._tickets.seal(secret, issued, expires, os.urandom(TICKET_NONCE_LEN))
+        text = base64.urlsafe_b64encode(ticket).rstrip(b"=").decode("ascii")
+        return encode_event("ticket", ticket=text, lifetime=self._ticket_lifetime)
 
     def fail(self, error: ProtocolError) -> End:
         """The one place a peer's error becomes a close code (:data:`PEER_ERRORS`)."""
