@@ -27,7 +27,7 @@ from Crypto.Signature.pss import MGF1
 
 VERSION = 1
 SUITE = 1
-CLIENT_HELLO, SERVER_HELLO, CLIENT_FINISHED, HANDSHAKE_ERROR = 0x01, 0x02, 0x03, 0x0F
+CLIENT_HELLO, SERVER_HELLO, CLIENT_FINISHED, RESUME_HELLO, HANDSHAKE_ERROR = 0x01, 0x02, 0x03, 0x04, 0x0F
 RECORD_HEADER = b"\x17"
 TAG_LEN = 16
 SERVER_HELLO_LEN = 101
@@ -39,6 +39,10 @@ MAX_HEADER = 64 * 1024
 MIN_RECORD = 1 + TAG_LEN
 MAX_RECORD = 1 + MAX_ENVELOPE + TAG_LEN
 INFO = b"chat/1 key expansion"
+RESUMED_INFO = b"chat/1 resumed key expansion"
+RESUMPTION_INFO = b"chat/1 resumption"
+BINDER_INFO = b"chat/1 resume binder"
+MAX_TICKET = 256
 ERROR_NAMES = {
     1: "MALFORMED",
     2: "VERSION_MISMATCH",
@@ -48,6 +52,7 @@ ERROR_NAMES = {
     6: "CONFIRMATION_FAILED",
     7: "TIMEOUT",
     8: "SERVER_BUSY",
+    9: "RESUME_REJECTED",
 }
 
 RandomSource = Callable[[int], bytes]
@@ -118,10 +123,23 @@ def x25519(private: bytes, peer_public: bytes) -> bytes:
     return shared
 
 
-def derive(x25519_shared: bytes, rsa_secret: bytes, th1: bytes) -> dict[str, bytes]:
-    """HKDF-SHA256 key expansion split as in PROTOCOL.md section 3."""
-    okm = HKDF(x25519_shared + rsa_secret, 152, th1, SHA256, context=INFO)
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869's Expand: T(i) = HMAC(PRK, T(i-1) || info || i)."""
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac_sha256(prk, block + info + bytes([counter]))
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def derive(x25519_shared: bytes, secret: bytes, th1: bytes, info: bytes = INFO) -> dict[str, bytes]:
+    """HKDF-SHA256 key expansion split as in PROTOCOL.md section 3, and (step 8) the
+    resumption secret from the same PRK. ``secret`` is the RSA-wrapped secret, or for a
+    resumed handshake the ticket's resumption secret (with ``RESUMED_INFO``)."""
+    okm = HKDF(x25519_shared + secret, 152, th1, SHA256, context=info)
     assert isinstance(okm, bytes)
+    prk = hmac_sha256(th1, x25519_shared + secret)
     return {
         "c2s_key": okm[0:32],
         "s2c_key": okm[32:64],
@@ -129,6 +147,7 @@ def derive(x25519_shared: bytes, rsa_secret: bytes, th1: bytes) -> dict[str, byt
         "s2c_iv": okm[76:88],
         "server_confirm_key": okm[88:120],
         "client_confirm_key": okm[120:152],
+        "resumption_secret": hkdf_expand(prk, RESUMPTION_INFO, 32),
     }
 
 
@@ -222,7 +241,9 @@ def decode_envelope(data: bytes) -> tuple[dict[str, Any], bytes]:
 
 class ClientHandshake:
     """``client_hello()`` then ``receive_server_hello(msg)`` -> ClientFinished; then
-    ``session`` holds the record layers. ``wrap`` replaces RSA-OAEP in test vectors."""
+    ``session`` holds the record layers. ``wrap`` replaces RSA-OAEP in test vectors.
+    With ``ticket`` (ticket bytes, resumption secret) the first message is a ResumeHello
+    (PROTOCOL.md 2.7)."""
 
     def __init__(
         self,
@@ -230,10 +251,12 @@ class ClientHandshake:
         *,
         random_source: RandomSource = get_random_bytes,
         wrap: Callable[[bytes], bytes] | None = None,
+        ticket: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.server_key = server_key
         self.random = random_source
         self.wrap = wrap or oaep(server_key).encrypt
+        self.ticket = ticket
         self.client_hello_bytes = b""
         self._ephemeral = b""
         self._rsa_secret = b""
@@ -245,6 +268,21 @@ class ClientHandshake:
     def client_hello(self) -> bytes:
         client_random = self.random(32)
         self._ephemeral = self.random(32)
+        if self.ticket is not None:
+            ticket, self._rsa_secret = self.ticket
+            if not 0 < len(ticket) <= MAX_TICKET:
+                raise ValueError("a ticket is 1 to 256 bytes")
+            head = (
+                struct.pack(">BHH", RESUME_HELLO, VERSION, SUITE)
+                + client_random
+                + x25519_public(self._ephemeral)
+                + fingerprint_bytes(self.server_key)
+                + struct.pack(">H", len(ticket))
+                + ticket
+            )
+            binder_key = hkdf_expand(self._rsa_secret, BINDER_INFO, 32)
+            self.client_hello_bytes = head + hmac_sha256(binder_key, head)
+            return self.client_hello_bytes
         self._rsa_secret = self.random(32)
         wrapped = self.wrap(self._rsa_secret)
         k = (self.server_key.n.bit_length() + 7) // 8
@@ -279,7 +317,8 @@ class ClientHandshake:
         server_public = message[37:69]
         shared = x25519(self._ephemeral, server_public)
         self.th1 = sha256(self.client_hello_bytes + message[:SERVER_HELLO_HEAD_LEN])
-        self.keys = derive(shared, self._rsa_secret, self.th1)
+        info = INFO if self.ticket is None else RESUMED_INFO
+        self.keys = derive(shared, self._rsa_secret, self.th1, info)
         expected = hmac_sha256(self.keys["server_confirm_key"], self.th1)
         if not _equal(expected, message[SERVER_HELLO_HEAD_LEN:]):
             raise ProtocolFailure("CONFIRMATION_FAILED", "the server did not prove it holds the private key")
@@ -327,32 +366,63 @@ class Session:
 class Connection:
     """A reference client connected to a real server."""
 
-    def __init__(self, websocket: Any, session: Session, fingerprint: str) -> None:
+    def __init__(
+        self, websocket: Any, session: Session, fingerprint: str, *, resumption_secret: bytes = b"",
+        resumed: bool = False,
+    ) -> None:  # fmt: skip
         self.websocket = websocket
         self.session = session
         self.fingerprint = fingerprint
+        self.resumption_secret = resumption_secret
+        #: Whether the handshake resumed with a ticket (PROTOCOL.md 2.7).
+        self.resumed = resumed
         self._next_rid = 1
         self.pending: list[dict[str, Any]] = []
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, server_key: RSA.RsaKey, *, timeout: float = 10.0
-    ) -> Connection:
+        cls, host: str, port: int, server_key: RSA.RsaKey, *, timeout: float = 10.0,
+        ticket: tuple[bytes, bytes] | None = None,
+    ) -> Connection:  # fmt: skip
+        """Connect and complete the handshake; with ``ticket`` (bytes, resumption secret)
+        a resumed one, or a full one on the same connection after RESUME_REJECTED."""
         from websockets.asyncio.client import connect
 
         websocket = await connect(f"ws://{host}:{port}/", max_size=MAX_FRAME, open_timeout=timeout)
         try:
-            handshake = ClientHandshake(server_key)
-            await websocket.send(handshake.client_hello())
-            reply = await asyncio.wait_for(websocket.recv(), timeout)
-            if not isinstance(reply, bytes):
-                raise ProtocolFailure("MALFORMED", "text message during the handshake")
-            await websocket.send(handshake.receive_server_hello(reply))
+            handshake = ClientHandshake(server_key, ticket=ticket)
+            try:
+                await cls._hellos(websocket, handshake, timeout)
+            except ProtocolFailure as failure:
+                if ticket is None or failure.code != "RESUME_REJECTED":
+                    raise
+                handshake = ClientHandshake(server_key)
+                await cls._hellos(websocket, handshake, timeout)
         except BaseException:
             await websocket.close()
             raise
         assert handshake.session is not None
-        return cls(websocket, handshake.session, fingerprint_text(server_key))
+        return cls(
+            websocket, handshake.session, fingerprint_text(server_key),
+            resumption_secret=handshake.keys["resumption_secret"], resumed=handshake.ticket is not None,
+        )  # fmt: skip
+
+    @staticmethod
+    async def _hellos(websocket: Any, handshake: ClientHandshake, timeout: float) -> None:
+        await websocket.send(handshake.client_hello())
+        reply = await asyncio.wait_for(websocket.recv(), timeout)
+        if not isinstance(reply, bytes):
+            raise ProtocolFailure("MALFORMED", "text message during the handshake")
+        await websocket.send(handshake.receive_server_hello(reply))
+
+    def ticket(self) -> tuple[bytes, bytes] | None:
+        """The session ticket the server sent (with the feature ``ticket``, before the
+        welcome), with this session's resumption secret: what the next connect offers."""
+        for event in self.pending:
+            if event.get("type") == "ticket":
+                text = event["ticket"]
+                return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), self.resumption_secret
+        return None
 
     async def send(self, envelope: dict[str, Any]) -> None:
         await self.websocket.send(self.session.seal(envelope))
@@ -380,10 +450,14 @@ class Connection:
                 return event
             self.pending.append(event)
 
-    async def login(self, name: str, password: str | None = None) -> dict[str, Any]:
+    async def login(
+        self, name: str, password: str | None = None, features: list[str] | None = None
+    ) -> dict[str, Any]:
         request: dict[str, Any] = {"type": "login", "name": name}
         if password is not None:
             request["password"] = password
+        if features is not None:
+            request["features"] = features
         return await self.request(request)
 
     async def close(self) -> None:

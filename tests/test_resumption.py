@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import reference_client as ref
+from Crypto.Cipher import AES
+from Crypto.PublicKey import RSA
 from cryptography.hazmat.primitives.asymmetric import rsa
 from e2e_harness import ServerProcess
 from harness import MemoryPeer, MemoryServer, memory_server
@@ -386,6 +390,72 @@ async def test_an_expired_ticket_falls_back_to_a_full_handshake(
         assert not again.resumed
         await _login(again, "bea")
         await again.close()
+    finally:
+        problems = await server.stop()
+    assert problems == []
+
+
+# --- the independent reference client (pycryptodome, tests/reference_client.py) --------------
+
+
+def test_the_reference_client_reproduces_the_resumption_vectors() -> None:
+    """Written from PROTOCOL.md 2.7 and 3 with another crypto library: the same bytes."""
+    vectors = json.loads((Path(__file__).parent / "vectors" / "handshake.json").read_text(encoding="utf-8"))
+    inputs, hs = vectors["inputs"], vectors["handshake"]
+    resumption = vectors["resumption"]
+    ins, values = resumption["inputs"], resumption["values"]
+    server_key = RSA.import_key((Path(__file__).parent / "vectors" / "server_private.pem").read_bytes())
+
+    def fixed(*names: str, source: dict[str, Any]) -> ref.RandomSource:
+        chunks = iter(bytes.fromhex(source[name]) for name in names)
+        return lambda n: next(chunks)
+
+    full = ref.ClientHandshake(
+        server_key.public_key(),
+        random_source=fixed("client_random", "client_x25519_private", "rsa_secret", source=inputs),
+        wrap=lambda secret: bytes.fromhex(inputs["rsa_wrapped_secret"]),
+    )
+    full.client_hello()
+    assert full.receive_server_hello(bytes.fromhex(hs["server_hello"])).hex() == hs["client_finished"]
+    assert full.keys["resumption_secret"].hex() == values["resumption_secret"]
+    ticket = bytes.fromhex(values["ticket"])
+    resumed = ref.ClientHandshake(
+        server_key.public_key(),
+        random_source=fixed("resume_client_random", "resume_client_x25519_private", source=ins),
+        ticket=(ticket, full.keys["resumption_secret"]),
+    )
+    assert resumed.client_hello().hex() == values["resume_hello"]
+    finished = resumed.receive_server_hello(bytes.fromhex(values["resume_server_hello"]))
+    assert finished.hex() == values["resume_client_finished"]
+    assert resumed.th1.hex() == values["resume_transcript_hash_1"]
+    assert resumed.keys["resumption_secret"].hex() == values["resume_resumption_secret"]
+    # The ticket, sealed with pycryptodome's AES-GCM under the documented ticket key.
+    cipher = AES.new(bytes.fromhex(values["ticket_key"]), AES.MODE_GCM, nonce=ticket[1:13])
+    cipher.update(b"\x01")
+    assert cipher.decrypt_and_verify(ticket[13:-16], ticket[-16:]).hex() == values["ticket_contents"]
+
+
+async def test_the_reference_client_resumes_against_a_real_server_and_falls_back(
+    key_pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    server = await ServerProcess.start(key_pair[0], tmp_path, "--db", ":memory:")
+    key = RSA.import_key(key_pair[1].read_bytes())
+    try:
+        first = await ref.Connection.connect(server.host, server.port, key)
+        assert (await first.login("dora", features=TICKET))["type"] == "welcome"
+        ticket = first.ticket()
+        assert ticket is not None and len(ticket[0]) == TICKET_LEN
+        await first.close()
+        again = await ref.Connection.connect(server.host, server.port, key, ticket=ticket)
+        assert again.resumed
+        assert (await again.login("dora", features=TICKET))["type"] == "welcome"
+        assert again.ticket() is not None
+        await again.close()
+        garbled = (ticket[0][:-1] + bytes([ticket[0][-1] ^ 1]), ticket[1])
+        fallback = await ref.Connection.connect(server.host, server.port, key, ticket=garbled)
+        assert not fallback.resumed
+        assert (await fallback.login("dora"))["type"] == "welcome"
+        await fallback.close()
     finally:
         problems = await server.stop()
     assert problems == []

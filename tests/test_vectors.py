@@ -33,12 +33,14 @@ from chat.protocol.errors import HandshakeErrorCode
 from chat.protocol.handshake import (
     KEY_EXPANSION_INFO,
     OAEP,
+    RESUMED_KEY_EXPANSION_INFO,
     ClientHandshake,
     KeySchedule,
     ServerHandshake,
     encode_handshake_error,
 )
 from chat.protocol.records import SecureChannel
+from chat.protocol.tickets import ClientTicket, TicketSealer, binder_key, ticket_key
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTOR_DIR = Path(__file__).resolve().parent / "vectors"
@@ -53,6 +55,18 @@ INPUTS: dict[str, str] = {
     "rsa_secret": bytes(range(0x40, 0x60)).hex(),
     "server_random": bytes(range(0x80, 0xA0)).hex(),
     "server_x25519_private": bytes(range(0xA0, 0xC0)).hex(),
+}
+
+#: The fixed inputs of the resumed handshake (PROTOCOL.md 9.8): the ticket's issue time,
+#: lifetime and nonce, then what each side draws, in order.
+RESUMPTION_INPUTS: dict[str, Any] = {
+    "ticket_issued": 1_700_000_000,
+    "ticket_lifetime": 3600,
+    "ticket_nonce": bytes(range(0xB0, 0xBC)).hex(),
+    "resume_client_random": bytes(range(0x60, 0x80)).hex(),
+    "resume_client_x25519_private": bytes(range(0xC0, 0xE0)).hex(),
+    "resume_server_random": bytes(range(0xE0, 0x100)).hex(),
+    "resume_server_x25519_private": bytes(range(0x10, 0x30)).hex(),
 }
 
 #: The sample envelopes sealed in each direction, in sequence order.
@@ -208,6 +222,7 @@ def compute_vectors(inputs: dict[str, str], wrapped: bytes) -> dict[str, Any]:
             )
 
     code, reason = HANDSHAKE_ERROR_SAMPLE
+    resumption = compute_resumption(key, client.keys.resumption_secret, prk)
     return {
         "about": (
             'chat protocol version 1 test vectors (PROTOCOL.md, "Worked example"). All byte strings '
@@ -222,6 +237,74 @@ def compute_vectors(inputs: dict[str, str], wrapped: bytes) -> dict[str, Any]:
             "reason": reason,
             "message": encode_handshake_error(code, reason).hex(),
         },
+        "resumption": resumption,
+    }
+
+
+def compute_resumption(key: rsa.RSAPrivateKey, secret: bytes, prk: bytes) -> dict[str, Any]:
+    """The ticket of the session above and a resumed handshake with it (PROTOCOL.md 2.7)."""
+    ins = RESUMPTION_INPUTS
+    fixed = {name: bytes.fromhex(value) for name, value in ins.items() if isinstance(value, str)}
+    assert secret == hmac.new(prk, b"chat/1 resumption\x01", hashlib.sha256).digest()
+    print_ = fingerprint_bytes(key.public_key())
+    t_key = ticket_key(key, print_)
+    issued, lifetime = ins["ticket_issued"], ins["ticket_lifetime"]
+    contents = issued.to_bytes(8, "big") + (issued + lifetime).to_bytes(8, "big") + print_ + secret
+    ticket = TicketSealer(t_key, print_).seal(secret, issued, issued + lifetime, fixed["ticket_nonce"])
+    client = ClientHandshake(
+        key.public_key(),
+        random_source=FixedRandom(fixed["resume_client_random"], fixed["resume_client_x25519_private"]),
+        resume=ClientTicket(ticket, secret, print_, float("inf")),
+    )
+    server = ServerHandshake(
+        key,
+        random_source=FixedRandom(fixed["resume_server_random"], fixed["resume_server_x25519_private"]),
+        tickets=TicketSealer(t_key, print_),
+        ticket_lifetime=lifetime,
+        clock=lambda: issued + 60.0,
+    )
+    resume_hello = client.client_hello()
+    server_hello = server.receive_resume_hello(resume_hello)
+    client_finished = client.receive_server_hello(server_hello)
+    server_keys = server.receive_client_finished(client_finished)
+    assert client.keys is not None and client.keys.transcript_hash == server_keys.transcript_hash
+    shared = X25519PrivateKey.from_private_bytes(fixed["resume_client_x25519_private"]).exchange(
+        X25519PublicKey.from_public_bytes(_x25519_public(fixed["resume_server_x25519_private"]))
+    )
+    th1 = hashlib.sha256(resume_hello + server_hello[:69]).digest()
+    th2 = hashlib.sha256(resume_hello + server_hello).digest()
+    ikm = shared + secret
+    resumed_prk = hmac.new(th1, ikm, hashlib.sha256).digest()
+    schedule = KeySchedule.derive(shared, secret, th1, RESUMED_KEY_EXPANSION_INFO)
+    expansion = b"".join(
+        [schedule.c2s_key, schedule.s2c_key, schedule.c2s_iv, schedule.s2c_iv,
+         schedule.server_confirm_key, schedule.client_confirm_key]
+    )
+    assert server_hello[69:] == hmac.new(schedule.server_confirm_key, th1, hashlib.sha256).digest()
+    assert client_finished[1:] == hmac.new(schedule.client_confirm_key, th2, hashlib.sha256).digest()
+    assert client.keys.send_key == schedule.c2s_key == server_keys.recv_key
+    b_key = binder_key(secret)
+    return {
+        "inputs": dict(ins),
+        "values": {
+            "resumption_secret": secret.hex(),
+            "ticket_key": t_key.hex(),
+            "ticket_contents": contents.hex(),
+            "ticket": ticket.hex(),
+            "binder_key": b_key.hex(),
+            "resume_client_x25519_public": _x25519_public(fixed["resume_client_x25519_private"]).hex(),
+            "resume_binder": resume_hello[-32:].hex(),
+            "resume_hello": resume_hello.hex(),
+            "resume_server_x25519_public": _x25519_public(fixed["resume_server_x25519_private"]).hex(),
+            "resume_x25519_shared": shared.hex(),
+            "resume_transcript_hash_1": th1.hex(),
+            "resume_hkdf_prk": resumed_prk.hex(),
+            "resume_key_expansion": expansion.hex(),
+            "resume_server_hello": server_hello.hex(),
+            "resume_transcript_hash_2": th2.hex(),
+            "resume_client_finished": client_finished.hex(),
+            "resume_resumption_secret": schedule.resumption_secret.hex(),
+        },
     }
 
 
@@ -234,6 +317,9 @@ def flatten(vectors: dict[str, Any]) -> dict[str, str]:
         for part in ("header", "plaintext", "nonce", "record"):
             flat[f"{record['name']}.{part}"] = record[part]
     flat["handshake_error"] = vectors["handshake_error"]["message"]
+    resumption = vectors["resumption"]
+    flat.update({name: str(value) for name, value in resumption["inputs"].items()})
+    flat.update(resumption["values"])
     return flat
 
 
@@ -292,6 +378,7 @@ def test_wrapped_secret_is_a_real_oaep_encryption() -> None:
 def test_inputs_are_the_documented_ones() -> None:
     vectors = load_vectors()
     assert {k: v for k, v in vectors["inputs"].items() if k != "rsa_wrapped_secret"} == INPUTS
+    assert vectors["resumption"]["inputs"] == RESUMPTION_INPUTS
     assert vectors["rsa_private_key_file"] == KEY_FILE.name
     assert load_test_key().key_size == 2048
 
@@ -303,6 +390,7 @@ def test_code_reproduces_every_vector() -> None:
     assert computed["handshake"] == vectors["handshake"]
     assert computed["records"] == vectors["records"]
     assert computed["handshake_error"] == vectors["handshake_error"]
+    assert computed["resumption"] == vectors["resumption"]
     assert computed == vectors
 
 
