@@ -10,7 +10,9 @@ inside it are counted.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -20,9 +22,11 @@ from typing import Any
 
 from bench import chatclient, wsclient
 from bench.serve import raise_nofile_limit
-from chat.keys import load_public_key
+from chat.keys import fingerprint_bytes, load_public_key
+from chat.protocol.errors import HandshakeFailed
 from chat.protocol.handshake import ClientHandshake
 from chat.protocol.records import SecureChannel
+from chat.protocol.tickets import ClientTicket
 
 TEXT_LEN = 100
 #: Paced senders wake at most this often and send everything due (no busy waiting).
@@ -273,19 +277,63 @@ async def handshake_role(ctl: Control, p: dict[str, Any]) -> None:
         ctl.reply(**await _handshake_phase(p, key, a))
 
 
+#: Names for the logins that fetch session tickets, unique across runs of a generator.
+_ticket_logins = itertools.count()
+
+
+async def _fetch_ticket(p: dict[str, Any], key: Any) -> ClientTicket | None:
+    """A full handshake and a login asking for ``ticket``: the ticket (sent just before
+    the welcome) with the session's resumption secret; None from a server without them."""
+    ws = await wsclient.connect(p["host"], p["port"])
+    try:
+        machine = ClientHandshake(key)
+        ws.send(machine.client_hello())
+        ws.send(machine.receive_server_hello(await ws.recv()))
+        assert machine.keys is not None
+        conn = chatclient.ChatConnection(ws, SecureChannel(machine.keys))
+        conn.send("login", name=f"t{p['proc']}x{next(_ticket_logins)}", features=["ticket"])
+        ticket = None
+        while True:
+            header, _ = await conn.recv_event()
+            if header["type"] == "ticket":
+                text = header["ticket"]
+                ticket = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            elif header["type"] in ("welcome", "error"):
+                break
+    finally:
+        ws.close()
+    if ticket is None:
+        return None
+    return ClientTicket(ticket, machine.keys.resumption_secret, fingerprint_bytes(key), float("inf"))
+
+
 async def _handshake_phase(p: dict[str, Any], key: Any, a: dict[str, Any]) -> dict[str, Any]:
+    """Loops of connect, handshake, one request, close; with ``resume`` each loop first
+    fetches a session ticket, then resumes with it every time (a ResumeHello: no RSA)."""
     t0, t1 = a["t0_ns"], a["t1_ns"]
     counts = {"done": 0, "failed": 0}
     latencies: list[float] = []
     errors: list[str] = []
+    resume = bool(a.get("resume"))
 
     async def one_loop() -> None:
+        ticket = None
+        if resume:
+            try:
+                ticket = await _fetch_ticket(p, key)
+            except (OSError, wsclient.WSClosed, TimeoutError) as exc:
+                errors.append(f"fetching a ticket: {exc!r}")
+            if ticket is None:
+                counts["failed"] += 1
+                if len(errors) < 5:
+                    errors.append("no session ticket (a server without tickets?)")
+                return
         while time.time_ns() < t1:
             start = time.time_ns()
             try:
                 ws = await wsclient.connect(p["host"], p["port"])
                 try:
-                    machine = ClientHandshake(key)
+                    machine = ClientHandshake(key, resume=ticket)
                     ws.send(machine.client_hello())
                     ws.send(machine.receive_server_hello(await ws.recv()))
                     assert machine.keys is not None
@@ -295,7 +343,7 @@ async def _handshake_phase(p: dict[str, Any], key: Any, a: dict[str, Any]) -> di
                     await conn.recv_event()
                 finally:
                     ws.close()
-            except (OSError, wsclient.WSClosed, TimeoutError) as exc:
+            except (OSError, wsclient.WSClosed, TimeoutError, HandshakeFailed) as exc:
                 counts["failed"] += 1
                 if len(errors) < 5:
                     errors.append(repr(exc))

@@ -423,7 +423,10 @@ def _private_row(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str
 
 
 def handshakes(settings: Settings) -> dict[str, Any]:
-    """Handshakes per second against bare RSA-OAEP decryptions with the same key."""
+    """Handshakes per second against bare RSA-OAEP decryptions with the same key; then, on
+    the same server, handshakes resumed with a session ticket (no RSA: PROTOCOL.md 2.7),
+    each loop fetching its ticket once and resuming with it every time, against the full
+    handshakes of the same run."""
     wait_quiet([], timeout=settings.quiet_timeout_s)
     rsa_worker = Worker("rsa", {"private_key": str(settings.private_key), "seconds": settings.rsa_seconds})
     try:
@@ -448,7 +451,7 @@ def handshakes(settings: Settings) -> dict[str, Any]:
             ]
             recv_all(workers, timeout=120)
             clients = settings.handshake_procs * settings.handshake_concurrency
-            base = {"target": target.label, "clients": clients}
+            base = {"target": target.label, "clients": clients, "mode": "full"}
             name = "handshake" if target is CHAT else None
 
             def build(replies: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, Any]:
@@ -468,7 +471,15 @@ def handshakes(settings: Settings) -> dict[str, Any]:
                     **cpu,
                 }
 
-            result["rows"].append(_measure_row(settings, server, workers, {}, build, base, name))
+            full = _measure_row(settings, server, workers, {}, build, base, name)
+            result["rows"].append(full)
+            resumed = _measure_row(
+                settings, server, workers, {"resume": True}, build, {**base, "mode": "resumed"},
+                "handshake-resumed" if name else None,
+            )  # fmt: skip
+            rate = full["handshakes_per_s"]
+            resumed["ratio_to_full"] = round(resumed["handshakes_per_s"] / rate, 2) if rate else None
+            result["rows"].append(resumed)
         finally:
             stop_all(workers)
             server.stop()

@@ -104,8 +104,11 @@ def _check_private_numbers(results: dict) -> None:
 def _check_handshake_numbers(results: dict) -> None:
     scenario = results["scenarios"]["handshake"]
     assert scenario["rsa"]["decryptions_per_s"] > 0
-    (row,) = [r for r in scenario["rows"] if r["target"] == "chat"]
-    assert row["handshakes"] > 0 and _number(row["ratio_to_rsa"])
+    (row, resumed) = [r for r in scenario["rows"] if r["target"] == "chat"]
+    assert row["mode"] == "full" and row["handshakes"] > 0 and _number(row["ratio_to_rsa"])
+    # Resumed with a session ticket, on the same server, and compared with the full ones.
+    assert resumed["mode"] == "resumed" and resumed["handshakes"] > 0 and resumed["failed"] == 0
+    assert _number(resumed["ratio_to_full"])
 
 
 def _check_capacity_numbers(results: dict) -> None:
