@@ -31,7 +31,7 @@ from chat.keys import fingerprint_bytes, generate_private_key, load_private_key
 from chat.protocol.codes import CloseCode
 from chat.protocol.envelope import decode_event, encode_request
 from chat.protocol.errors import HandshakeErrorCode
-from chat.protocol.handshake import ClientHandshake, decode_handshake_error
+from chat.protocol.handshake import ClientHandshake, decode_handshake_error, encode_handshake_error
 from chat.protocol.records import SecureChannel
 from chat.protocol.tickets import TICKET_LEN, ClientTicket, TicketWallet, sealer_for
 from chat.server.session import End, Established, Resume, SendHandshake, ServerSession, Unwrap
@@ -459,3 +459,41 @@ async def test_the_reference_client_resumes_against_a_real_server_and_falls_back
     finally:
         problems = await server.stop()
     assert problems == []
+
+
+async def test_a_server_without_tickets_that_answers_malformed_gets_a_full_handshake(
+    private_key: rsa.RSAPrivateKey,
+) -> None:
+    """A server of before this feature answers a ResumeHello MALFORMED and closes: the
+    client forgets the ticket and connects again with a ClientHello, without a word."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    hellos: list[int] = []
+
+    async def old_server(ws: ServerConnection) -> None:
+        session = ServerSession(private_key)
+        first = await ws.recv()
+        assert isinstance(first, bytes)
+        hellos.append(first[0])
+        if first[0] != 0x01:
+            await ws.send(encode_handshake_error(HandshakeErrorCode.MALFORMED, "expected a ClientHello"))
+            await ws.close(CloseCode.POLICY_VIOLATION, "expected a ClientHello")
+            return
+        (unwrap,) = session.receive(first)
+        assert isinstance(unwrap, Unwrap)
+        (hello,) = session.unwrapped(session.unwrap(unwrap.hello))
+        assert isinstance(hello, SendHandshake)
+        await ws.send(hello.data)
+        finished = await ws.recv()
+        assert isinstance(finished, bytes) and session.receive(finished) == [Established()]
+        await ws.wait_closed()
+
+    wallet = TicketWallet()
+    ticket = issue(private_key, Clock(time.time()))
+    wallet.keep(ticket.ticket, ticket.secret, ticket.fingerprint, 3600)
+    async with serve(old_server, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        session = await open_session("127.0.0.1", port, private_key.public_key(), tickets=wallet)
+        assert not session.resumed and len(wallet) == 0
+        await session.close()
+    assert hellos == [0x04, 0x01]

@@ -138,7 +138,8 @@ class ServerSession:
         self._tickets = sealer_for(private_key)
         self._ticket_lifetime = ticket_lifetime
         self._clock = clock
-        self._machine = ServerHandshake(
+        #: The handshake's state machine, dropped once the handshake is done (memory).
+        self._machine: ServerHandshake | None = ServerHandshake(
             private_key, tickets=self._tickets, ticket_lifetime=ticket_lifetime, clock=clock
         )
         self._channel: SecureChannel | None = None
@@ -164,7 +165,9 @@ class ServerSession:
                 return [Resume(message)]
             return [Unwrap(message)]
         if phase is Phase.FINISHED:
+            assert self._machine is not None
             keys = self._machine.receive_client_finished(message)
+            self._machine = None
             self._channel = SecureChannel(keys)
             if self._ticket_lifetime > 0:
                 self._resumption_secret = keys.resumption_secret
@@ -181,6 +184,7 @@ class ServerSession:
     def unwrap(self, hello: bytes) -> bytes:
         """The RSA work of the ClientHello (pure CPU: the shell runs it in a thread).
         Returns the ServerHello or raises HandshakeFailed."""
+        assert self._machine is not None
         return self._machine.receive_client_hello(hello)
 
     def unwrapped(self, server_hello: bytes | HandshakeFailed) -> list[Action]:
@@ -199,6 +203,7 @@ class ServerSession:
             busy = HandshakeFailed(HandshakeErrorCode.SERVER_BUSY, "too many handshakes; try again later")
             return [self.fail(busy)]
         try:
+            assert self._machine is not None
             server_hello = self._machine.receive_resume_hello(hello)
         except HandshakeFailed as exc:
             if exc.code is not HandshakeErrorCode.RESUME_REJECTED:
