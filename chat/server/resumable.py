@@ -51,6 +51,8 @@ async def _lost(ctx: Context) -> None:
 class Resumable:
     """Lingering after a lost connection, and being taken over."""
 
+    __slots__ = ()  # a mixin: the connection's slots hold its state
+
     _linger_timer: asyncio.TimerHandle | None
     _transfers_ended: asyncio.Task[None] | None
 
