@@ -588,7 +588,9 @@ def file_relay(settings: Settings) -> dict[str, Any]:
             runs.sort(key=lambda r: r["mb_per_s"])
             median = dict(runs[len(runs) // 2])
             median["mb_per_s_runs"] = [r["mb_per_s"] for r in runs]
-            median["peak_rss_growth_mib"] = max((r["peak_rss_growth_mib"] or 0) for r in runs) or None
+            # The largest growth of the runs (0.0 is a measurement; None: not measurable here).
+            growths = [r["peak_rss_growth_mib"] for r in runs if r["peak_rss_growth_mib"] is not None]
+            median["peak_rss_growth_mib"] = max(growths) if growths else None
             median.update({k: v for r in runs for k, v in r.items() if k == "profile"})
             rows.append(median)
         finally:
