@@ -1,4 +1,5 @@
-"""The server process: the websockets listener, shared state, and graceful shutdown."""
+"""The server process: the listener (a :class:`wire.Wire` per connection), shared state,
+and graceful shutdown."""
 
 from __future__ import annotations
 
@@ -7,28 +8,20 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from chat.keys import public_pem
 from chat.protocol.codes import CloseCode, NoticeCode
 from chat.protocol.envelope import encode_event
-from chat.protocol.limits import MAX_HANDSHAKE_BYTES
 from chat.server import names
-from chat.server.admission import (
-    Admission,
-    AdmissionLimits,
-    GuardedConnection,
-    guarded_connection_class,
-)
+from chat.server.admission import Admission, AdmissionLimits
 from chat.server.config import ServerConfig
 from chat.server.connection import ClientConnection
 from chat.server.frames import WriteBatch
@@ -41,34 +34,16 @@ from chat.server.remote_requests import RemoteRequests
 from chat.server.services import build_services
 from chat.server.shared_limits import SharedLimits
 from chat.server.web import WebFiles
+from chat.server.wire import Wire
 
 log = logging.getLogger("chat.server")
 
 #: Seconds between sweeps for abandoned groups.
 GROUP_EXPIRY_INTERVAL = 3600.0
 
-#: Frames websockets buffers for a connection before it stops reading its socket: the
-#: chat reads each one at once, so more would only let a peer park memory here.
-MAX_QUEUED_FRAMES = 4
-
 #: Plain HTTP GET of this path returns the server's public key (PEM), so that a client
 #: without it can show the fingerprint and ask its user (trust on first use).
 SERVER_KEY_PATH = "/server-key.pem"
-
-
-#: Stands for the HTTP request of every upgraded connection, once it has been handled.
-_UPGRADED = Request("/", Headers())
-
-
-def _limit_send_buffer(websocket: ServerConnection, size: int) -> None:
-    """Cap what the kernel holds for a peer that does not read, so the server's own
-    backlog bound soon decides when to cut it off."""
-    if size <= 0:
-        return
-    sock = websocket.transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 class ChatServer:
@@ -85,6 +60,8 @@ class ChatServer:
         self.write_batch = WriteBatch()
         self.web = WebFiles(tls=config.tls is not None)
         self.connections: set[ClientConnection] = set()
+        #: Every TCP connection, from accept to close (upgrading, handshaking, chatting).
+        self.wires: set[Wire] = set()
         #: Lost sessions waiting for their clients to resume them.
         self.lingering: set[Lingering] = set()
         self.admission = Admission(
@@ -105,31 +82,23 @@ class ChatServer:
         self._network_fanout = KeyedBuckets(config.network_fanout_rate, config.network_fanout_rate * 4)
         #: ClientHellos whose RSA decryption is queued or running.
         self.pending_handshakes = 0
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         #: Successful logins since start, and the metrics that report it (observability.py).
         self.logins = 0
         self.metrics = Metrics(self._state)
         self._group_expiry: asyncio.Task[None] | None = None
         self._message_expiry: asyncio.Task[None] | None = None
 
-    async def _handler(self, websocket: ServerConnection) -> None:
-        """One upgraded WebSocket. Connections were counted (and over-limit ones closed)
-        when accepted, before the upgrade (admission.py)."""
-        if isinstance(websocket, GuardedConnection):
-            if websocket.refusal is not None:
-                await websocket.close(CloseCode.TRY_AGAIN_LATER, websocket.refusal)
-                return
-            websocket.upgraded()
-        # The upgrade's request and response (their headers: 2 KiB) are not needed again
-        # (websockets only checks that a request was received).
-        websocket.request, websocket.response = _UPGRADED, None
-        _limit_send_buffer(websocket, self.config.socket_send_buffer)
-        connection = ClientConnection(websocket, self)
+    @property
+    def serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    def upgraded(self, wire: Wire) -> None:
+        """A WebSocket is open (connections over the limits were refused by their wire):
+        its chat connection starts with the handshake."""
+        connection = ClientConnection(wire, self)
         self.connections.add(connection)
-        try:
-            await connection.serve()
-        finally:
-            self.connections.discard(connection)
+        asyncio.get_running_loop().create_task(connection.serve())
 
     async def _expire_groups_forever(self) -> None:
         """Delete stored groups unused for ``group_expiry_days`` (at start, then hourly);
@@ -182,7 +151,7 @@ class ChatServer:
             "logins": self.logins,
         }
 
-    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, request: Request) -> Response | Awaitable[Response | None] | None:
         """A WebSocket upgrade goes on to the handshake unless a page of another site asks
         for it (403). Plain requests: the public key on GET SERVER_KEY_PATH, /healthz,
         /metrics and the web client's files (web.py); anything else 404."""
@@ -193,7 +162,7 @@ class ChatServer:
         if request.path == HEALTH_PATH:
             hub = self.services.hub
             redis_up = hub.link.up if isinstance(hub, RedisHub) else None
-            return await health(self._state(), self.services.storage.ping, redis_up)
+            return health(self._state(), self.services.storage.ping, redis_up)
         if request.path == METRICS_PATH:
             return self.metrics.response()
         if request.path != SERVER_KEY_PATH:
@@ -218,26 +187,18 @@ class ChatServer:
             self._group_expiry = asyncio.get_running_loop().create_task(self._expire_groups_forever())
         if self.config.retention_days > 0:
             self._message_expiry = asyncio.get_running_loop().create_task(self._expire_messages_forever())
-        self._server = await serve(
-            self._handler,
-            self.config.host,
-            self.config.port,
-            process_request=self._process_request,
-            create_connection=guarded_connection_class(self.admission),
-            # Until its handshake is done a peer may send handshake messages only: 2 KiB
-            # frames (raised to MAX_FRAME_BYTES after it), and few of them are buffered.
-            max_size=MAX_HANDSHAKE_BYTES,
-            max_queue=MAX_QUEUED_FRAMES,
-            compression=None,
-            ping_interval=self.config.ping_interval,
-            ping_timeout=self.config.ping_timeout,
-            close_timeout=self.config.close_timeout,
-            open_timeout=min(self.config.upgrade_timeout, self.config.handshake_timeout),
+        config = self.config
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Wire(self),
+            config.host,
+            config.port,
             # A class logging in at once must not wait on SYN retries (asyncio's default is 100).
-            backlog=self.config.listen_backlog,
+            backlog=config.listen_backlog,
             # Each process of --workers binds the same address; the kernel spreads connections.
-            reuse_port=self.config.reuse_port or None,
-            ssl=self.config.tls,
+            reuse_port=config.reuse_port or None,
+            ssl=config.tls,
+            # A TLS handshake counts toward the upgrade's time.
+            ssl_handshake_timeout=config.upgrade_timeout if config.tls is not None else None,
         )
         port: int = self._server.sockets[0].getsockname()[1]
         return port
@@ -246,13 +207,19 @@ class ChatServer:
         """Tell everyone, close every connection with 1001, wait for them (bounded)."""
         if self._server is None:
             return
-        self._server.close(close_connections=False)
+        self._server.close()
         for connection in list(self.connections):
             connection.notice(NoticeCode.SHUTDOWN)
             connection.close_soon(CloseCode.GOING_AWAY, "server shutting down")
+        for wire in list(self.wires):
+            if wire.upgrading:
+                wire.abort()  # not a chat connection yet
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout):
-                await self._server.wait_closed()
+                while self.wires:
+                    await asyncio.sleep(0.01)
+        for wire in list(self.wires):
+            wire.abort()
         # Lost sessions still waiting log out now, before the database closes.
         logouts = [task for lingering in list(self.lingering) if (task := lingering.stop_lingering())]
         with contextlib.suppress(TimeoutError):

@@ -1,7 +1,9 @@
 """One client's WebSocket connection: the asyncio shell around the protocol core.
 
-It runs the handshake, then reads records, opens and decodes them, and hands each request
-to its handler. Outgoing events are sealed in order as they are delivered. While the
+It runs the handshake (a coroutine waiting for each handshake message), then takes the
+records its wire (wire.py) pushes to it, opens and decodes them, and hands each request to
+its handler, in order: a task runs only while requests wait, so an idle connection holds
+none. Outgoing events are sealed in order as they are delivered. While the
 socket keeps up, a record is written at once as one frame; otherwise it waits in a queue
 that a writer task (started only then) drains, so routing to a slow reader never blocks
 anyone else. The queue is bounded in bytes, and a connection that overflows it is dropped.
@@ -10,13 +12,12 @@ anyone else. The queue is bounded in bytes, and a connection that overflows it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections import deque
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from chat.protocol.codes import CloseCode, ErrorCode, Feature, NoticeCode
 from chat.protocol.envelope import Envelope, encode_event
@@ -27,11 +28,13 @@ from chat.server.frames import binary_frame
 from chat.server.handshaking import run_handshake
 from chat.server.host import Host
 from chat.server.hub import SessionState
+from chat.server.inbound import Inbound
 from chat.server.login import logout
 from chat.server.login_throttle import address_prefix
-from chat.server.ratelimit import TokenBucket, Verdict
+from chat.server.ratelimit import TokenBucket
 from chat.server.resumable import Resumable
-from chat.server.session import Action, End, Refuse, Serve, ServerSession
+from chat.server.session import ServerSession
+from chat.server.wire import Message, Wire
 
 log = logging.getLogger("chat.server")
 _ids = itertools.count(1)
@@ -40,30 +43,57 @@ _ids = itertools.count(1)
 #: Below this many bytes waiting in the socket's buffer, an event is written directly.
 DIRECT_LIMIT = 64 * 1024
 
-#: Requests exempt from the rate limit: file data, which flow control paces instead.
-UNMETERED = frozenset({"file_chunk", "file_ack"})
 
 
-class ClientConnection(Resumable, SessionState):
+class ClientConnection(Inbound, Resumable, SessionState):
     """Implements the hub's Outbox for one logged-in user."""
 
     # Slots: an idle connection's attributes take a few hundred bytes instead of a
     # dictionary of 1.5 KiB (more than 30 attributes defeat CPython's shared-key dicts).
     __slots__ = (
-        "_backlog", "_batch", "_bucket", "_close_code", "_close_queued", "_close_reason", "_closer",
-        "_closing", "_drop_above", "_frames", "_linger_timer", "_login_timer", "_logout_task", "_missed",
-        "_network", "_pending", "_presence", "_server", "_session", "_transfers_ended", "_transport",
-        "_writer", "_ws", "id", "ip", "peer",
+        "_backlog",
+        "_batch",
+        "_bucket",
+        "_close_code",
+        "_close_queued",
+        "_close_reason",
+        "_closer",
+        "_closing",
+        "_drop_above",
+        "_frames",
+        "_inbox",
+        "_linger_timer",
+        "_login_timer",
+        "_logout_task",
+        "_missed",
+        "_network",
+        "_pending",
+        "_presence",
+        "_reader",
+        "_server",
+        "_session",
+        "_transfers_ended",
+        "_transport",
+        "_writer",
+        "_ws",
+        "id",
+        "ip",
+        "peer",
     )  # fmt: skip
 
-    def __init__(self, websocket: ServerConnection, server: Host) -> None:
+    def __init__(self, websocket: Wire, server: Host) -> None:
         super().__init__()  # the session's state before login (hub.SessionState)
         self.id = next(_ids)
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
         self._session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
+        assert websocket.transport is not None
         self._transport = websocket.transport
+        #: Messages pushed by the wire and not yet read, and the task reading them (both
+        #: exist only while messages wait).
+        self._inbox: deque[Message] | None = None
+        self._reader: asyncio.Task[None] | None = None
         #: Frames written during this event-loop iteration, sent together at its end.
         self._frames: list[bytes] | None = None
         self._batch = server.write_batch
@@ -92,7 +122,7 @@ class ClientConnection(Resumable, SessionState):
         #: Logins and exits are announced through this feed; ``presence_seen`` is how far
         #: into it this connection has been sent (UNSUBSCRIBED until logged in).
         self._presence = server.services.presence
-        peer = websocket.remote_address
+        peer = self._transport.get_extra_info("peername")
         self.ip = str(peer[0]) if peer else "?"
         self._network = address_prefix(self.ip)
         self.peer = f"{self.ip}:{peer[1]}" if peer else "?"
@@ -161,8 +191,7 @@ class ClientConnection(Resumable, SessionState):
     def _send(self, data: bytes) -> None:
         """Hand frames to the transport, unless the connection is closing: no data frames
         after a close frame, and uvloop raises on a write to a closed transport."""
-        if self._ws.protocol.state is State.OPEN and not self._transport.is_closing():
-            self._transport.write(data)
+        self._ws.write(data)
 
     def _enqueue(self, item: tuple[bytes, bool] | None) -> None:
         self.flush_frames()  # what was written before goes first
@@ -181,28 +210,47 @@ class ClientConnection(Resumable, SessionState):
     # --- lifecycle ------------------------------------------------------------------
 
     async def serve(self) -> None:
+        """The handshake; then the wire pushes each message to :meth:`_message`, and
+        :meth:`_ended` runs when it is gone."""
         log.debug("connection opened conn=%d peer=%s", self.id, self.peer)
+        if not await self._handshake():
+            self._finished()
+            return
+        config = self._server.config
+        loop = asyncio.get_running_loop()
+        self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
+        if config.rate_limit > 0:
+            self._bucket = TokenBucket(config.rate_limit, config.rate_burst, loop.time())
+        if self._ws.closed:
+            await self._ended()
+            return
+        self._ws.on_lost = self._lost
+        self._ws.on_message = self._message
+        self._ws.deliver_waiting()
+
+    def _lost(self) -> None:
+        asyncio.get_running_loop().create_task(self._ended())
+
+    async def _ended(self) -> None:
+        """The wire is gone: the request being handled finishes, then the user lingers
+        (to resume) or logs out."""
         try:
-            if not await self._handshake():
-                return
-            config = self._server.config
-            loop = asyncio.get_running_loop()
-            self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
-            if config.rate_limit > 0:
-                self._bucket = TokenBucket(config.rate_limit, config.rate_burst, loop.time())
-            try:
-                await self._read_loop()
-            finally:
+            if self._reader is not None:
+                with contextlib.suppress(Exception):
+                    await self._reader
+            if self._login_timer is not None:
                 self._login_timer.cancel()
-                if self._may_linger():
-                    self._linger()
-                else:
-                    await (self._logout_task or self._logout())
-                await self._shutdown_writer()
+            if self._may_linger():
+                self._linger()
+            else:
+                await (self._logout_task or self._logout())
+            await self._shutdown_writer()
         finally:
-            log.debug(
-                "connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code
-            )
+            self._finished()
+
+    def _finished(self) -> None:
+        log.debug("connection closed conn=%d peer=%s code=%s", self.id, self.peer, self._ws.close_code)
+        self._server.connections.discard(self)
 
     def close_soon(self, code: CloseCode, reason: str) -> None:
         """Stop reading; send what is queued, then close with ``code``. The user is
@@ -224,62 +272,6 @@ class ClientConnection(Resumable, SessionState):
     async def _handshake(self) -> bool:
         """The session's handshake over this WebSocket (handshaking.py)."""
         return await run_handshake(self._ws, self._session, self._server, self.ip, self._send)
-
-    async def _read_loop(self) -> None:
-        try:
-            async for message in self._ws:
-                if self._closing:
-                    break
-                for action in self._session.receive(message):
-                    if isinstance(action, End):
-                        log.warning("session ended conn=%d user=%s: %s", self.id, self.name, action.reason)
-                        self._abort(action.code, action.reason)
-                        return
-                    if self._bucket is not None and self._metered(action) and not self._within_rate():
-                        return
-                    if isinstance(action, Refuse):
-                        if action.code is ErrorCode.BAD_REQUEST:
-                            log.info("bad envelope conn=%d user=%s: %s", self.id, self.name, action.detail)
-                        fields = {"detail": action.detail} if action.detail is not None else {}
-                        self._error(action.rid, action.code, **fields)
-                    elif isinstance(action, Serve):
-                        await self._serve(action)
-        except ConnectionClosed:
-            pass
-
-    async def _serve(self, action: Serve) -> None:
-        envelope = action.envelope
-        if self._metered(action) and not self._network_allows(envelope, action.size):
-            self._error(envelope.get("rid"), ErrorCode.NETWORK_TOO_FAST)
-            return
-        await self._handle(envelope)
-
-    def _metered(self, action: Action) -> bool:
-        """File data that flow control bounds (a chunk from a transfer's sender within its
-        window, an ack of new bytes from one of its recipients) is paced by it; all else,
-        refused requests and file requests from anyone else included, is metered (M3)."""
-        if not isinstance(action, Serve) or action.envelope.type not in UNMETERED or self.name is None:
-            return True
-        return not self._server.services.transfers.paced(action.envelope, self.name)
-
-    def _within_rate(self) -> bool:
-        """Charge one request to the bucket; warn, or cut the sender off."""
-        assert self._bucket is not None
-        verdict = self._bucket.take(asyncio.get_running_loop().time())
-        if verdict is Verdict.WARN:
-            self.notice(NoticeCode.TOO_FAST)
-        elif verdict is Verdict.CUT_OFF:
-            log.warning("rate limit: disconnecting conn=%d user=%s", self.id, self.name)
-            self.close_soon(CloseCode.POLICY_VIOLATION, "sending too fast")
-            return False
-        return True
-
-    def _network_allows(self, envelope: Envelope, size: int) -> bool:
-        """The requests and bytes of every connection from this network (IPv4 /24, IPv6
-        /64) together stay within their budget (review M4: 40 connections from one
-        address, each within its own limit, could send 20 MB/s to everyone). Over it, a
-        request is refused with an error, not dropped silently."""
-        return self._server.network_allows(self._network, size, broadcast=envelope.type == "broadcast")
 
     def _login_deadline(self) -> None:
         if self.name is None and not self._closing:
@@ -379,7 +371,7 @@ class ClientConnection(Resumable, SessionState):
     async def _shutdown_writer(self) -> None:
         """Flush what is queued and close, bounded by the close timeout."""
         self._closing = True
-        if self._writer is None and self._ws.protocol.state is State.CLOSED:
+        if self._writer is None and self._ws.closed:
             return  # the peer closed and nothing waits: no writer task just to find that out
         self._queue_close()
         writer = self._writer

@@ -10,7 +10,6 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from chat.protocol.errors import HandshakeErrorCode, HandshakeFailed
@@ -18,12 +17,13 @@ from chat.protocol.limits import MAX_FRAME_BYTES
 from chat.server.frames import binary_frame
 from chat.server.host import Host
 from chat.server.session import Action, End, Established, Resume, SendHandshake, ServerSession, Unwrap
+from chat.server.wire import Wire
 
 log = logging.getLogger("chat.server")
 
 
 async def run_handshake(
-    ws: ServerConnection, session: ServerSession, host: Host, ip: str, send: Callable[[bytes], None]
+    ws: Wire, session: ServerSession, host: Host, ip: str, send: Callable[[bytes], None]
 ) -> bool:
     """Carry out the session's handshake actions until it is established (True), or
     ends (False: already answered and closed). ``send`` writes frames straight out."""
@@ -45,7 +45,7 @@ async def run_handshake(
 
 
 async def _actions(
-    ws: ServerConnection, session: ServerSession, host: Host, ip: str, send: Callable[[bytes], None],
+    ws: Wire, session: ServerSession, host: Host, ip: str, send: Callable[[bytes], None],
     actions: list[Action],
 ) -> End | None:  # fmt: skip
     """Do what the handshake asks; the End to carry out, if it came to one."""
@@ -84,7 +84,7 @@ async def _unwrap(session: ServerSession, host: Host, ip: str, hello: bytes) -> 
         host.pending_handshakes -= 1
 
 
-async def _end(ws: ServerConnection, ip: str, end: End) -> None:
+async def _end(ws: Wire, ip: str, end: End) -> None:
     """Send the HandshakeError and close (PROTOCOL.md sections 1 and 6.4)."""
     # DEBUG: anyone can cause these at will, and a flood must not flood the log.
     log.debug("handshake failed peer=%s: %s", ip, end.reason)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import Executor
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -35,6 +35,8 @@ class Host(Protocol):
     pending_handshakes: int
     #: Lost sessions waiting for their clients to resume them.
     lingering: set[Lingering]
+    #: The chat connections (a connection takes itself out when it ends).
+    connections: set[Any]
     #: Successful logins since start.
     logins: int
 
