@@ -15,6 +15,7 @@ Counters live in bounded tables: idle entries are forgotten and the table has a 
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import time
@@ -31,6 +32,7 @@ BASE_NAME_DELAY = 0.5
 ALERT_INTERVAL = 60.0
 
 
+@functools.lru_cache(maxsize=4096)  # every connection asks; a class comes from few networks
 def address_prefix(address: str) -> str:
     """The network an address belongs to for limits: /24 for IPv4, /64 for IPv6."""
     try:
