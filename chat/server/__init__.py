@@ -1,2 +1,3 @@
-"""The chat server: an asyncio/websockets shell (app, connection) around a hub that
-routes envelopes and small handlers that implement each command."""
+"""The chat server: an asyncio shell (app, wire, connection) around websockets' sans-I/O
+protocol and our own (session), a hub that routes envelopes, and small handlers that
+implement each command."""
