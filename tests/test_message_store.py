@@ -198,7 +198,7 @@ async def test_the_search_index_follows_in_batches_and_stays_consistent(tmp_path
         assert [m.text for m in found] == [text for _, _, _, text in kept][:50]
     finally:
         await storage.close()
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(f"{path}-search") as db:  # search_index.py
         db.execute("INSERT INTO message_text (message_text, rank) VALUES ('integrity-check', 1)")
 
 

@@ -19,19 +19,20 @@ import functools
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from chat.server.batch_writer import BatchWriter, Pending
 from chat.server.conversations import Message, Readable, kind_of
 from chat.server.database import Busy, Database
+from chat.server.search_index import SearchIndex
 
 #: A conversation is pruned to ``history_limit`` once every this many of its appends.
 PRUNE_EVERY = 64
 #: New messages are added to the search index at most this long after they are stored
 #: (a search first indexes what is not yet): one index update for many messages costs a
-#: fraction of one per message.
+#: fraction of one per message. The index has a database file, connection and thread of
+#: its own (search_index.py): no message waits for it.
 INDEX_DELAY = 0.2
-
-
 
 _COLUMNS = "m.id, m.conv, m.seq, m.sender, m.recipient, m.text, m.sent_at"
 #: Words shorter than this are not in the trigram index: they are matched by scanning,
@@ -59,8 +60,7 @@ class MessageStore:
         self._batches = BatchWriter(self._store_batch, store_now=self._store_now)
         self._indexing: asyncio.TimerHandle | None = None
         self._index_job: asyncio.Task[None] | None = None
-        #: The newest message id in the search index, as far as this process knows.
-        self._indexed = 0
+        self._search = SearchIndex(db)
         self._stopped = False
         #: Used on the database's thread only: conversation -> newest seq, appends since start.
         self._seqs: dict[str, int] = {}
@@ -88,6 +88,7 @@ class MessageStore:
     def loaded(self, db: sqlite3.Connection) -> None:
         """Called on the database's thread once the schema is current."""
         self.last_id = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()[0]
+        self._search.open(db)
 
     async def append(
         self,
@@ -111,18 +112,25 @@ class MessageStore:
 
     async def _store_batch(self, batch: list[Pending]) -> list[Message]:
         insert = functools.partial(self._insert, batch=batch)
-        return self._committed(await self._db._run(self._db._transaction, insert))
+        return self._committed(*await self._db._run(self._db._transaction, insert))
 
     def _store_now(self, batch: list[Pending]) -> list[Message] | None:
         stored = self._db.run_now(self._db._transaction, functools.partial(self._insert, batch=batch))
-        return None if isinstance(stored, Busy) else self._committed(stored)
+        return None if isinstance(stored, Busy) else self._committed(*stored)
 
-    def _committed(self, stored: list[Message]) -> list[Message]:
+    def _committed(self, stored: list[Message], pruned: list[int]) -> list[Message]:
         # Committed: the numbers given are the conversations' newest now.
         self._seqs.update((m.conversation, m.seq) for m in stored if m.fresh)
         self.last_id = max([self.last_id, *(m.id for m in stored)])
+        self.deleted(pruned)
         self._schedule_index()
         return stored
+
+    def deleted(self, ids: list[int]) -> None:
+        """Messages ``ids`` were deleted (committed): out of the search index soon."""
+        if ids:
+            self._search.forget(ids)
+            self._schedule_index()
 
     def _schedule_index(self) -> None:
         if self._indexing is None and not self._stopped:
@@ -134,12 +142,14 @@ class MessageStore:
     async def _index_now(self) -> None:
         self._indexing = None
         if not self._stopped:
-            await self._db._run(self._index_pending)
+            await self._search.run(self._index_pending())
 
-    def _index_pending(self) -> None:
-        """On the database's thread: index what was stored since the last time, if anything."""
-        if self.last_id > self._indexed:
-            self._indexed = self._db._transaction(_index)
+    def _index_pending(self) -> Callable[[sqlite3.Connection], None]:
+        """What the index's thread runs to index what was stored (and take out what was
+        deleted) since the last time, if anything."""
+        if not self._search.pending(self.last_id):
+            return lambda db: None
+        return functools.partial(self._search.update, gone=self._search.taken())
 
     def stop(self) -> None:
         """No more index updates from a timer (the database is closing)."""
@@ -148,8 +158,15 @@ class MessageStore:
             self._indexing.cancel()
             self._indexing = None
 
-    def _insert(self, db: sqlite3.Connection, *, batch: list[Pending]) -> list[Message]:
+    async def close(self) -> None:
+        """Stop, and close the search index once it has done what it was asked."""
+        self.stop()
+        await self._search.close()
+
+    def _insert(self, db: sqlite3.Connection, *, batch: list[Pending]) -> tuple[list[Message], list[int]]:
+        """The messages stored, and the ids pruned."""
         stored: list[Message] = []
+        pruned: list[int] = []
         touched: dict[str, int] = {}
         for append in batch:
             if append.client_id is not None:
@@ -176,26 +193,26 @@ class MessageStore:
             row = (append.sender, append.recipient, append.text, append.sent_at)
             stored.append(Message(cursor.lastrowid, conv, seq, *row))
             touched[conv] = seq
-            self._prune(db, conv)
+            self._prune(db, conv, pruned)
         db.executemany(
             "INSERT INTO conversation (conv, last_seq) VALUES (?, ?)"
             " ON CONFLICT (conv) DO UPDATE SET last_seq = excluded.last_seq",
             touched.items(),
         )
-        return stored
+        return stored, pruned
 
-    def _prune(self, db: sqlite3.Connection, conv: str) -> None:
+    def _prune(self, db: sqlite3.Connection, conv: str, pruned: list[int]) -> None:
         """Every PRUNE_EVERY appends of a conversation (and its first since start), keep
         its newest history_limit: at most history_limit + PRUNE_EVERY - 1 rows, however
-        conversations interleave (review M12)."""
+        conversations interleave (review M12). The ids deleted go into ``pruned``."""
         count = self._appends.get(conv, 0)
         self._appends[conv] = count + 1
         if count % PRUNE_EVERY == 0:
-            db.execute(
+            pruned += (row[0] for row in db.execute(
                 "DELETE FROM message WHERE conv = ? AND seq <= ("
-                " SELECT seq FROM message WHERE conv = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                " SELECT seq FROM message WHERE conv = ? ORDER BY seq DESC LIMIT 1 OFFSET ?) RETURNING id",
                 (conv, conv, self.history_limit),
-            )
+            ))  # fmt: skip
 
     async def history(
         self, conversation: str, limit: int, *, after: int = 0, before: int | None = None
@@ -230,7 +247,7 @@ class MessageStore:
         if indexed:
             query = " ".join('"' + w.replace('"', '""') + '"' for w in indexed)
             sql = (
-                f"SELECT {_COLUMNS} FROM message_text JOIN message m ON m.id = message_text.rowid"
+                f"SELECT {_COLUMNS} FROM search.message_text JOIN message m ON m.id = message_text.rowid"
                 f" WHERE message_text MATCH ? AND {where} ORDER BY message_text.rowid DESC LIMIT ?"
             )
             args = [query, *args]
@@ -242,11 +259,13 @@ class MessageStore:
             sql = f"SELECT {_COLUMNS} FROM message m WHERE {where} ORDER BY m.id DESC LIMIT ?"
         args.append(limit)
 
-        def query_rows() -> list[Message]:
-            self._index_pending()  # what was stored last is found too
-            return [Message(*row) for row in self._db._conn().execute(sql, args).fetchall()]
+        index = self._index_pending()  # what was stored last is found too
 
-        return await self._db._run(query_rows)
+        def query_rows(db: sqlite3.Connection) -> list[Message]:
+            index(db)
+            return [Message(*row) for row in db.execute(sql, args).fetchall()]
+
+        return await self._search.run(query_rows)
 
     async def missed(
         self, readable: Readable, cursors: dict[str, int], since: int, limit: int, *, skip_sender: str = ""
@@ -292,6 +311,7 @@ class MessageStore:
             db.execute("DELETE FROM message WHERE id = ?", (message.id,))
 
         await self._db._run(self._db._transaction, delete)
+        self.deleted([message.id])
 
     async def expire(self, now: float | None = None) -> int:
         """Delete messages older than ``retention_days``; returns how many."""
@@ -299,10 +319,13 @@ class MessageStore:
             return 0
         older_than = (now if now is not None else time.time()) - self.retention_days * 86400
 
-        def delete(db: sqlite3.Connection) -> int:
-            return db.execute("DELETE FROM message WHERE sent_at < ?", (older_than,)).rowcount
+        def delete(db: sqlite3.Connection) -> list[int]:
+            sql = "DELETE FROM message WHERE sent_at < ? RETURNING id"
+            return [row[0] for row in db.execute(sql, (older_than,))]
 
-        return await self._db._run(self._db._transaction, delete)
+        gone = await self._db._run(self._db._transaction, delete)
+        self.deleted(gone)
+        return len(gone)
 
 
 def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
@@ -317,17 +340,3 @@ def _readable_clause(readable: Readable) -> tuple[str, list[object]]:
         clauses.append("(m.conv = ? AND m.id > ?)")
         args += [conversation, after]
     return "(" + " OR ".join(clauses) + ")", args
-
-
-def _index(db: sqlite3.Connection) -> int:
-    """Add the messages stored since the last time to the search index; the newest id in
-    it now."""
-    (done,) = db.execute("SELECT indexed_upto FROM search_state").fetchone()
-    (upto,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM message").fetchone()
-    if upto > done:
-        db.execute(
-            "INSERT INTO message_text (rowid, text) SELECT id, text FROM message WHERE id > ? AND id <= ?",
-            (done, upto),
-        )
-        db.execute("UPDATE search_state SET indexed_upto = ?", (upto,))
-    return int(max(upto, done))

@@ -142,7 +142,27 @@ MIGRATIONS: list[str] = [
         INSERT INTO message_text (message_text, rowid, text) VALUES ('delete', old.id, old.text);
     END;
     """,
+    # 7: the search index moves to a database file of its own (search_index.py, which
+    # builds it again from the messages): its transactions no longer hold this database's
+    # write lock, which every message waits for.
+    """
+    DROP TRIGGER message_text_delete;
+    DROP TABLE message_text;
+    DROP TABLE search_state;
+    """,
 ]
+
+#: The search database (``<db>-search``, attached as ``search``; search_index.py), made
+#: anew when its ``user_version`` is not this: full-text search over the messages' text
+#: with trigrams (finds words in scripts written without spaces too), keyed by message id,
+#: with its own copy of the text (a deleted message's entry is found by its id alone);
+#: how far the messages are indexed.
+SEARCH_VERSION = 1
+SEARCH_SCHEMA = """
+    CREATE VIRTUAL TABLE search.message_text USING fts5(text, tokenize='trigram', columnsize=0);
+    CREATE TABLE search.search_state (indexed_upto INTEGER NOT NULL);
+    INSERT INTO search.search_state VALUES (0);
+"""
 
 
 @dataclass

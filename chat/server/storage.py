@@ -32,7 +32,7 @@ class Storage(Database):
         self._offline_bytes = 0
 
     async def close(self) -> None:
-        self.messages.stop()
+        await self.messages.close()
         await super().close()
 
     def _loaded(self, db: sqlite3.Connection) -> None:
@@ -196,11 +196,11 @@ class Storage(Database):
         return await self._run(query)
 
     async def delete_group(self, group_key: str) -> None:
-        def delete(db: sqlite3.Connection) -> None:
+        def delete(db: sqlite3.Connection) -> list[int]:
             db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
-            db.execute("DELETE FROM message WHERE conv = ?", (group_conversation(group_key),))
+            return _delete_messages(db, group_key)
 
-        await self._run(self._transaction, delete)
+        self.messages.deleted(await self._run(self._transaction, delete))
 
     # --- messages ---------------------------------------------------------------------
 
@@ -317,17 +317,20 @@ class Storage(Database):
         keys. Abandoned groups would otherwise hold their names and the group table
         forever (review M6)."""
 
-        def delete(db: sqlite3.Connection) -> list[str]:
-            keys = [
+        def delete(db: sqlite3.Connection) -> tuple[list[str], list[int]]:
+            keys: list[str] = [
                 row[0]
                 for row in db.execute("SELECT name_key FROM chat_group WHERE active_at < ?", (unused_since,))
             ]
+            gone: list[int] = []
             for group_key in keys:
                 db.execute("DELETE FROM chat_group WHERE name_key = ?", (group_key,))
-                db.execute("DELETE FROM message WHERE conv = ?", (group_conversation(group_key),))
-            return keys
+                gone += _delete_messages(db, group_key)
+            return keys, gone
 
-        return await self._run(self._transaction, delete)
+        done: tuple[list[str], list[int]] = await self._run(self._transaction, delete)
+        self.messages.deleted(done[1])
+        return done[0]
 
     # --- read marks (PROTOCOL.md 6.6, feature ``unread``) ------------------------------
 
@@ -361,3 +364,9 @@ class Storage(Database):
             return found
 
         return await self._run(count)
+
+
+def _delete_messages(db: sqlite3.Connection, group_key: str) -> list[int]:
+    """Delete a group's history; the ids deleted (for the search index)."""
+    sql = "DELETE FROM message WHERE conv = ? RETURNING id"
+    return [row[0] for row in db.execute(sql, (group_conversation(group_key),))]
