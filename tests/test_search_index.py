@@ -241,3 +241,22 @@ async def test_the_index_file_is_private(tmp_path: Path) -> None:
             os.chmod(f"{path}-search", 0o644)
     finally:
         os.umask(old)
+
+
+async def test_a_damaged_index_file_is_made_again(tmp_path: Path) -> None:
+    """The index file is not a database (damaged, or something else wrote there): the
+    server starts all the same, with the index made again from the messages."""
+    path = tmp_path / "chat.db"
+    storage = Storage(str(path))
+    await storage.open()
+    try:
+        await storage.messages.append(BROADCASTS, "s", "needle kept")
+    finally:
+        await storage.close()
+    Path(f"{path}-search").write_bytes(b"not a database" * 1000)
+    storage = Storage(str(path))
+    await storage.open()
+    try:
+        assert await _texts(storage, "needle") == ["needle kept"]
+    finally:
+        await storage.close()

@@ -80,12 +80,30 @@ class SearchIndex:
         """On the message database's thread, once its schema is current."""
         if self._database.path == ":memory:":
             main.execute("ATTACH ':memory:' AS search")
-            db = main
-        else:
-            private = hasattr(os, "umask")
-            old_umask = os.umask(0o077) if private else None  # as the message database
+            self._prepare(main)
+            self._db = main
+            return
+        try:
+            db = self._connect()
+        except sqlite3.OperationalError:  # locked, unreadable, out of space: said as is
+            raise
+        except sqlite3.DatabaseError:  # not a database, or damaged: it is made again
+            for name in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path + name)
+            db = self._connect()
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="chat-db-search", initializer=_in_background
+        )
+        self._db = db
+
+    def _connect(self) -> sqlite3.Connection:
+        private = hasattr(os, "umask")
+        old_umask = os.umask(0o077) if private else None  # as the message database
+        db = sqlite3.connect(self._database.path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA busy_timeout=5000")
             try:
-                db = sqlite3.connect(self._database.path, isolation_level=None, check_same_thread=False)
                 db.execute("ATTACH ? AS search", (self.path,))
                 db.execute("PRAGMA search.journal_mode=WAL")
             finally:
@@ -94,17 +112,20 @@ class SearchIndex:
             if private:
                 _tighten(self.path)
             db.execute("PRAGMA search.synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            self._executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="chat-db-search", initializer=_in_background
-            )
+            self._prepare(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """Make the index's tables anew unless they are current."""
         if not self._current(db):
             db.executescript(
                 "BEGIN; DROP TABLE IF EXISTS search.message_text; DROP TABLE IF EXISTS search.search_state;"
                 f" {SEARCH_SCHEMA}; PRAGMA search.user_version={SEARCH_VERSION}; COMMIT;"
             )
         self.indexed = db.execute("SELECT indexed_upto FROM search.search_state").fetchone()[0]
-        self._db = db
 
     @staticmethod
     def _current(db: sqlite3.Connection) -> bool:
