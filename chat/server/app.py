@@ -220,6 +220,11 @@ class ChatServer:
                     await asyncio.sleep(0.01)
         for wire in list(self.wires):
             wire.abort()
+        # Each connection logs its user out (or lingers) once its wire is gone.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout):
+                while self.connections:
+                    await asyncio.sleep(0.01)
         # Lost sessions still waiting log out now, before the database closes.
         logouts = [task for lingering in list(self.lingering) if (task := lingering.stop_lingering())]
         with contextlib.suppress(TimeoutError):
