@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import noderelay
+from bench import handshake_core, noderelay
 from bench.common import (
     REPO,
     CpuWindow,
@@ -70,6 +70,8 @@ class Settings:
     private_rate: float = 2000.0
     handshake_procs: int = 2
     handshake_concurrency: int = 16
+    #: Full and resumed handshakes timed in-process (the handshake work alone).
+    handshake_core_count: int = 300
     rsa_seconds: float = 2.0
     capacity_clients: int = 10_000
     capacity_procs: int = 4
@@ -108,6 +110,7 @@ class Settings:
             settings.idle_interval_s = 0.1
             settings.private_pairs, settings.private_rate = 10, 200.0
             settings.handshake_concurrency = 4
+            settings.handshake_core_count = 20
             settings.rsa_seconds = 0.3
             settings.capacity_clients, settings.capacity_procs = 100, 2
             settings.file_size = 2 * 2**20
@@ -483,6 +486,10 @@ def handshakes(settings: Settings) -> dict[str, Any]:
         finally:
             stop_all(workers)
             server.stop()
+    from chat.keys import load_private_key
+
+    key = load_private_key(settings.private_key)
+    result["core"] = handshake_core.measure(key, settings.handshake_core_count)
     return result
 
 
