@@ -199,6 +199,23 @@ def test_header_limit_on_decode() -> None:
         decode_request(frame(fits[:-1] + b" }"))
 
 
+def test_a_body_decoded_from_bytes_is_a_view_and_from_a_bytearray_a_copy() -> None:
+    """The relay forwards a file chunk without copying its 256 KiB in decode (a view into
+    the decrypted record); a bytearray is copied, so its owner may still reuse or resize it."""
+    data = encode_request("file_chunk", b"\x00chunk\xff", id="0123456789abcdef", offset=7)
+    view = decode_request(data).body
+    assert isinstance(view, memoryview) and view.obj is data and view.readonly
+    assert view == b"\x00chunk\xff" and encode_event("file_chunk", view, id="ab", offset=7) == encode_event(
+        "file_chunk", b"\x00chunk\xff", id="ab", offset=7
+    )
+    mutable = bytearray(data)
+    copy = decode_request(mutable).body  # type: ignore[arg-type]
+    mutable.clear()  # nothing pins it
+    assert type(copy) is bytes and copy == b"\x00chunk\xff"
+    empty = decode_request(encode_request("file_ack", id="0123456789abcdef", received=7)).body
+    assert type(empty) is bytes and empty == b""
+
+
 def test_body_limit() -> None:
     body_types = [kind for kind, schema in REQUESTS.items() if schema.body]
     for kind in body_types:

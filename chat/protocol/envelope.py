@@ -215,13 +215,18 @@ _COMMON_REQUEST = {"rid": Int(0, MAX_REQUEST_ID)}
 _COMMON_EVENT = {"re": Int(0, MAX_REQUEST_ID)}
 
 
+#: A body as decoded: a view into the decrypted record when it came from one (no copy
+#: of up to 256 KiB of file data per chunk), or bytes.
+Body = bytes | memoryview
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """One decoded, validated envelope. ``fields`` excludes ``type``."""
 
     type: str
     fields: dict[str, Any] = field(default_factory=dict)
-    body: bytes = b""
+    body: Body = b""
 
     def __getitem__(self, key: str) -> Any:
         return self.fields[key]
@@ -322,7 +327,7 @@ def decode(data: bytes, table: Mapping[str, Schema], *, lenient: bool = False) -
     kind = header.pop("type", None)
     if type(kind) is not str:
         raise _with_rid(EnvelopeError("envelope type is missing", "type"), header, table)
-    envelope = Envelope(kind, header, bytes(data[_LENGTH.size + header_len :]))
+    envelope = Envelope(kind, header, _body(data, _LENGTH.size + header_len))
     common = _COMMON_REQUEST if table is REQUESTS else _COMMON_EVENT
     if lenient:
         envelope = _known_part(envelope, table, common)
@@ -335,6 +340,17 @@ def decode(data: bytes, table: Mapping[str, Schema], *, lenient: bool = False) -
     return envelope
 
 
+def _body(data: bytes, start: int) -> Body:
+    """The body after ``start``: a read-only view of ``data`` when it is immutable bytes
+    (the relay forwards file chunks without copying them here), else a copy (a view
+    would pin a bytearray's size and follow its later changes)."""
+    if start == len(data):
+        return b""
+    if type(data) is bytes:
+        return memoryview(data)[start:]
+    return bytes(data[start:])
+
+
 def _with_rid(error: EnvelopeError, header: dict[str, Any], table: Mapping[str, Schema]) -> EnvelopeError:
     """``error`` with the request's ``rid`` if it has a valid one (for the reply's ``re``)."""
     rid = header.get("rid")
@@ -343,11 +359,11 @@ def _with_rid(error: EnvelopeError, header: dict[str, Any], table: Mapping[str, 
     return error
 
 
-def encode_request(kind: str, body: bytes = b"", **fields: Any) -> bytes:
+def encode_request(kind: str, body: Body = b"", **fields: Any) -> bytes:
     return encode(Envelope(kind, fields, body), REQUESTS)
 
 
-def encode_event(kind: str, body: bytes = b"", **fields: Any) -> bytes:
+def encode_event(kind: str, body: Body = b"", **fields: Any) -> bytes:
     return encode(Envelope(kind, fields, body), EVENTS)
 
 

@@ -34,7 +34,7 @@ class Frame:
 
 
 def encode_frame(
-    kind: str, node: str, *, payload: bytes = b"", numbered: bytes | None = None, **header: Any
+    kind: str, node: str, *, payload: bytes | memoryview = b"", numbered: bytes | None = None, **header: Any
 ) -> bytes:
     header["t"], header["node"] = kind, node
     header["pl"] = len(payload)
