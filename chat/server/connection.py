@@ -16,6 +16,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 
 from websockets.exceptions import ConnectionClosed
 
@@ -70,6 +71,7 @@ class ClientConnection(Inbound, Resumable, SessionState):
         "_pending",
         "_presence",
         "_reader",
+        "_seal",
         "_server",
         "_session",
         "_transfers_ended",
@@ -87,6 +89,8 @@ class ClientConnection(Inbound, Resumable, SessionState):
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
+        #: The session's seal once established (None before: nothing is delivered).
+        self._seal: Callable[[bytes], bytes] | None = None
         self._session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
         assert websocket.transport is not None
         self._transport = websocket.transport
@@ -130,7 +134,8 @@ class ClientConnection(Inbound, Resumable, SessionState):
     # --- Outbox ---------------------------------------------------------------------
 
     def deliver(self, payload: bytes, *, bulk: bool = False, droppable: bool = False) -> None:
-        if self._closing or not self._session.established:
+        seal = self._seal
+        if self._closing or seal is None:
             return
         if droppable and self._backlog > self._drop_above:
             # A reader this far behind misses broadcasts (told by a ``missed`` event once
@@ -143,7 +148,7 @@ class ClientConnection(Inbound, Resumable, SessionState):
             # user who joined causes to arrive here.
             self._presence.catch_up(self)
         try:
-            record = self._session.seal(payload)
+            record = seal(payload)
         except RecordError as exc:
             # The session's key has protected all it may (records.MAX_BYTES_PER_KEY): end
             # the session; the client reconnects with fresh keys.
@@ -216,6 +221,7 @@ class ClientConnection(Inbound, Resumable, SessionState):
         if not await self._handshake():
             self._finished()
             return
+        self._seal = self._session.sealer
         config = self._server.config
         loop = asyncio.get_running_loop()
         self._login_timer = loop.call_later(config.login_timeout, self._login_deadline)
@@ -294,6 +300,7 @@ class ClientConnection(Inbound, Resumable, SessionState):
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         """The login handler accepted ``name`` for this connection."""
         self.name, self.registered, self.features = name, registered, features
+        self.numbered = Feature.RESUME in features
         ticket = self._session.logged_in(features)
         if ticket is not None:
             self.deliver(ticket)  # a session ticket (PROTOCOL.md 2.7), just before the welcome

@@ -41,6 +41,8 @@ class Outbox(Protocol):
     superseded: bool
     #: Whether its user's read marks were kept already (when the connection was lost).
     read_marked: bool
+    #: Whether it asked for Feature.RESUME (its events carry their message numbers).
+    numbered: bool
 
     @property
     def closing(self) -> bool:
@@ -64,14 +66,15 @@ class SessionState:
     is before login (a connection, or the in-memory peer of the tests, starts from it)."""
 
     __slots__ = (
-        "features", "name", "presence_seen", "read_marked", "reads_from", "registered", "resume_token",
-        "superseded",
+        "features", "name", "numbered", "presence_seen", "read_marked", "reads_from", "registered",
+        "resume_token", "superseded",
     )  # fmt: skip
 
     def __init__(self) -> None:
         self.name: str | None = None
         self.registered = False
         self.features: set[Feature] = set()
+        self.numbered = False
         self.reads_from = 0
         self.resume_token: str | None = None
         self.superseded = False
@@ -219,6 +222,8 @@ class LocalHub:
 
 
 def _variant(outbox: Outbox, payload: bytes, numbered: bytes | None) -> bytes:
-    if numbered is not None and Feature.RESUME in outbox.features:
+    # ``outbox.numbered``, not ``Feature.RESUME in outbox.features``: an Enum's hash is a
+    # Python call, and this runs once per recipient of every broadcast.
+    if numbered is not None and outbox.numbered:
         return numbered
     return payload

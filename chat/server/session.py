@@ -262,6 +262,12 @@ class ServerSession:
     def established(self) -> bool:
         return self._channel is not None
 
+    @property
+    def sealer(self) -> Callable[[bytes], bytes] | None:
+        """:meth:`seal` itself, once established (the hot path of every delivery keeps it
+        to skip a call per recipient)."""
+        return None if self._channel is None else self._channel.seal
+
     def seal(self, payload: bytes) -> bytes:
         """The record carrying one encoded event. Raises RecordError once the session's
         key has protected all it may (records.MAX_BYTES_PER_KEY)."""
