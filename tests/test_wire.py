@@ -2,11 +2,13 @@
 asyncio protocol of its own around websockets' sans-I/O ``ServerProtocol``. What it does by
 itself, beyond what every other test uses it for: fragmented messages are put back
 together, a fragmented text message is refused as a text frame is, messages sent before
-the server answered are kept in order, and an idle connection holds no task."""
+the server answered are kept in order, an idle connection holds no task, and a closed
+one is freed without waiting for a garbage collection."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 
 import pytest
@@ -109,3 +111,32 @@ async def test_idle_connections_hold_no_task(
     assert _server_tasks() == []
     for session in sessions:
         await session.close()
+
+
+async def test_a_closed_connection_is_freed_without_a_garbage_collection(
+    server: LocalServer, public_key: rsa.RSAPublicKey
+) -> None:
+    """The wire and the chat connection do not keep each other alive once the socket is
+    closed: reference counting frees them, so closed connections do not wait for a full
+    collection (which, with thousands online, scans every connection)."""
+    wanted = {"chat.server.connection.ClientConnection", "chat.server.wire.Wire"}
+
+    def alive() -> list[str]:
+        names = (f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+        return [name for name in names if name in wanted]
+
+    gc.collect()
+    gc.disable()
+    try:
+        for number in range(3):
+            session = await RawSession.established(server.port, public_key)
+            await session.login(f"gone{number}")
+            await session.close()
+        for _ in range(50):
+            if not server.chat_server.connections and not server.chat_server.wires:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert alive() == []
+    finally:
+        gc.enable()

@@ -166,6 +166,9 @@ class Wire(Keepalive, asyncio.Protocol):
             if future is not None and not future.done():
                 future.set_result(None)
         self._waiter = self._drained = None
+        # Nothing more arrives: dropping the chat connection's method breaks the cycle
+        # between it and this wire, so both are freed without a garbage collection.
+        self.on_message = None
         if self.on_lost is not None:
             on_lost, self.on_lost = self.on_lost, None
             on_lost()
