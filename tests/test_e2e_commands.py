@@ -452,6 +452,8 @@ async def test_group_message_reaches_only_other_members(chat: Chat) -> None:
     sophia, jojo, nana, bob = await chat.login("sophia", "jojo", "nana", "bob")
     sophia.send("/create haha jojo,nana")
     await sophia.expect("Group haha created and joined.")
+    # Told he is in it before he writes to it (across nodes the news takes a moment).
+    await jojo.expect(added("haha"))
     jojo.send("/group haha Hello there!")
     await sophia.expect("[Receive group haha message from jojo]: Hello there!")
     await nana.expect("[Receive group haha message from jojo]: Hello there!")

@@ -169,9 +169,7 @@ class Wire(Keepalive, asyncio.Protocol):
         # Nothing more arrives: dropping the chat connection's method breaks the cycle
         # between it and this wire, so both are freed without a garbage collection.
         self.on_message = None
-        if self.on_lost is not None:
-            on_lost, self.on_lost = self.on_lost, None
-            on_lost()
+        self._peer_left()
 
     def pause_writing(self) -> None:
         if self._drained is None:
@@ -259,6 +257,16 @@ class Wire(Keepalive, asyncio.Protocol):
                 self._flush()
         elif opcode is Opcode.PONG:
             self._pong(bytes(frame.data))
+        elif opcode is Opcode.CLOSE:
+            # The peer is leaving: its session ends now (logout, or lingering to resume),
+            # not once the TCP connection is gone, so that a client that closed and
+            # reconnects at once finds its name free, as with websockets' own server.
+            self._peer_left()
+
+    def _peer_left(self) -> None:
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     def _message(self, data: Message) -> None:
         if self.on_message is not None and not self._inbox:
