@@ -49,6 +49,10 @@ async def login(ctx: Context, env: Envelope) -> None:
     # holds it now (after the password check): claimed in the same step, never free; the
     # old session leaves without a word and this connection carries on for it.
     takeover = ticket is not None
+    # Events may reach the outbox as soon as the name is claimed, before ``logged_in``:
+    # a session that resumes must get them numbered already, or its client cannot tell
+    # them from the replay's copies and shows them twice.
+    outbox.numbered = resuming
     claim = Claim.REFUSED if outbox.closing else await services.hub.claim(name, outbox, takeover=takeover)
     if claim is Claim.REFUSED:
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
