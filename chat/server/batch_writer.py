@@ -81,16 +81,11 @@ class BatchWriter:
             messages = self._store_now([item for item, _ in batch])
         except Exception as exc:  # nothing of the batch is acknowledged
             del self._queue[: len(batch)]
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            messages = []
+            _settle(batch, exc)
         else:
             if messages is not None:
                 del self._queue[: len(batch)]
-                for (_, future), message in zip(batch, messages, strict=True):
-                    if not future.done():
-                        future.set_result(message)
+                _settle(batch, messages)
         if self._queue:
             self._writer = asyncio.get_running_loop().create_task(self._write())
 
@@ -101,15 +96,9 @@ class BatchWriter:
                 cut = self._max_batch or len(self._queue)
                 batch, self._queue = self._queue[:cut], self._queue[cut:]
                 try:
-                    messages = await self._store([item for item, _ in batch])
+                    _settle(batch, await self._store([item for item, _ in batch]))
                 except Exception as exc:  # nothing of the batch is acknowledged
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (_, future), message in zip(batch, messages, strict=True):
-                    if not future.done():
-                        future.set_result(message)
+                    _settle(batch, exc)
                 batch = []
         finally:
             self._writer = None
@@ -128,3 +117,14 @@ class BatchWriter:
             self._queue = []
         if self._writer is not None:
             self._writer.cancel()
+
+
+def _settle(batch: list[tuple[Pending, asyncio.Future[Message]]], outcome: list[Message] | Exception) -> None:
+    """Tell each caller of ``batch`` its message, or the error that stored none of them."""
+    assert isinstance(outcome, Exception) or len(outcome) == len(batch)
+    for index, (_, future) in enumerate(batch):
+        if not future.done():
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome[index])
