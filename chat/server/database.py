@@ -12,7 +12,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -37,6 +37,22 @@ def _tighten(path: str) -> None:
             mode = stat.S_IMODE(os.stat(name).st_mode)
             if mode & 0o077:
                 os.chmod(name, mode & 0o700)
+
+
+@contextlib.contextmanager
+def private_files(path: str) -> Iterator[None]:
+    """SQLite files made inside are private to their user: created under a umask of 077
+    (SQLite gives the -wal and -shm files the database file's mode), and an existing
+    file with looser permissions is tightened after (review L4). POSIX only."""
+    private = path != ":memory:" and hasattr(os, "umask")
+    old_umask = os.umask(0o077) if private else None
+    try:
+        yield
+    finally:
+        if old_umask is not None:
+            os.umask(old_umask)
+    if private:
+        _tighten(path)
 
 
 class Database:
@@ -92,20 +108,11 @@ class Database:
         await self._run(self._open)
 
     def _open(self) -> None:
-        private = self.path != ":memory:" and hasattr(os, "umask")
         # The database holds password hashes, offline messages and history: private to the
-        # server's user (review L4). SQLite gives the -wal and -shm files the database
-        # file's mode, so a new database is created under a umask of 077 and an existing
-        # one with looser permissions is tightened.
-        old_umask = os.umask(0o077) if private else None
-        try:
+        # server's user.
+        with private_files(self.path):
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
-        finally:
-            if old_umask is not None:
-                os.umask(old_umask)
-        if private:
-            _tighten(self.path)
         self._migrate(db)
 
     def _migrate(self, db: sqlite3.Connection) -> None:

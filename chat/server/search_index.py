@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from chat.server.database import Database, _tighten
+from chat.server.database import Database, private_files
 from chat.server.schema import SEARCH_SCHEMA, SEARCH_VERSION
 
 T = TypeVar("T")
@@ -98,19 +98,12 @@ class SearchIndex:
         self._db = db
 
     def _connect(self) -> sqlite3.Connection:
-        private = hasattr(os, "umask")
-        old_umask = os.umask(0o077) if private else None  # as the message database
         db = sqlite3.connect(self._database.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA busy_timeout=5000")
-            try:
+            with private_files(self.path):  # as the message database
                 db.execute("ATTACH ? AS search", (self.path,))
                 db.execute("PRAGMA search.journal_mode=WAL")
-            finally:
-                if old_umask is not None:
-                    os.umask(old_umask)
-            if private:
-                _tighten(self.path)
             db.execute("PRAGMA search.synchronous=NORMAL")
             self._prepare(db)
         except BaseException:
