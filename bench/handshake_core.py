@@ -21,15 +21,21 @@ from chat.protocol.tickets import ClientTicket
 from chat.server.session import Established, Resume, SendHandshake, ServerSession, Unwrap
 
 
-def _full(key: rsa.RSAPrivateKey) -> tuple[float, ServerSession, ClientHandshake]:
-    """One full handshake; the server's CPU seconds for it."""
-    client = ClientHandshake(key.public_key())
+def _handshake(
+    key: rsa.RSAPrivateKey, ticket: ClientTicket | None = None
+) -> tuple[float, ServerSession, ClientHandshake]:
+    """One handshake, full or resumed with ``ticket``; the server's CPU seconds for it."""
+    client = ClientHandshake(key.public_key(), resume=ticket)
     hello = client.client_hello()
     start = time.process_time()
     server = ServerSession(key)
-    (unwrap,) = server.receive(hello)
-    assert isinstance(unwrap, Unwrap)
-    (answer,) = server.unwrapped(server.unwrap(unwrap.hello))
+    (first,) = server.receive(hello)
+    if ticket is None:
+        assert isinstance(first, Unwrap)
+        (answer,) = server.unwrapped(server.unwrap(first.hello))
+    else:
+        assert isinstance(first, Resume)
+        (answer,) = server.resume(first.hello)
     spent = time.process_time() - start
     assert isinstance(answer, SendHandshake)
     finished = client.receive_server_hello(answer.data)
@@ -41,7 +47,7 @@ def _full(key: rsa.RSAPrivateKey) -> tuple[float, ServerSession, ClientHandshake
 
 
 def _ticket(key: rsa.RSAPrivateKey) -> ClientTicket:
-    _, server, client = _full(key)
+    _, server, client = _handshake(key)
     assert client.keys is not None
     issued = server.logged_in({"ticket"})
     assert issued is not None
@@ -50,28 +56,10 @@ def _ticket(key: rsa.RSAPrivateKey) -> ClientTicket:
     return ClientTicket(raw, client.keys.resumption_secret, fingerprint_bytes(key.public_key()), float("inf"))
 
 
-def _resumed(key: rsa.RSAPrivateKey, ticket: ClientTicket) -> float:
-    client = ClientHandshake(key.public_key(), resume=ticket)
-    hello = client.client_hello()
-    start = time.process_time()
-    server = ServerSession(key)
-    (resume,) = server.receive(hello)
-    assert isinstance(resume, Resume)
-    (answer,) = server.resume(resume.hello)
-    spent = time.process_time() - start
-    assert isinstance(answer, SendHandshake)
-    finished = client.receive_server_hello(answer.data)
-    start = time.process_time()
-    actions = server.receive(finished)
-    spent += time.process_time() - start
-    assert any(isinstance(a, Established) for a in actions)
-    return spent
-
-
 def measure(key: rsa.RSAPrivateKey, count: int) -> dict[str, Any]:
     """Server CPU per full and per resumed handshake, ``count`` of each."""
     ticket = _ticket(key)
-    full = sum(_full(key)[0] for _ in range(count)) / count
-    resumed = sum(_resumed(key, ticket) for _ in range(count)) / count
+    full = sum(_handshake(key)[0] for _ in range(count)) / count
+    resumed = sum(_handshake(key, ticket)[0] for _ in range(count)) / count
     return {"count": count, "full_us": round(full * 1e6, 1), "resumed_us": round(resumed * 1e6, 1),
             "ratio": round(full / resumed, 1)}

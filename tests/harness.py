@@ -110,7 +110,6 @@ class MemoryPeer(SessionState):
 
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         self.name, self.registered, self.features = name, registered, features
-        self.numbered = Feature.RESUME in features
         ticket = self.session.logged_in(features)
         if ticket is not None:
             self.deliver(ticket)

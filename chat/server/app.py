@@ -214,17 +214,11 @@ class ChatServer:
         for wire in list(self.wires):
             if wire.upgrading:
                 wire.abort()  # not a chat connection yet
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.close_timeout):
-                while self.wires:
-                    await asyncio.sleep(0.01)
+        await self._emptied(self.wires)
         for wire in list(self.wires):
             wire.abort()
         # Each connection logs its user out (or lingers) once its wire is gone.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.close_timeout):
-                while self.connections:
-                    await asyncio.sleep(0.01)
+        await self._emptied(self.connections)
         # Lost sessions still waiting log out now, before the database closes.
         logouts = [task for lingering in list(self.lingering) if (task := lingering.stop_lingering())]
         with contextlib.suppress(TimeoutError):
@@ -242,6 +236,14 @@ class ChatServer:
         self.services.presence.close()
         self.crypto_pool.shutdown(wait=False, cancel_futures=True)
         log.info("server stopped")
+
+    async def _emptied(self, items: set[Any]) -> None:
+        """Wait (at most the close timeout) until ``items`` is empty: connections take
+        themselves out of these sets as they end."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.close_timeout):
+                while items:
+                    await asyncio.sleep(0.01)
 
     async def _within(self, what: str, step: Awaitable[object]) -> None:
         """One step of the shutdown, given the close timeout: a stop never hangs."""

@@ -300,7 +300,6 @@ class ClientConnection(Inbound, Resumable, SessionState):
     def logged_in(self, name: str, registered: bool, features: set[Feature]) -> None:
         """The login handler accepted ``name`` for this connection."""
         self.name, self.registered, self.features = name, registered, features
-        self.numbered = Feature.RESUME in features
         ticket = self._session.logged_in(features)
         if ticket is not None:
             self.deliver(ticket)  # a session ticket (PROTOCOL.md 2.7), just before the welcome
