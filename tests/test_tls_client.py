@@ -8,10 +8,8 @@ such (exit 3). Real servers started with ``--tls`` or ``--tls-cert``/``--tls-key
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import ipaddress
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -20,8 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from e2e_harness import HOST, USERNAME_PROMPT, LineClient, ServerProcess, child_env
+from e2e_harness import HOST, USERNAME_PROMPT, LineClient, ServerProcess
 from test_terminal_support import Terminal
+from test_tofu import line_client
 
 from chat.client.known_servers import FILE_NAME
 from chat.client.options import build_parser, tls_fingerprint
@@ -31,24 +30,6 @@ from chat.tls import CERT_NAME, cert_fingerprint, make_certificate
 
 EXIT_CANNOT_CONNECT, EXIT_BAD_SERVER_KEY = 3, 4
 Start = Callable[..., Awaitable[ServerProcess]]
-
-
-async def run_client(
-    args: list[str], *, cwd: Path, config_dir: Path, stdin: str = "", extra_env: dict[str, str] | None = None
-) -> tuple[int, str, str]:
-    """A line-mode client run to its end: (exit code, stdout, stderr)."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    env = child_env()
-    env["CHAT_CONFIG_DIR"] = str(config_dir)
-    env.update(extra_env or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "chat.client", *args,
-        cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 30)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def events(out: str) -> list[str]:
@@ -136,24 +117,24 @@ async def test_trust_on_first_use_over_https(
 
     # Line mode refuses an unknown key as without TLS...
     config = tmp_path / "config-a"
-    code, out, err = await run_client(base, cwd=tmp_path / "a", config_dir=config, stdin="ann\n")
+    code, out, err = await line_client(base, cwd=tmp_path / "a", config_dir=config, stdin="ann\n")
     assert code == EXIT_BAD_SERVER_KEY, err
     assert f"The server at {where} is not known yet (its key fingerprint is {key})" in err
     assert pins(config) == []
     # ... accepts it with --accept-new-key, pins it, and the next run uses the pin.
-    code, out, err = await run_client([*base, "--accept-new-key"], cwd=tmp_path / "a", config_dir=config,
+    code, out, err = await line_client([*base, "--accept-new-key"], cwd=tmp_path / "a", config_dir=config,
                                       stdin="ann\n/quit\n")  # fmt: skip
     assert code == 0, err
     assert "[Welcome ann]" in events(out)
     assert f"Pinned the key {key} of {where}" in err
     assert pins(config) == [[where, key]]
-    code, out, err = await run_client(base, cwd=tmp_path / "a", config_dir=config, stdin="ann\n/quit\n")
+    code, out, err = await line_client(base, cwd=tmp_path / "a", config_dir=config, stdin="ann\n/quit\n")
     assert code == 0, err
     assert "[Welcome ann]" in events(out)
 
     # --fingerprint given out of band.
     config = tmp_path / "config-b"
-    code, out, err = await run_client([*base, "--fingerprint", key], cwd=tmp_path / "b", config_dir=config,
+    code, out, err = await line_client([*base, "--fingerprint", key], cwd=tmp_path / "b", config_dir=config,
                                       stdin="ben\n/quit\n")  # fmt: skip
     assert code == 0, err
     assert "[Welcome ben]" in events(out)
@@ -181,14 +162,14 @@ async def test_a_certificate_issued_by_another_key_is_refused(
     base = [HOST, "--port", str(server.port), "--tls"]
     # With the key file, and on first use (nothing is asked or pinned).
     for args in ([HOST, str(key_pair[1]), *base[1:]], [*base, "--accept-new-key"]):
-        code, out, err = await run_client(args, cwd=tmp_path / "c", config_dir=config, stdin="cid\n")
+        code, out, err = await line_client(args, cwd=tmp_path / "c", config_dir=config, stdin="cid\n")
         assert code == EXIT_BAD_SERVER_KEY, err
         assert err.splitlines() == [expected]
         assert "Welcome" not in out
     assert pins(config) == []
     # A wrong --tls-fingerprint is refused too, naming both.
     wrong = cert_fingerprint(b"another certificate")
-    code, out, err = await run_client([HOST, str(key_pair[1]), *base[1:], "--tls-fingerprint", wrong],
+    code, out, err = await line_client([HOST, str(key_pair[1]), *base[1:], "--tls-fingerprint", wrong],
                                       cwd=tmp_path / "c", config_dir=config, stdin="cid\n")  # fmt: skip
     assert code == EXIT_BAD_SERVER_KEY, err
     assert err.splitlines() == [
@@ -206,7 +187,7 @@ async def test_tls_fingerprint_accepts_a_certificate_of_another_issuer(
     seen = cert_fingerprint(der_of(cert_pem))
     # In the form a browser shows, or plain lower-case hex: --tls-fingerprint implies --tls.
     for pin in (seen, seen.replace(":", "").lower()):
-        code, out, err = await run_client(
+        code, out, err = await line_client(
             [HOST, str(key_pair[1]), "--port", str(server.port), "--tls-fingerprint", pin],
             cwd=tmp_path / "d",
             config_dir=tmp_path / "config",
@@ -216,7 +197,7 @@ async def test_tls_fingerprint_accepts_a_certificate_of_another_issuer(
         assert "[Welcome dee]" in events(out)
     # Trust on first use with it: the key fetched over https, then pinned.
     config = tmp_path / "config-tofu"
-    code, out, err = await run_client(
+    code, out, err = await line_client(
         [HOST, "--port", str(server.port), "--tls-fingerprint", seen, "--accept-new-key"],
         cwd=tmp_path / "e",
         config_dir=config,
@@ -226,7 +207,7 @@ async def test_tls_fingerprint_accepts_a_certificate_of_another_issuer(
     assert "[Welcome eve]" in events(out)
     assert pins(config) == [[f"{HOST}:{server.port}", fingerprint(load_public_key(key_pair[1]))]]
     # Without the pin, neither the server key nor a public authority vouches for it.
-    code, out, err = await run_client([HOST, str(key_pair[1]), "--port", str(server.port), "--tls"],
+    code, out, err = await line_client([HOST, str(key_pair[1]), "--port", str(server.port), "--tls"],
                                       cwd=tmp_path / "d", config_dir=config, stdin="dee\n")  # fmt: skip
     assert code == EXIT_BAD_SERVER_KEY
     assert f"--tls-fingerprint {seen};" in err
@@ -242,7 +223,7 @@ async def test_a_certificate_the_system_store_vouches_for_is_accepted(
     store = tmp_path / "store.pem"
     store.write_bytes(cert_pem)
     for args in ([HOST, str(key_pair[1])], [HOST, "--accept-new-key"]):
-        code, out, err = await run_client(
+        code, out, err = await line_client(
             [*args, "--port", str(server.port), "--tls"], cwd=tmp_path / "f", config_dir=tmp_path / "config",
             stdin="fay\n/quit\n", extra_env={"SSL_CERT_FILE": str(store)},
         )  # fmt: skip
@@ -271,7 +252,7 @@ async def test_the_wrong_tls_choice_is_named(
         ),
     ]
     for args, line in cases:
-        code, out, err = await run_client(args, cwd=tmp_path / "g", config_dir=config, stdin="gus\n")
+        code, out, err = await line_client(args, cwd=tmp_path / "g", config_dir=config, stdin="gus\n")
         assert (code, err.splitlines()) == (EXIT_CANNOT_CONNECT, [line]), args
         assert out == ""
     assert pins(config) == []

@@ -41,18 +41,19 @@ def pins(config_dir: Path) -> list[str]:
 
 
 async def line_client(
-    args: list[str], *, cwd: Path, config_dir: Path, stdin: str = ""
+    args: list[str], *, cwd: Path, config_dir: Path, stdin: str = "", extra_env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     """Run a line-mode client to the end: (exit code, stdout, stderr)."""
     cwd.mkdir(parents=True, exist_ok=True)
     env = child_env()
     env["CHAT_CONFIG_DIR"] = str(config_dir)
+    env.update(extra_env or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "chat.client", *args,
         cwd=cwd, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 20)
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
