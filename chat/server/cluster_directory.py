@@ -2,15 +2,17 @@
 current from the other nodes' frames).
 
 A node keeps its own users in full (their connections) and, for every other user of
-the service, only where they are: the key and a small number for their node (about
-110 bytes a user, where a full entry took 460). That is what routing, presence
-notices and a dead node's departures need without a round trip. ``/list``, display
-names and look-alikes of other nodes' users are read from Redis, which holds them
-anyway (redis_scripts.py), so a node's memory grows with its own users, not with the
-whole service's (BENCHMARKS.md, scenario 7)."""
+the service, only where they are: a row of an in-memory SQLite table (the key, a small
+number for their node, the display name where it is not the key), about 25 bytes, where
+a Python dict entry with its key string took 110 and a full entry 460. That is what
+routing, presence notices and a dead node's departures need without a round trip.
+``/list``, display names and look-alikes of users not known here yet are read from
+Redis, which holds them anyway (redis_scripts.py), so a node's memory grows with its
+own users, not with the whole service's (BENCHMARKS.md, scenario 7)."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, cast
@@ -46,10 +48,12 @@ class Directory:
     def __init__(self) -> None:
         #: key(name) -> this node's user.
         self.mine: dict[str, Entry] = {}
-        #: key(name) -> index of the other node holding it (in ``_nodes``).
-        self._remote: dict[str, int] = {}
-        #: key(name) -> display name, for other nodes' users whose name is not its key.
-        self._names: dict[str, str] = {}
+        #: Other nodes' users: key(name) -> index of their node (in ``_nodes``) and
+        #: display name (NULL where it is the key). Only this thread uses it.
+        self._remote = sqlite3.connect(":memory:", isolation_level=None)
+        self._remote.execute("PRAGMA journal_mode=OFF")
+        self._remote.execute("CREATE TABLE remote (k TEXT PRIMARY KEY, node INTEGER NOT NULL, name TEXT)"
+                             " WITHOUT ROWID")
         #: Node ids by index, their indexes, and how many users each holds here.
         self._nodes: list[str] = []
         self._index: dict[str, int] = {}
@@ -77,13 +81,17 @@ class Directory:
 
     def node_of(self, k: str) -> str | None:
         """The other node holding ``k``, as its frames said."""
-        index = self._remote.get(k)
+        index = self._index_of(k)
         return self._nodes[index] if index is not None else None
+
+    def _index_of(self, k: str) -> int | None:
+        row = self._remote.execute("SELECT node FROM remote WHERE k = ?", (k,)).fetchone()
+        return row[0] if row is not None else None
 
     def route(self, k: str) -> str | None:
         """Where to send events for ``k``, another node's user: as its frames said, or
         as Redis said a moment ago (``expect``)."""
-        index = self._remote.get(k)
+        index = self._index_of(k)
         if index is not None:
             return self._nodes[index]
         expected = self._expected.get(k)
@@ -93,10 +101,20 @@ class Directory:
 
     def name_of(self, k: str) -> str:
         """The display name of another node's user."""
-        return self._names.get(k, k)
+        return self.remote_name(k) or k
+
+    def remote_name(self, k: str) -> str | None:
+        """The display name of ``k`` if another node holds it, as its frames said."""
+        row = self._remote.execute("SELECT coalesce(name, k) FROM remote WHERE k = ?", (k,)).fetchone()
+        return str(row[0]) if row is not None else None
+
+    def remote_names(self) -> dict[str, str]:
+        """Every other node's user known here: key -> display name."""
+        rows = self._remote.execute("SELECT k, coalesce(name, k) FROM remote")
+        return {str(k): str(name) for k, name in rows}
 
     def is_remote(self, k: str) -> bool:
-        return k in self._remote
+        return self._index_of(k) is not None
 
     def add_remote(self, k: str, name: str, node: str) -> None:
         """``k`` is held by ``node`` (a join, a takeover, a roster)."""
@@ -107,9 +125,7 @@ class Directory:
         if index is None:
             index = self._new_index(node)
         self._counts[index] += 1
-        self._remote[k] = index
-        if name != k:
-            self._names[k] = name
+        self._remote.execute("INSERT INTO remote VALUES (?, ?, ?)", (k, index, None if name == k else name))
 
     def expect(self, k: str, name: str, node: str) -> None:
         """``k`` was found in Redis on ``node``: route to it until its join frame comes."""
@@ -127,17 +143,18 @@ class Directory:
         index = self._index.get(node)
         if index is None:
             return []
-        return [(k, self.name_of(k)) for k, i in self._remote.items() if i == index]
+        rows = self._remote.execute("SELECT k, coalesce(name, k) FROM remote WHERE node = ?", (index,))
+        return [(str(k), str(name)) for k, name in rows]
 
     def remote_nodes(self) -> set[str]:
         """The other nodes holding users known here."""
         return {node for node, index in self._index.items() if self._counts[index] > 0}
 
     def _drop_remote(self, k: str) -> None:
-        index = self._remote.pop(k, None)
+        index = self._index_of(k)
         if index is None:
             return
-        self._names.pop(k, None)
+        self._remote.execute("DELETE FROM remote WHERE k = ?", (k,))
         self._counts[index] -= 1
         if self._counts[index] == 0:  # the node's number is free again
             del self._index[self._nodes[index]]
@@ -179,19 +196,19 @@ async def online(redis: Redis, directory: Directory) -> list[str]:
     in login order first."""
     try:
         keys = [as_text(k) for k in cast("list[bytes]", await redis.zrange(ONLINE, 0, -1))]
-        unknown = [k for k in keys if k not in directory.mine and not directory.is_remote(k)]
+        known = directory.remote_names()
+        unknown = [k for k in keys if k not in directory.mine and k not in known]
         names = await held(redis, unknown)
     except (RedisError, OSError):
         mine = sorted(directory.mine.values(), key=lambda e: e.order)
-        return [e.name for e in mine] + [name for node in directory.remote_nodes()
-                                         for _, name in directory.of_node(node)]  # fmt: skip
+        return [e.name for e in mine] + list(directory.remote_names().values())
     found = []
     for k in keys:
         entry = directory.mine.get(k)
         if entry is not None:
             found.append(entry.name)
-        elif directory.is_remote(k):
-            found.append(directory.name_of(k))
+        elif k in known:
+            found.append(known[k])
         elif k in names:
             found.append(names[k][0])
     return found
@@ -203,8 +220,9 @@ async def lookup(redis: Redis, directory: Directory, k: str, me: str) -> str | N
     entry = directory.mine.get(k)
     if entry is not None:
         return entry.name
-    if directory.is_remote(k):
-        return directory.name_of(k)
+    name = directory.remote_name(k)
+    if name is not None:
+        return name
     try:
         found = (await held(redis, [k])).get(k)
     except (RedisError, OSError):
