@@ -88,16 +88,17 @@ class Accounts:
         account = await self._storage.account(key(name))
         return account[0] if account else None
 
-    async def authenticate(self, name: str, password: str | None, address: str) -> str:
-        """The name to log in as (as registered, if it is), or RequestError."""
+    async def authenticate(self, name: str, password: str | None, address: str) -> tuple[str, bool]:
+        """The name to log in as (as registered, if it is) and whether it is registered,
+        or RequestError (one lookup of the account: a login made two)."""
         account = await self._storage.account(key(name))
         if account is None:
-            return name
+            return name, False
         registered_name, _ = account
         if password is None:
             raise RequestError(ErrorCode.PASSWORD_REQUIRED, name=registered_name)
         await self._check(key(name), registered_name, password, address)
-        return registered_name
+        return registered_name, True
 
     async def _check(self, name_key: str, shown: str, password: str, address: str) -> None:
         """Reserve, delay, verify (upgrading an outdated hash); RequestError if refused."""

@@ -38,8 +38,7 @@ async def login(ctx: Context, env: Envelope) -> None:
     ):
         # A look-alike of a name online or registered is as taken as the name itself.
         raise RequestError(ErrorCode.USERNAME_TAKEN, name=name)
-    name = await services.accounts.authenticate(name, env.get("password"), ctx.address)
-    registered = await services.accounts.is_registered(name) is not None
+    name, registered = await services.accounts.authenticate(name, env.get("password"), ctx.address)
     if not registered and reserved(name, services.config.reserved_names):
         # Only an account the operator made (--add-account) may bear such a name.
         raise RequestError(ErrorCode.USERNAME_RESERVED, name=name)
