@@ -530,9 +530,12 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
         cpu0 = server.cpu()
         window = CpuWindow(server, workers).start()
         start = time.perf_counter()
-        for worker in workers:
-            worker.send("run")
-        connected = recv_all(workers, timeout=settings.capacity_time_limit_s + 300)
+        spy: dict[str, Any] = {}
+        profile = target is CHAT and login
+        with settings.profiled(server, "capacity", spy) if profile else contextlib.nullcontext():
+            for worker in workers:
+                worker.send("run")
+            connected = recv_all(workers, timeout=settings.capacity_time_limit_s + 300)
         connect_s = time.perf_counter() - start
         load = window.stop().summary()
         total = sum(r["connected"] for r in connected)
@@ -564,6 +567,7 @@ def _capacity_run(settings: Settings, target: Target, login: bool) -> dict[str, 
             "rss_before_mib": round(rss_before / 2**20, 1),
             "rss_after_mib": round(rss_after / 2**20, 1),
             "rss_per_conn_kib": round((rss_after - rss_before) / max(1, total) / 1024, 1),
+            **spy,
         }
     finally:
         stop_all(workers)
