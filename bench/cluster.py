@@ -45,7 +45,7 @@ from bench.common import (
     wait_idle,
     wait_quiet,
 )
-from bench.scenarios import CHAT, Settings, _broadcast_row, _measure_row, _us, _window
+from bench.scenarios import CHAT, Settings, _broadcast_row, _measure_row, _median_row, _us, _window
 
 PG_ADMIN = os.environ.get("CHAT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 HOST = "127.0.0.1"
@@ -272,10 +272,7 @@ def _workers(settings: Settings, services: Services, size: ClusterSizes) -> dict
     for _ in range(size.fanout_rounds):
         for label, options in variants:
             runs[label].append(_workers_once(settings, services, size, label, options, senders, per_proc))
-    rows = []
-    for found in runs.values():
-        ranked = sorted(found, key=lambda r: float(r["broadcasts_per_s"]))
-        rows.append({**ranked[len(ranked) // 2], "rounds": [r["broadcasts_per_s"] for r in found]})
+    rows = [_median_row(found, "broadcasts_per_s") for found in runs.values()]
     return {"rows": rows}
 
 
@@ -351,11 +348,7 @@ def _idle(settings: Settings, services: Services, size: ClusterSizes) -> dict[st
     for _ in range(size.idle_rounds):
         for nodes in runs:
             runs[nodes].append(_idle_once(settings, services, size, nodes))
-    rows = []
-    for found in runs.values():
-        ranked = sorted(found, key=lambda r: float(r["marginal_kib_per_conn"]))
-        rows.append({**ranked[len(ranked) // 2], "rounds": [r["marginal_kib_per_conn"] for r in found]})
-    return {"rows": rows}
+    return {"rows": [_median_row(found, "marginal_kib_per_conn") for found in runs.values()]}
 
 
 def _idle_once(settings: Settings, services: Services, size: ClusterSizes, nodes: int) -> dict[str, Any]:

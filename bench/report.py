@@ -124,7 +124,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _rounds(row: dict[str, Any], name: str) -> str:
     """The median round's figure, and every round's where there were several."""
-    rounds = row.get("rounds", [])
+    rounds = row.get(f"{name}_runs", [])
     figure = str(row[name])
     return figure if len(rounds) < 2 else f"{figure} ({' '.join(map(str, rounds))})"
 

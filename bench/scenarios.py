@@ -360,9 +360,8 @@ def _versus(by: dict[str, dict[str, Any]], other: str, clients: int, phase: str)
     return out
 
 
-def _median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median CPU per delivery, listing every run's figure."""
-    key = "server_cpu_us_per_delivery"
+def _median_row(runs: list[dict[str, Any]], key: str = "server_cpu_us_per_delivery") -> dict[str, Any]:
+    """The run with the median ``key`` (CPU per delivery), listing every run's figure."""
     ordered = sorted(runs, key=lambda r: r.get(key) or 0.0)
     median = ordered[(len(ordered) - 1) // 2]
     return {**median, "rounds": len(runs), f"{key}_runs": [r.get(key) for r in runs]}
