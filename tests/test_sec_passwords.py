@@ -82,13 +82,21 @@ async def test_h2_a_hundred_simultaneous_guesses_get_only_the_pair_budget(
         elapsed = time.monotonic() - started
         outcome = Counter(r.type if r.type == "welcome" else r["code"] for r in replies)
         print(f"H2 outcome in {elapsed:.2f} s: {dict(outcome)}")
-        assert outcome["welcome"] == 0, outcome
-        assert outcome["wrong_password"] <= 5, outcome
-        refused = outcome["too_many_attempts"] + outcome["server_busy"]
-        assert outcome["wrong_password"] + refused == 100, outcome
-        assert outcome["too_many_attempts"] >= 95 - outcome["server_busy"], outcome
-        # The address is now out of budget for vic, even with the right password.
-        assert await login_code(sessions[0], "vic", PASSWORD) == "too_many_attempts"
+        # Only the pair's budget of 5 guesses is checked. Which 5 depends on the order in
+        # which the server reads the 100 connections (the order epoll reports them, not
+        # the order they were written), so the real one is among them 5 times in 100.
+        checked = outcome["welcome"] + outcome["wrong_password"]
+        assert checked <= 5 and outcome["welcome"] <= 1, outcome
+        # The rest are refused unchecked: out of budget, busy, or (once the real one got
+        # in) the name is online.
+        refused = outcome["too_many_attempts"] + outcome["server_busy"] + outcome["username_taken"]
+        assert checked + refused == 100, outcome
+        assert outcome["username_taken"] == 0 or outcome["welcome"] == 1, outcome
+        # The address is now out of budget for vic, even with the right password (or vic
+        # is online already, when the right one was among the five checked).
+        expected = "username_taken" if outcome["welcome"] else "too_many_attempts"
+        other = next(s for s, r in zip(sessions, replies, strict=True) if r.type != "welcome")
+        assert await login_code(other, "vic", PASSWORD) == expected
         for session in sessions:
             await session.close()
         await assert_fresh_pair_chats(server, public_key)
