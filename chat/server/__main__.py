@@ -23,7 +23,7 @@ from chat.keys import (
     write_key_pair,
 )
 from chat.protocol.tickets import MAX_TICKET_LIFETIME
-from chat.server import logs, process_limits, workers
+from chat.server import collector, logs, process_limits, workers
 from chat.server.add_account import AddAccountError, add_account
 from chat.server.app import ChatServer
 from chat.server.config import ServerConfig, is_postgres_url
@@ -224,6 +224,7 @@ def _url_host(host: str) -> str:
 async def serve(server: ChatServer, public_pem: Path, tls_fingerprint: str | None = None) -> None:
     process_limits.quiet_accept_errors(asyncio.get_running_loop())
     port = await server.start()
+    collector.settle_after_start()
     config = server.config
     scheme = "wss" if config.tls is not None else "ws"
     print(f"WebSocket server started and listening on {scheme}://{config.host}:{port}", flush=True)
