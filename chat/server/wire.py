@@ -149,7 +149,16 @@ class Wire(Keepalive, asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.protocol.receive_eof()  # idempotent: the state is CLOSED from here on
+        protocol = self.protocol
+        protocol.receive_eof()  # idempotent: the state is CLOSED from here on
+        # websockets leaves its parser, a generator whose frame holds the protocol,
+        # waiting for data that will never come, and the error it may have ended with (the
+        # end of the stream, when the peer left without a close frame) holds that frame
+        # too: closed, and without the traceback, they form no cycle with the protocol, so
+        # reference counting frees it instead of the next full collection.
+        protocol.parser.close()
+        if protocol.parser_exc is not None:
+            protocol.parser_exc.__traceback__ = None
         server = self._server
         server.wires.discard(self)
         for timer in (self._timer, self._keepalive):
