@@ -1,18 +1,15 @@
 """One TCP connection of the server: its HTTP request and WebSocket frames, through
 websockets' sans-I/O ``ServerProtocol``, in an ``asyncio.Protocol`` of our own.
 
-websockets' asyncio server keeps a task, several futures, a message assembler and the
-upgrade's headers for every connection for as long as it lives, and spends about 270 us of
-the event loop's time to accept, upgrade and close one. Here an idle connection holds no
-task and no future: complete messages are pushed to the chat connection as they arrive
-(:attr:`Wire.on_message`), and a coroutine waits (:meth:`Wire.recv`) only during the
-handshake. websockets still parses and writes every frame, answers pings and runs the
-closing handshake; the chat code writes its data frames itself (frames.py).
+websockets' asyncio server keeps a task, futures, a message assembler and the upgrade's
+headers for every connection while it lives. Here an idle connection holds no task and no
+future: messages are pushed to the chat connection (:attr:`Wire.on_message`); a coroutine
+waits (:meth:`Wire.recv`) only during the handshake. websockets parses every frame, answers
+pings and closes; the chat code writes its data frames itself (frames.py).
 
-What a peer may make the server spend is bounded here as before (admission.py): the
-connection is counted from accept, refused over the limits, given ``upgrade_timeout`` to
-finish its HTTP upgrade, limited in pings per second, and read no further while
-``MAX_QUEUED`` of its messages wait for the chat code.
+What a peer may make the server spend is bounded here (admission.py): a connection is
+counted from accept, refused over the limits, given ``upgrade_timeout`` for its upgrade,
+limited in pings per second, and not read while ``MAX_QUEUED`` messages wait for the chat.
 """
 
 from __future__ import annotations
@@ -151,16 +148,7 @@ class Wire(Keepalive, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         protocol = self.protocol
         protocol.receive_eof()  # idempotent: the state is CLOSED from here on
-        # websockets leaves its parser, a generator whose frame holds the protocol,
-        # waiting for data that will never come, and the error it may have ended with (the
-        # end of the stream, when the peer left without a close frame) holds that frame
-        # too: closed, and without the traceback, they form no cycle with the protocol, so
-        # reference counting frees it instead of the next full collection.
-        protocol.parser.close()
-        if protocol.parser_exc is not None:
-            protocol.parser_exc.__traceback__ = None
-        server = self._server
-        server.wires.discard(self)
+        self._server.wires.discard(self)
         for timer in (self._timer, self._keepalive):
             if timer is not None:
                 timer.cancel()
@@ -175,9 +163,12 @@ class Wire(Keepalive, asyncio.Protocol):
             if future is not None and not future.done():
                 future.set_result(None)
         self._waiter = self._drained = None
-        # Nothing more arrives: dropping the chat connection's method breaks the cycle
-        # between it and this wire, so both are freed without a garbage collection.
+        # Nothing more arrives. Without the chat's method, websockets' parser and its error,
+        # nothing holds this wire or its protocol in a cycle for the garbage collector.
         self.on_message = None
+        protocol.parser.close()
+        if protocol.parser_exc is not None:
+            protocol.parser_exc.__traceback__ = None
         self._peer_left()
 
     def pause_writing(self) -> None:
