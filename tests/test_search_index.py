@@ -260,3 +260,19 @@ async def test_a_damaged_index_file_is_made_again(tmp_path: Path) -> None:
         assert await _texts(storage, "needle") == ["needle kept"]
     finally:
         await storage.close()
+
+
+@pytest.mark.parametrize("where", [":memory:", "file"])
+async def test_closing_waits_for_an_index_update_under_way(tmp_path: Path, where: str) -> None:
+    """An update that started before the storage closed finishes on an open connection
+    (closed under it, it failed on a closed one, and its task's error went unretrieved)."""
+    storage = Storage(":memory:" if where == ":memory:" else str(tmp_path / "chat.db"))
+    await storage.open()
+    await storage.messages.append(BROADCASTS, "s", "needle at the close")
+    store = storage.messages
+    store._start_index()
+    job = store._index_job
+    assert job is not None
+    await asyncio.sleep(0)  # the update is handed to the index's thread
+    await storage.close()
+    assert job.done() and not job.cancelled() and job.exception() is None

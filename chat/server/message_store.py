@@ -159,8 +159,12 @@ class MessageStore:
             self._indexing = None
 
     async def close(self) -> None:
-        """Stop, and close the search index once it has done what it was asked."""
+        """Stop, and close the search index once it has done what it was asked: an update
+        already started finishes first (closed under it, it failed on a closed connection
+        and its task's error went unretrieved)."""
         self.stop()
+        if self._index_job is not None:
+            await asyncio.gather(self._index_job, return_exceptions=True)
         await self._search.close()
 
     def _insert(self, db: sqlite3.Connection, *, batch: list[Pending]) -> tuple[list[Message], list[int]]:
