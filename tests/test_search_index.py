@@ -5,6 +5,7 @@ messages when it is missing or does not match them, and an older database moves 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -12,8 +13,10 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +26,17 @@ from chat.server.search_index import SWEEP_RATE
 from chat.server.storage import Storage
 
 READER = Readable("reader", 0, [(group_conversation("g"), 0)])
+
+
+@contextlib.asynccontextmanager
+async def opened(path: str, **options: Any) -> AsyncIterator[Storage]:
+    """The storage at ``path``, open for the block."""
+    storage = Storage(path, **options)
+    await storage.open()
+    try:
+        yield storage
+    finally:
+        await storage.close()
 
 
 def _ids(path: Path, table: str = "message") -> list[int]:
@@ -78,9 +92,7 @@ async def test_every_way_of_deleting_takes_the_message_out_of_the_index(tmp_path
     """Pruning, a withdrawn message, expiry, a deleted group and an expired group: once
     the index is updated (a search updates it first), it holds exactly the messages kept."""
     path = tmp_path / "chat.db"
-    storage = Storage(str(path), history_limit=3, retention_days=1)
-    await storage.open()
-    try:
+    async with opened(str(path), history_limit=3, retention_days=1) as storage:
         for n in range(70):
             await storage.messages.append(BROADCASTS, "s", f"word {n}")
         with closing(sqlite3.connect(path)) as db:
@@ -109,8 +121,6 @@ async def test_every_way_of_deleting_takes_the_message_out_of_the_index(tmp_path
         assert await storage.messages.expire(now=time.time() + 2 * 86400) == count > 0
         assert await _texts(storage, "word") == []
         assert _ids(path, "message_text") == _ids(path) == []
-    finally:
-        await storage.close()
 
 
 async def test_what_the_index_was_not_told_of_is_swept_out(tmp_path: Path) -> None:
@@ -119,27 +129,19 @@ async def test_what_the_index_was_not_told_of_is_swept_out(tmp_path: Path) -> No
     index update) are never found, and leave the index as new messages are indexed:
     SWEEP_RATE entries checked per new message."""
     path = tmp_path / "chat.db"
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         for n in range(100):
             await storage.messages.append(BROADCASTS, "s", f"needle {n}")
         assert len(await _texts(storage, "needle")) == 100
-    finally:
-        await storage.close()
     with closing(sqlite3.connect(path)) as db, db:
         db.execute("DELETE FROM message WHERE id <= 80")
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         assert await _texts(storage, "needle") == [f"needle {n}" for n in range(99, 79, -1)]
         assert len(_ids(path, "message_text")) == 100
         for n in range(80 // SWEEP_RATE):
             await storage.messages.append(BROADCASTS, "s", f"new {n}")
         await _texts(storage, "needle")
         assert _ids(path, "message_text") == _ids(path) == list(range(81, 141))
-    finally:
-        await storage.close()
 
 
 async def test_an_index_that_does_not_match_the_messages_is_made_again(tmp_path: Path) -> None:
@@ -147,22 +149,14 @@ async def test_an_index_that_does_not_match_the_messages_is_made_again(tmp_path:
     ids the restored database gives again, to other messages), or the index file lost:
     the index is made again from the messages, and finds exactly them."""
     path = tmp_path / "chat.db"
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         for n in range(3):
             await storage.messages.append(BROADCASTS, "s", f"alpha {n}")
-    finally:
-        await storage.close()
     shutil.copy(path, tmp_path / "backup.db")
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         for n in range(3):
             await storage.messages.append(BROADCASTS, "s", f"beta {n}")
         assert len(await _texts(storage, "beta")) == 3
-    finally:
-        await storage.close()
     for more in (0, 4):  # the restored database has not, then has, given the index's ids again
         shutil.copy(tmp_path / "backup.db", path)
         with closing(sqlite3.connect(path)) as db, db:
@@ -170,24 +164,16 @@ async def test_an_index_that_does_not_match_the_messages_is_made_again(tmp_path:
                 db.execute("INSERT INTO message (conv, seq, sender, text, sent_at)"
                            " VALUES ('*', ?, 's', ?, 1.0)", (4 + n, f"gamma {n}"))  # fmt: skip
             db.execute("UPDATE conversation SET last_seq = ? WHERE conv = '*'", (3 + more,))
-        storage = Storage(str(path))
-        await storage.open()
-        try:
+        async with opened(str(path)) as storage:
             assert await _texts(storage, "beta") == []
             assert await _texts(storage, "alpha") == ["alpha 2", "alpha 1", "alpha 0"]
             assert await _texts(storage, "gamma") == [f"gamma {n}" for n in range(more - 1, -1, -1)]
             new = await storage.messages.append(BROADCASTS, "s", "delta")
             assert (new.id, await _texts(storage, "delta")) == (4 + more, ["delta"])
-        finally:
-            await storage.close()
         for name in ("", "-wal", "-shm"):
             Path(f"{path}-search{name}").unlink(missing_ok=True)
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         assert await _texts(storage, "alpha") == ["alpha 2", "alpha 1", "alpha 0"]
-    finally:
-        await storage.close()
 
 
 async def test_a_database_of_the_previous_version_moves_its_index_out(tmp_path: Path) -> None:
@@ -206,14 +192,10 @@ async def test_a_database_of_the_previous_version_moves_its_index_out(tmp_path: 
         db.execute("INSERT INTO message_text (rowid, text) SELECT id, text FROM message")
         db.execute("UPDATE search_state SET indexed_upto = 5")
         db.execute("DELETE FROM message WHERE id = 2")
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         assert await _texts(storage, "needle") == ["needle 4", "needle 3", "needle 2", "needle 0"]
         assert (await storage.messages.append(BROADCASTS, "s", "needle 5")).seq == 6
         assert (await _texts(storage, "needle"))[0] == "needle 5"
-    finally:
-        await storage.close()
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) == 7
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
@@ -229,15 +211,11 @@ async def test_the_index_file_is_private(tmp_path: Path) -> None:
     old = os.umask(0o022)
     try:
         for n in range(2):
-            storage = Storage(str(path))
-            await storage.open()
-            try:
+            async with opened(str(path)) as storage:
                 await storage.messages.append(BROADCASTS, "s", f"needle {n}")
                 assert await _texts(storage, f"needle {n}") == [f"needle {n}"]
                 for name in ("", "-wal", "-shm"):
                     assert stat.S_IMODE(os.stat(f"{path}-search{name}").st_mode) == 0o600
-            finally:
-                await storage.close()
             os.chmod(f"{path}-search", 0o644)
     finally:
         os.umask(old)
@@ -247,19 +225,11 @@ async def test_a_damaged_index_file_is_made_again(tmp_path: Path) -> None:
     """The index file is not a database (damaged, or something else wrote there): the
     server starts all the same, with the index made again from the messages."""
     path = tmp_path / "chat.db"
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         await storage.messages.append(BROADCASTS, "s", "needle kept")
-    finally:
-        await storage.close()
     Path(f"{path}-search").write_bytes(b"not a database" * 1000)
-    storage = Storage(str(path))
-    await storage.open()
-    try:
+    async with opened(str(path)) as storage:
         assert await _texts(storage, "needle") == ["needle kept"]
-    finally:
-        await storage.close()
 
 
 @pytest.mark.parametrize("where", [":memory:", "file"])
