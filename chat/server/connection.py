@@ -89,9 +89,9 @@ class ClientConnection(Inbound, Resumable, SessionState):
         self._ws = websocket
         self._server = server
         #: The protocol's state for this peer, without I/O (session.py).
+        self._session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
         #: The session's seal once established (None before: nothing is delivered).
         self._seal: Callable[[bytes], bytes] | None = None
-        self._session = ServerSession(server.private_key, ticket_lifetime=server.config.ticket_lifetime)
         assert websocket.transport is not None
         self._transport = websocket.transport
         #: Messages pushed by the wire and not yet read, and the task reading them (both
