@@ -291,6 +291,8 @@ async def test_keyboard_alone(web: WebWorld) -> None:
     await user.page.keyboard.type("sophia")
     await user.page.keyboard.press("Enter")
     await user.expect_line("[Welcome sophia]")
+    # Tab completes from the Online list, which arrives just after the welcome.
+    await user.expect_items("Online", ["sophia", "jojo"])
     await tab_to(user, user.message_field, "the Message field")
     await user.page.keyboard.type("/msg jo")
     await user.page.keyboard.press("Tab")
