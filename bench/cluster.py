@@ -56,8 +56,10 @@ class ClusterSizes:
     fanout_clients: int = 1000
     #: Broadcasts in flight per generator: 16 left two workers short of saturation (their
     #: CPU 115 %, with a quarter of a core idle; 32 gave them 5 to 15 % more while one
-    #: process stayed where it was, at 100 %).
-    fanout_window: int = 32
+    #: process stayed where it was, at 100 %). 32 still left a sixth of the machine idle
+    #: (workers 124 %, generators 50 %, Redis and PostgreSQL 10 %); 64 fills it (132, 47
+    #: and 11 %), and 128 measured the same as 64, as did one process at all three.
+    fanout_window: int = 64
     #: Interleaved rounds of the three workers targets; each one's median is reported,
     #: since one process's rate moved from 190 to 270 broadcasts/s between 4 s runs.
     fanout_rounds: int = 3
