@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import reference_client as ref
+import session_helpers
 from Crypto.Cipher import AES
 from Crypto.PublicKey import RSA
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -344,9 +345,8 @@ async def _login(session: Any, name: str) -> None:
 async def _quit(session: Any) -> None:
     """Log out and close. The server answers ``quit`` once the name is released; a bare
     close may still hold it when the next connection logs in (it did once in CI)."""
-    rid = await session.send("quit")
-    reply = await asyncio.wait_for(session.recv(), 10)
-    assert reply.type == "ok" and reply["re"] == rid, reply
+    reply = await session_helpers.reply(session, "quit", skip=())
+    assert reply.type == "ok", reply
     await session.close()
 
 
