@@ -91,9 +91,9 @@ class Directory:
     def route(self, k: str) -> str | None:
         """Where to send events for ``k``, another node's user: as its frames said, or
         as Redis said a moment ago (``expect``)."""
-        index = self._index_of(k)
-        if index is not None:
-            return self._nodes[index]
+        node = self.node_of(k)
+        if node is not None:
+            return node
         expected = self._expected.get(k)
         if expected is not None and time.monotonic() - expected[2] < EXPECTED_FOR:
             return expected[1]
